@@ -1,0 +1,7 @@
+//! `tah`: an on-device inference engine for Think-at-Hard (TaH) language models.
+//!
+//! A `.tah` file is a GGUF v3 file (see [`format`]); weights are read in place
+//! from a memory mapping, in the block formats of [`quant`].
+
+pub mod format;
+pub mod quant;
