@@ -4,4 +4,5 @@
 //! from a memory mapping, in the block formats of [`quant`].
 
 pub mod format;
+pub mod info;
 pub mod quant;

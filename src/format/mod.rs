@@ -7,8 +7,8 @@ pub mod gguf;
 pub mod keys;
 pub mod writer;
 
-
-
+pub use gguf::{GgufError, GgufErrorKind, GgufFile, TensorInfo};
+pub use writer::{write_atomically, GgufWriter, TensorSink};
 
 /// A GGUF metadata value. Arrays hold values of one type (GGUF requires it; the
 /// reader checks it).
