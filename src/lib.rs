@@ -5,4 +5,5 @@
 
 pub mod format;
 pub mod info;
+pub mod model;
 pub mod quant;
