@@ -5,5 +5,9 @@
 
 pub mod format;
 pub mod info;
+pub mod kernels;
 pub mod model;
+pub mod perplexity;
 pub mod quant;
+pub mod session;
+pub mod tah;

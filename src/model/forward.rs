@@ -1,0 +1,470 @@
+//! The decoder forward pass over a batch of rows, in the order of the math:
+//! norm → q/k/v (+LoRA at depth ≥ 2) → QK-norm → RoPE → cache → attention → o →
+//! residual → norm → SwiGLU FFN → residual. The same function runs depth 1 (base
+//! weights, every token) and depth ≥ 2 (LoRA on, hard tokens only).
+
+use super::config::Arch;
+use super::kv_cache::{KvCache, Rows};
+use super::weights::{Lora, MatRef, Model};
+use crate::kernels::{self, MatmulScratch};
+use rayon::prelude::*;
+
+/// Largest head dimension the attention kernel handles (stack accumulators).
+pub const MAX_HEAD_DIM: usize = 512;
+
+/// Activation buffers for up to `max_rows` rows, allocated once per session.
+pub struct Scratch {
+    pub max_rows: usize,
+    pub x: Vec<f32>,      // (rows, dim) residual stream
+    pub xb: Vec<f32>,     // (rows, dim) normed input of a sub-block
+    pub q: Vec<f32>,      // (rows, n_heads·hd)
+    pub k: Vec<f32>,      // (rows, n_kv·hd)
+    pub v: Vec<f32>,      // (rows, n_kv·hd)
+    pub att: Vec<f32>,    // (rows, n_heads·hd) attention output
+    pub proj: Vec<f32>,   // (rows, dim) output of o / down
+    pub gate: Vec<f32>,   // (rows, ffn)
+    pub up: Vec<f32>,     // (rows, ffn)
+    pub lora_t: Vec<f32>, // (rows, r) A·x
+    pub lora_y: Vec<f32>, // (rows, max out) B·(A·x)
+    pub mm: MatmulScratch,
+    /// RoPE inverse frequencies (hd/2).
+    inv_freq: Vec<f32>,
+}
+
+impl Scratch {
+    pub fn new(model: &Model, max_rows: usize) -> Scratch {
+        let c = &model.cfg;
+        let q_dim = c.n_heads * c.head_dim;
+        let kv_dim = c.n_kv_heads * c.head_dim;
+        let r = c.tah.as_ref().map_or(0, |t| t.lora_rank);
+        let max_out = c.dim.max(c.ffn_dim).max(q_dim);
+        // HF / llama.cpp: θ_i = base^(-2i/hd).
+        let inv_freq = (0..c.head_dim / 2)
+            .map(|i| (c.rope_base as f64).powf(-(2.0 * i as f64) / c.head_dim as f64) as f32)
+            .collect();
+        Scratch {
+            max_rows,
+            x: vec![0.0; max_rows * c.dim],
+            xb: vec![0.0; max_rows * c.dim],
+            q: vec![0.0; max_rows * q_dim],
+            k: vec![0.0; max_rows * kv_dim],
+            v: vec![0.0; max_rows * kv_dim],
+            att: vec![0.0; max_rows * q_dim],
+            proj: vec![0.0; max_rows * c.dim],
+            gate: vec![0.0; max_rows * c.ffn_dim],
+            up: vec![0.0; max_rows * c.ffn_dim],
+            lora_t: vec![0.0; max_rows * r],
+            lora_y: vec![0.0; max_rows * max_out],
+            mm: MatmulScratch::default(),
+            inv_freq,
+        }
+    }
+}
+
+/// Which hidden states to record for the decider, and where.
+pub struct Capture<'a> {
+    /// Hidden-state indices (0 = embedding output, L = final-norm output).
+    pub layers: &'a [usize],
+    /// (rows, layers.len(), dim)
+    pub out: &'a mut [f32],
+}
+
+/// `out = w ⊙ x / sqrt(mean(x²) + eps)` for each row of `dim` values.
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let dim = w.len();
+    for (xr, or) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
+        let ss: f32 = xr.iter().map(|v| v * v).sum::<f32>() / dim as f32;
+        let inv = 1.0 / (ss + eps).sqrt();
+        for ((o, v), g) in or.iter_mut().zip(xr).zip(w) {
+            *o = g * (v * inv);
+        }
+    }
+}
+
+/// In-place per-head RMSNorm (qwen3's QK-norm).
+fn rms_norm_heads(x: &mut [f32], w: &[f32], eps: f32) {
+    let hd = w.len();
+    for h in x.chunks_exact_mut(hd) {
+        let ss: f32 = h.iter().map(|v| v * v).sum::<f32>() / hd as f32;
+        let inv = 1.0 / (ss + eps).sqrt();
+        for (v, g) in h.iter_mut().zip(w) {
+            *v = g * (*v * inv);
+        }
+    }
+}
+
+/// Rotary embedding of one row of heads at position `pos`. `neox`: pairs
+/// (i, i + hd/2) (qwen2/qwen3, and HF's rotate-half); otherwise adjacent pairs
+/// (2i, 2i+1), the order llama.cpp's converter gives llama models.
+fn rope(x: &mut [f32], hd: usize, pos: usize, inv_freq: &[f32], neox: bool) {
+    for head in x.chunks_exact_mut(hd) {
+        for (i, f) in inv_freq.iter().enumerate() {
+            let theta = pos as f32 * f;
+            let (sin, cos) = theta.sin_cos();
+            let (a, b) = if neox {
+                (i, i + hd / 2)
+            } else {
+                (2 * i, 2 * i + 1)
+            };
+            let (x0, x1) = (head[a], head[b]);
+            head[a] = x0 * cos - x1 * sin;
+            head[b] = x0 * sin + x1 * cos;
+        }
+    }
+}
+
+/// `y = x·Wᵀ (+ bias) (+ scale·(x·Aᵀ)·Bᵀ)` for `n` rows.
+#[allow(clippy::too_many_arguments)]
+fn linear(
+    model: &Model,
+    w: &MatRef,
+    bias: Option<&[f32]>,
+    lora: Option<(&Lora, f32)>,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    lora_t: &mut [f32],
+    lora_y: &mut [f32],
+    mm: &mut MatmulScratch,
+) {
+    let (rows, cols) = (w.rows, w.cols);
+    let y = &mut y[..n * rows];
+    kernels::matmul(&model.mat(w), &x[..n * cols], n, y, mm);
+    if let Some(b) = bias {
+        for yr in y.chunks_exact_mut(rows) {
+            for (o, bv) in yr.iter_mut().zip(b) {
+                *o += bv;
+            }
+        }
+    }
+    if let Some((l, scale)) = lora {
+        let r = l.a.rows;
+        let t = &mut lora_t[..n * r];
+        kernels::matmul(&model.mat(&l.a), &x[..n * cols], n, t, mm);
+        let ly = &mut lora_y[..n * rows];
+        kernels::matmul(&model.mat(&l.b), t, n, ly, mm);
+        for (o, d) in y.iter_mut().zip(ly.iter()) {
+            *o += d * scale;
+        }
+    }
+}
+
+/// Runs every layer on `n` rows already in `s.x` (their input embeddings), at
+/// `positions` (ascending), as depth `depth`. Appends their keys/values to the
+/// cache at that depth and leaves the last layer's residual stream in `s.x`.
+pub fn run_layers(
+    model: &Model,
+    cache: &mut KvCache,
+    s: &mut Scratch,
+    n: usize,
+    positions: &[usize],
+    depth: usize,
+    mut capture: Option<&mut Capture>,
+) {
+    let c = &model.cfg;
+    let (dim, hd) = (c.dim, c.head_dim);
+    let q_dim = c.n_heads * hd;
+    let kv_dim = c.n_kv_heads * hd;
+    assert!(n <= s.max_rows && positions.len() == n && hd <= MAX_HEAD_DIM);
+    if depth == 1 {
+        debug_assert!(positions
+            .iter()
+            .enumerate()
+            .all(|(i, &p)| p == cache.len(1) + i));
+    }
+    let first_slot = cache.append(depth, positions);
+    let lora_scale = c
+        .tah
+        .as_ref()
+        .map_or(0.0, |t| t.lora_alpha / t.lora_rank as f32);
+    let neox = c.arch != Arch::Llama;
+    let n_sel = capture.as_ref().map_or(0, |cap| cap.layers.len());
+
+    for (l, layer) in model.layers.iter().enumerate() {
+        if let Some(cap) = capture.as_deref_mut() {
+            record(cap, l, &s.x[..n * dim], n, n_sel, dim);
+        }
+        let lora = |i: usize| {
+            if depth >= 2 {
+                layer.lora[i].as_ref().map(|lo| (lo, lora_scale))
+            } else {
+                None
+            }
+        };
+
+        // Attention block.
+        rms_norm(
+            &s.x[..n * dim],
+            &layer.attn_norm,
+            c.rms_eps,
+            &mut s.xb[..n * dim],
+        );
+        linear(
+            model,
+            &layer.wq,
+            layer.bq.as_deref(),
+            lora(0),
+            &s.xb,
+            n,
+            &mut s.q,
+            &mut s.lora_t,
+            &mut s.lora_y,
+            &mut s.mm,
+        );
+        linear(
+            model,
+            &layer.wk,
+            layer.bk.as_deref(),
+            lora(1),
+            &s.xb,
+            n,
+            &mut s.k,
+            &mut s.lora_t,
+            &mut s.lora_y,
+            &mut s.mm,
+        );
+        linear(
+            model,
+            &layer.wv,
+            layer.bv.as_deref(),
+            lora(2),
+            &s.xb,
+            n,
+            &mut s.v,
+            &mut s.lora_t,
+            &mut s.lora_y,
+            &mut s.mm,
+        );
+        for i in 0..n {
+            let q = &mut s.q[i * q_dim..(i + 1) * q_dim];
+            let k = &mut s.k[i * kv_dim..(i + 1) * kv_dim];
+            if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
+                rms_norm_heads(q, qn, c.rms_eps);
+                rms_norm_heads(k, kn, c.rms_eps);
+            }
+            rope(q, hd, positions[i], &s.inv_freq, neox);
+            rope(k, hd, positions[i], &s.inv_freq, neox);
+            cache.write(
+                depth,
+                l,
+                first_slot + i,
+                k,
+                &s.v[i * kv_dim..(i + 1) * kv_dim],
+            );
+        }
+        attention(
+            cache,
+            l,
+            depth,
+            &s.q[..n * q_dim],
+            positions,
+            c.n_heads,
+            c.n_kv_heads,
+            hd,
+            &mut s.att[..n * q_dim],
+        );
+        linear(
+            model,
+            &layer.wo,
+            None,
+            lora(3),
+            &s.att,
+            n,
+            &mut s.proj,
+            &mut s.lora_t,
+            &mut s.lora_y,
+            &mut s.mm,
+        );
+        for (x, p) in s.x[..n * dim].iter_mut().zip(&s.proj[..n * dim]) {
+            *x += p;
+        }
+
+        // Feed-forward block: down(silu(gate(x)) · up(x)).
+        rms_norm(
+            &s.x[..n * dim],
+            &layer.ffn_norm,
+            c.rms_eps,
+            &mut s.xb[..n * dim],
+        );
+        linear(
+            model,
+            &layer.w_gate,
+            None,
+            lora(4),
+            &s.xb,
+            n,
+            &mut s.gate,
+            &mut s.lora_t,
+            &mut s.lora_y,
+            &mut s.mm,
+        );
+        linear(
+            model,
+            &layer.w_up,
+            None,
+            lora(5),
+            &s.xb,
+            n,
+            &mut s.up,
+            &mut s.lora_t,
+            &mut s.lora_y,
+            &mut s.mm,
+        );
+        for (g, u) in s.gate[..n * c.ffn_dim]
+            .iter_mut()
+            .zip(&s.up[..n * c.ffn_dim])
+        {
+            *g = *g / (1.0 + (-*g).exp()) * u;
+        }
+        linear(
+            model,
+            &layer.w_down,
+            None,
+            lora(6),
+            &s.gate,
+            n,
+            &mut s.proj,
+            &mut s.lora_t,
+            &mut s.lora_y,
+            &mut s.mm,
+        );
+        for (x, p) in s.x[..n * dim].iter_mut().zip(&s.proj[..n * dim]) {
+            *x += p;
+        }
+    }
+    if let Some(cap) = capture {
+        if cap.layers.contains(&c.n_layers) {
+            rms_norm(
+                &s.x[..n * dim],
+                &model.output_norm,
+                c.rms_eps,
+                &mut s.xb[..n * dim],
+            );
+            record(cap, c.n_layers, &s.xb[..n * dim], n, n_sel, dim);
+        }
+    }
+}
+
+/// Copies rows of `h` into the capture slots of hidden-state index `index`.
+fn record(cap: &mut Capture, index: usize, h: &[f32], n: usize, n_sel: usize, dim: usize) {
+    for (j, _) in cap.layers.iter().enumerate().filter(|(_, &li)| li == index) {
+        for i in 0..n {
+            let at = (i * n_sel + j) * dim;
+            cap.out[at..at + dim].copy_from_slice(&h[i * dim..(i + 1) * dim]);
+        }
+    }
+}
+
+/// Duo-causal attention: the query of row i (position p, depth d) attends to the
+/// depth-1 keys at positions ≤ p and, for each depth 2..=d, to that depth's keys at
+/// positions ≤ p — one softmax over all of them, computed online (no mask).
+#[allow(clippy::too_many_arguments)]
+fn attention(
+    cache: &KvCache,
+    layer: usize,
+    depth: usize,
+    q: &[f32],
+    positions: &[usize],
+    n_heads: usize,
+    n_kv: usize,
+    hd: usize,
+    out: &mut [f32],
+) {
+    let kv_dim = n_kv * hd;
+    let group = n_heads / n_kv;
+    let scale = 1.0 / (hd as f32).sqrt();
+    // Visible slots per depth for the last row; earlier rows see prefixes.
+    let sets: Vec<(Rows, Rows, Option<&[usize]>)> = (1..=depth)
+        .map(|d| {
+            let n = cache.len(d);
+            let (k, v) = cache.rows(d, layer, n);
+            (
+                k,
+                v,
+                if d == 1 {
+                    None
+                } else {
+                    Some(cache.positions(d))
+                },
+            )
+        })
+        .collect();
+    out.par_chunks_mut(hd).enumerate().for_each(|(task, o)| {
+        let (i, h) = (task / n_heads, task % n_heads);
+        let p = positions[i];
+        let qh = &q[i * n_heads * hd + h * hd..][..hd];
+        let kv_off = (h / group) * hd;
+        let mut acc = [0f32; MAX_HEAD_DIM];
+        let acc = &mut acc[..hd];
+        let (mut m, mut l) = (f32::NEG_INFINITY, 0f32);
+        for (k, v, pos) in &sets {
+            let visible = match pos {
+                None => p + 1,
+                Some(pos) => pos.partition_point(|&pp| pp <= p),
+            };
+            for j in 0..visible {
+                let s = dot_row(qh, *k, j * kv_dim + kv_off, hd) * scale;
+                let m_new = m.max(s);
+                let corr = (m - m_new).exp();
+                let w = (s - m_new).exp();
+                l = l * corr + w;
+                axpy_row(acc, corr, w, *v, j * kv_dim + kv_off);
+                m = m_new;
+            }
+        }
+        let inv = 1.0 / l;
+        for (o, a) in o.iter_mut().zip(acc.iter()) {
+            *o = a * inv;
+        }
+    });
+}
+
+fn dot_row(q: &[f32], k: Rows, at: usize, hd: usize) -> f32 {
+    match k {
+        Rows::F32(k) => kernels::dot_f32(q, &k[at..at + hd]),
+        Rows::F16(k) => q
+            .iter()
+            .zip(&k[at..at + hd])
+            .map(|(a, b)| a * b.to_f32())
+            .sum(),
+    }
+}
+
+/// `acc = acc·corr + w·v_row`.
+fn axpy_row(acc: &mut [f32], corr: f32, w: f32, v: Rows, at: usize) {
+    match v {
+        Rows::F32(v) => {
+            for (a, x) in acc.iter_mut().zip(&v[at..]) {
+                *a = *a * corr + w * x;
+            }
+        }
+        Rows::F16(v) => {
+            for (a, x) in acc.iter_mut().zip(&v[at..]) {
+                *a = *a * corr + w * x.to_f32();
+            }
+        }
+    }
+}
+
+/// Final norm and LM head for `rows` (indices into the batch) into `logits`
+/// (`rows.len() × vocab`).
+pub fn logits(model: &Model, s: &mut Scratch, rows: &[usize], logits: &mut [f32]) {
+    let c = &model.cfg;
+    let dim = c.dim;
+    for (j, &i) in rows.iter().enumerate() {
+        rms_norm(
+            &s.x[i * dim..(i + 1) * dim],
+            &model.output_norm,
+            c.rms_eps,
+            &mut s.xb[j * dim..(j + 1) * dim],
+        );
+    }
+    let n = rows.len();
+    kernels::matmul(
+        &model.mat(&model.output),
+        &s.xb[..n * dim],
+        n,
+        &mut logits[..n * c.vocab],
+        &mut s.mm,
+    );
+}

@@ -1,0 +1,217 @@
+//! The model's weights as views into the mapped `.tah` file. Norm vectors and
+//! biases (a few KB each) are copied out as f32; every matrix stays in the file.
+
+use super::config::{Config, ModelError};
+use crate::format::{keys, GgufFile, TensorInfo};
+use crate::kernels::Matrix;
+use crate::quant::GgmlType;
+use std::path::Path;
+
+/// Where a matrix lives in the file.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef {
+    pub ty: GgmlType,
+    start: usize,
+    len: usize,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+/// LoRA pair of one linear: `A` (r × in) and `B` (out × r).
+pub struct Lora {
+    pub a: MatRef,
+    pub b: MatRef,
+}
+
+/// One decoder layer. Shapes are (rows, cols) = (out features, in features).
+pub struct Layer {
+    pub attn_norm: Vec<f32>,      // (dim)
+    pub wq: MatRef,               // (n_heads·hd, dim)
+    pub wk: MatRef,               // (n_kv·hd, dim)
+    pub wv: MatRef,               // (n_kv·hd, dim)
+    pub bq: Option<Vec<f32>>,     // (n_heads·hd) qwen2
+    pub bk: Option<Vec<f32>>,     // (n_kv·hd) qwen2
+    pub bv: Option<Vec<f32>>,     // (n_kv·hd) qwen2
+    pub q_norm: Option<Vec<f32>>, // (hd) qwen3
+    pub k_norm: Option<Vec<f32>>, // (hd) qwen3
+    pub wo: MatRef,               // (dim, n_heads·hd)
+    pub ffn_norm: Vec<f32>,       // (dim)
+    pub w_gate: MatRef,           // (ffn, dim)
+    pub w_up: MatRef,             // (ffn, dim)
+    pub w_down: MatRef,           // (dim, ffn)
+    /// LoRA of [q, k, v, o, gate, up, down] (depth ≥ 2 only); `None` where not adapted.
+    pub lora: [Option<Lora>; 7],
+}
+
+/// The decider MLP's parameters (f32, copied: they are small and used as f32).
+pub struct DeciderWeights {
+    pub logits_proj_w: Vec<f32>,                   // (H, topk)
+    pub logits_proj_b: Vec<f32>,                   // (H)
+    pub combined_w: Vec<f32>,                      // (d0, n·H + H)
+    pub combined_b: Vec<f32>,                      // (d0)
+    pub input_proj_w: Vec<f32>,                    // (d0, d0)
+    pub input_proj_b: Vec<f32>,                    // (d0)
+    pub hidden_norm: Option<(Vec<f32>, Vec<f32>)>, // (n·H) weight, bias (normalize_input)
+    pub blocks: Vec<DeciderBlock>,
+    pub out_norm_w: Vec<f32>, // (last)
+    pub out_norm_b: Vec<f32>, // (last)
+    pub out_w: Vec<f32>,      // (1, last)
+    pub out_b: f32,
+}
+
+pub struct DeciderBlock {
+    pub d_in: usize,
+    pub d_out: usize,
+    pub norm_w: Vec<f32>,                         // (d_in)
+    pub norm_b: Vec<f32>,                         // (d_in)
+    pub up_w: Vec<f32>,                           // (d_in·e, d_in)
+    pub up_b: Vec<f32>,                           // (d_in·e)
+    pub down_w: Vec<f32>,                         // (d_out, d_in·e)
+    pub down_b: Vec<f32>,                         // (d_out)
+    pub dim_change: Option<(Vec<f32>, Vec<f32>)>, // (d_out, d_in), (d_out)
+}
+
+/// An immutable model, shareable between sessions (and threads).
+pub struct Model {
+    pub cfg: Config,
+    file: GgufFile,
+    pub token_embd: MatRef, // (vocab, dim)
+    pub output: MatRef,     // (vocab, dim): token_embd when tied
+    pub output_norm: Vec<f32>,
+    pub layers: Vec<Layer>,
+    pub decider: Option<DeciderWeights>,
+}
+
+impl Model {
+    /// Maps and validates a `.tah` / GGUF file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Model, ModelError> {
+        let file = GgufFile::open(path)?;
+        Self::from_file(file)
+    }
+
+    pub fn from_file(file: GgufFile) -> Result<Model, ModelError> {
+        let cfg = Config::from_gguf(&file)?; // checks presence and shape of every tensor
+        let t = |name: &str| file.tensor(name).expect("checked by Config::from_gguf");
+        let mat = |name: &str| mat_ref(&file, t(name));
+        let vec = |name: &str| file.tensor_f32(t(name));
+        let opt_vec = |name: &str| file.tensor(name).map(|ti| file.tensor_f32(ti));
+        let mut layers = Vec::with_capacity(cfg.n_layers);
+        for l in 0..cfg.n_layers {
+            let w = |s: &str| keys::blk(l, s, "weight");
+            let b = |s: &str| keys::blk(l, s, "bias");
+            let lora = keys::LINEARS.map(|(stem, _)| {
+                let a = file.tensor(&keys::lora_a(l, stem))?;
+                let b = file.tensor(&keys::lora_b(l, stem))?;
+                Some(Lora {
+                    a: mat_ref(&file, a),
+                    b: mat_ref(&file, b),
+                })
+            });
+            layers.push(Layer {
+                attn_norm: vec(&w("attn_norm")),
+                wq: mat(&w("attn_q")),
+                wk: mat(&w("attn_k")),
+                wv: mat(&w("attn_v")),
+                bq: opt_vec(&b("attn_q")),
+                bk: opt_vec(&b("attn_k")),
+                bv: opt_vec(&b("attn_v")),
+                q_norm: if cfg.qk_norm {
+                    Some(vec(&w("attn_q_norm")))
+                } else {
+                    None
+                },
+                k_norm: if cfg.qk_norm {
+                    Some(vec(&w("attn_k_norm")))
+                } else {
+                    None
+                },
+                wo: mat(&w("attn_output")),
+                ffn_norm: vec(&w("ffn_norm")),
+                w_gate: mat(&w("ffn_gate")),
+                w_up: mat(&w("ffn_up")),
+                w_down: mat(&w("ffn_down")),
+                lora,
+            });
+        }
+        let token_embd = mat(keys::TOKEN_EMBD);
+        let output = if cfg.tied {
+            token_embd
+        } else {
+            mat(keys::OUTPUT)
+        };
+        let decider = cfg.tah.as_ref().map(|tah| {
+            let p = |s: &str| vec(&format!("{}{s}", keys::DECIDER_PREFIX));
+            let dims = &tah.decider_hidden_dims;
+            let blocks = (0..dims.len())
+                .map(|i| {
+                    let (d_in, d_out) = (dims[i], *dims.get(i + 1).unwrap_or(&dims[i]));
+                    let bp = |s: &str| p(&format!("backbone.blocks.{i}.{s}"));
+                    DeciderBlock {
+                        d_in,
+                        d_out,
+                        norm_w: bp("layer_norm.weight"),
+                        norm_b: bp("layer_norm.bias"),
+                        up_w: bp("mlp.0.weight"),
+                        up_b: bp("mlp.0.bias"),
+                        down_w: bp("mlp.3.weight"),
+                        down_b: bp("mlp.3.bias"),
+                        dim_change: (d_in != d_out)
+                            .then(|| (bp("dim_change.weight"), bp("dim_change.bias"))),
+                    }
+                })
+                .collect();
+            DeciderWeights {
+                logits_proj_w: p("logits_projection.weight"),
+                logits_proj_b: p("logits_projection.bias"),
+                combined_w: p("combined_projection.weight"),
+                combined_b: p("combined_projection.bias"),
+                input_proj_w: p("backbone.input_projection.weight"),
+                input_proj_b: p("backbone.input_projection.bias"),
+                hidden_norm: tah.normalize_input.then(|| {
+                    (
+                        p("layer_norm_hidden_states.weight"),
+                        p("layer_norm_hidden_states.bias"),
+                    )
+                }),
+                blocks,
+                out_norm_w: p("backbone.output_layer.0.weight"),
+                out_norm_b: p("backbone.output_layer.0.bias"),
+                out_w: p("backbone.output_layer.1.weight"),
+                out_b: p("backbone.output_layer.1.bias")[0],
+            }
+        });
+        Ok(Model {
+            output_norm: vec(keys::OUTPUT_NORM),
+            cfg,
+            file,
+            token_embd,
+            output,
+            layers,
+            decider,
+        })
+    }
+
+    pub fn file(&self) -> &GgufFile {
+        &self.file
+    }
+
+    /// The bytes behind a matrix reference.
+    pub fn mat(&self, m: &MatRef) -> Matrix<'_> {
+        Matrix {
+            ty: m.ty,
+            data: &self.file.raw()[m.start..m.start + m.len],
+            rows: m.rows,
+            cols: m.cols,
+        }
+    }
+}
+
+fn mat_ref(f: &GgufFile, t: &TensorInfo) -> MatRef {
+    MatRef {
+        ty: t.ty,
+        start: (f.data_start + t.offset) as usize,
+        len: t.size as usize,
+        rows: t.n_rows(),
+        cols: t.row_len(),
+    }
+}

@@ -1,0 +1,215 @@
+//! The iteration decider (MLPIterDecider), in f32: from a token's hidden states at
+//! the file's layer indices and its sorted top-k logits, the probability that the
+//! prediction needs another pass.
+//!
+//! ```text
+//! u = logits_projection(v)                 v = top-k logit values, descending
+//! z = input_projection(combined_projection(concat(H, u)))
+//! each block: z = dim_change(z) + W2·GELU(W1·LayerNorm(z))
+//! prob = sigmoid(output(LayerNorm(z)))
+//! ```
+
+use crate::model::weights::DeciderWeights;
+
+/// LayerNorm epsilon (PyTorch's default; the base model's RMSNorm eps differs).
+const LN_EPS: f32 = 1e-5;
+
+/// Buffers for one evaluation, sized once.
+pub struct DeciderScratch {
+    input: Vec<f32>, // (n·H + H) concat(H, u)
+    a: Vec<f32>,     // (max width)
+    b: Vec<f32>,     // (max width)
+    normed: Vec<f32>,
+    hidden: Vec<f32>, // (max width · expansion)
+    topv: Vec<f32>,   // (topk) softmax when normalize_input
+}
+
+impl DeciderScratch {
+    pub fn new(w: &DeciderWeights, n_in: usize) -> DeciderScratch {
+        let widest = w
+            .blocks
+            .iter()
+            .map(|b| b.d_in.max(b.d_out))
+            .max()
+            .unwrap_or(0)
+            .max(w.combined_b.len());
+        let expanded = w.blocks.iter().map(|b| b.up_b.len()).max().unwrap_or(0);
+        DeciderScratch {
+            input: vec![0.0; n_in],
+            a: vec![0.0; widest],
+            b: vec![0.0; widest],
+            normed: vec![0.0; widest.max(n_in)],
+            hidden: vec![0.0; expanded],
+            topv: vec![0.0; w.logits_proj_w.len() / w.logits_proj_b.len().max(1)],
+        }
+    }
+}
+
+/// `y = W·x + b`, W row-major (out, in).
+fn affine(w: &[f32], b: &[f32], x: &[f32], y: &mut [f32]) {
+    let n_in = x.len();
+    for (o, (row, bias)) in y.iter_mut().zip(w.chunks_exact(n_in).zip(b)) {
+        *o = crate::kernels::dot_f32(row, x) + bias;
+    }
+}
+
+/// LayerNorm with affine weight and bias, biased variance.
+fn layer_norm(x: &[f32], w: &[f32], b: &[f32], out: &mut [f32]) {
+    let n = x.len() as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let inv = 1.0 / (var + LN_EPS).sqrt();
+    for (((o, v), g), bb) in out.iter_mut().zip(x).zip(w).zip(b) {
+        *o = (v - mean) * inv * g + bb;
+    }
+}
+
+/// Exact GELU: x·Φ(x) = x/2 · (1 + erf(x/√2)).
+fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x as f64 / std::f64::consts::SQRT_2) as f32)
+}
+
+/// erf in f64 (std has none): the Maclaurin series below 2, the continued
+/// fraction of erfc above; both converge to f64 precision, far beyond what f32
+/// GELU needs (short approximations like A&S 7.1.26 err by 1.5e-7).
+fn erf(x: f64) -> f64 {
+    let ax = x.abs();
+    let r = if ax < 2.0 {
+        // Maclaurin series: erf(x) = 2/√π Σ (-1)^n x^(2n+1) / (n! (2n+1)).
+        let mut term = ax;
+        let mut sum = ax;
+        let x2 = ax * ax;
+        let mut n = 0.0;
+        loop {
+            n += 1.0;
+            term *= -x2 / n;
+            let add = term / (2.0 * n + 1.0);
+            sum += add;
+            if add.abs() < 1e-17 * sum.abs() {
+                break;
+            }
+        }
+        sum * std::f64::consts::FRAC_2_SQRT_PI
+    } else {
+        // erfc(x) by Lentz's continued fraction, accurate for x ≥ 2.
+        1.0 - erfc_cf(ax)
+    };
+    if x < 0.0 {
+        -r
+    } else {
+        r
+    }
+}
+
+fn erfc_cf(x: f64) -> f64 {
+    // erfc(x) = exp(-x²)/√π · 1/(x + 1/2/(x + 1/(x + 3/2/(x + 2/(x + ...)))))
+    let tiny = 1e-300;
+    let mut f = x;
+    let mut c = x;
+    let mut d = 0.0;
+    for n in 1..200 {
+        let a = n as f64 / 2.0;
+        d = x + a * d;
+        d = if d.abs() < tiny { tiny } else { d };
+        c = x + a / c;
+        c = if c.abs() < tiny { tiny } else { c };
+        d = 1.0 / d;
+        let delta = c * d;
+        f *= delta;
+        if (delta - 1.0).abs() < 1e-16 {
+            break;
+        }
+    }
+    (-x * x).exp() / std::f64::consts::PI.sqrt() / f
+}
+
+/// The continue-probability of one token. `hidden` is concat of the selected
+/// hidden states (n·H), `topk` the sorted top-k logit values.
+pub fn probability(
+    w: &DeciderWeights,
+    normalize_input: bool,
+    hidden: &[f32],
+    topk: &[f32],
+    s: &mut DeciderScratch,
+) -> f32 {
+    let h = w.logits_proj_b.len();
+    let n_hidden = hidden.len();
+    let (hc, u) = s.input.split_at_mut(n_hidden);
+    match (&w.hidden_norm, normalize_input) {
+        (Some((g, b)), true) => layer_norm(hidden, g, b, hc),
+        _ => hc.copy_from_slice(hidden),
+    }
+    let v: &[f32] = if normalize_input {
+        let max = topk.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let sum: f32 = topk.iter().map(|x| (x - max).exp()).sum();
+        for (o, x) in s.topv.iter_mut().zip(topk) {
+            *o = (x - max).exp() / sum;
+        }
+        &s.topv[..topk.len()]
+    } else {
+        topk
+    };
+    affine(&w.logits_proj_w, &w.logits_proj_b, v, &mut u[..h]);
+
+    let d0 = w.combined_b.len();
+    affine(&w.combined_w, &w.combined_b, &s.input, &mut s.a[..d0]);
+    affine(&w.input_proj_w, &w.input_proj_b, &s.a[..d0], &mut s.b[..d0]);
+    // z lives in s.b.
+    for blk in &w.blocks {
+        let (din, dout) = (blk.d_in, blk.d_out);
+        layer_norm(&s.b[..din], &blk.norm_w, &blk.norm_b, &mut s.normed[..din]);
+        let e = blk.up_b.len();
+        affine(&blk.up_w, &blk.up_b, &s.normed[..din], &mut s.hidden[..e]);
+        for x in &mut s.hidden[..e] {
+            *x = gelu(*x);
+        }
+        affine(&blk.down_w, &blk.down_b, &s.hidden[..e], &mut s.a[..dout]);
+        match &blk.dim_change {
+            Some((cw, cb)) => {
+                affine(cw, cb, &s.b[..din], &mut s.normed[..dout]);
+                for (z, r) in s.a[..dout].iter_mut().zip(&s.normed[..dout]) {
+                    *z += r;
+                }
+            }
+            None => {
+                for (z, r) in s.a[..dout].iter_mut().zip(&s.b[..dout]) {
+                    *z += r;
+                }
+            }
+        }
+        s.b[..dout].copy_from_slice(&s.a[..dout]);
+    }
+    let last = w.out_norm_w.len();
+    layer_norm(
+        &s.b[..last],
+        &w.out_norm_w,
+        &w.out_norm_b,
+        &mut s.normed[..last],
+    );
+    let z = crate::kernels::dot_f32(&w.out_w, &s.normed[..last]) + w.out_b;
+    1.0 / (1.0 + (-z).exp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn erf_matches_known_values() {
+        // Values from Abramowitz & Stegun table 7.1.
+        for (x, want) in [
+            (0.0, 0.0),
+            (0.5, 0.5204998778130465),
+            (1.0, 0.8427007929497149),
+            (2.0, 0.9953222650189527),
+            (3.0, 0.9999779095030014),
+            (-1.0, -0.8427007929497149),
+        ] {
+            assert!(
+                (erf(x) - want).abs() < 1e-14,
+                "erf({x}) = {} want {want}",
+                erf(x)
+            );
+        }
+    }
+}

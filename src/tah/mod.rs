@@ -1,0 +1,73 @@
+//! Think-at-Hard: after the ordinary (depth-1) pass, the decider picks the hard
+//! tokens; those run again (depth 2, LoRA on) from a soft input built from their
+//! top-k logits, attending over both depths (duo-causal), and their final logits
+//! are the sum over depths. `max_iter` > 2 repeats the step on the cumulative
+//! logits; the decider is never consulted at the last depth.
+
+pub mod decider;
+pub mod soft_input;
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Which tokens get deeper passes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ThinkMode {
+    /// The decider chooses (the TaH method).
+    Auto,
+    /// Depth 1 only: exactly the base model.
+    Never,
+    /// Every token to the maximum depth (the paper's AlwaysThink baseline).
+    Always,
+}
+
+impl FromStr for ThinkMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(ThinkMode::Auto),
+            "never" => Ok(ThinkMode::Never),
+            "always" => Ok(ThinkMode::Always),
+            _ => Err(format!("unknown think mode '{s}' (auto, never, always)")),
+        }
+    }
+}
+
+impl fmt::Display for ThinkMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ThinkMode::Auto => "auto",
+            ThinkMode::Never => "never",
+            ThinkMode::Always => "always",
+        })
+    }
+}
+
+/// Run-time TaH settings.
+#[derive(Clone, Debug)]
+pub struct TahOptions {
+    pub mode: ThinkMode,
+    /// Overrides the file's decider threshold (continue iff prob > threshold).
+    pub threshold: Option<f32>,
+    /// Overrides the file's `max_iter`.
+    pub max_depth: Option<usize>,
+}
+
+impl Default for TahOptions {
+    fn default() -> Self {
+        TahOptions {
+            mode: ThinkMode::Auto,
+            threshold: None,
+            max_depth: None,
+        }
+    }
+}
+
+/// What happened to one token.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TokenInfo {
+    /// Deepest pass the token ran (1 = base only).
+    pub depth: u8,
+    /// The decider's depth-1 continue-probability (NaN where it was not run).
+    pub prob: f32,
+}

@@ -1,0 +1,60 @@
+//! The soft input of a continuing token: the softmax of its top-k (cumulative)
+//! logits mixing rows of the *input* embedding matrix (even when the LM head is
+//! untied), `x = Σ_j softmax(v)_j · E[id_j]`, no temperature.
+
+use crate::kernels::Matrix;
+
+/// The `k` largest logits, descending (ties: lower id first), into `ids`/`vals`
+/// (cleared first; their capacity is reused, so steady state allocates nothing).
+pub fn top_k(logits: &[f32], k: usize, ids: &mut Vec<u32>, vals: &mut Vec<f32>) {
+    ids.clear();
+    vals.clear();
+    let k = k.min(logits.len());
+    if k == 0 {
+        return;
+    }
+    for (i, &v) in logits.iter().enumerate() {
+        if vals.len() == k && !(v > vals[k - 1]) {
+            continue; // not above the current k-th (NaN never enters)
+        }
+        // Insertion point after every value ≥ v keeps equal values in id order.
+        let at = vals.partition_point(|&x| x >= v);
+        if vals.len() == k {
+            vals.pop();
+            ids.pop();
+        }
+        vals.insert(at, v);
+        ids.insert(at, i as u32);
+    }
+}
+
+/// Writes the soft input for the top-k `ids`/`vals` into `out` (dim), using `row`
+/// (dim) as scratch.
+pub fn soft_input(embd: &Matrix, ids: &[u32], vals: &[f32], out: &mut [f32], row: &mut [f32]) {
+    let max = vals.first().copied().unwrap_or(0.0);
+    let sum: f32 = vals.iter().map(|v| (v - max).exp()).sum();
+    out.fill(0.0);
+    for (&id, &v) in ids.iter().zip(vals) {
+        let w = (v - max).exp() / sum;
+        embd.dequantize_row(id as usize, row);
+        for (o, e) in out.iter_mut().zip(row.iter()) {
+            *o += w * e;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_is_sorted_and_stable() {
+        let logits = [1.0, 5.0, 3.0, 5.0, -2.0, 4.0];
+        let (mut ids, mut vals) = (Vec::new(), Vec::new());
+        top_k(&logits, 4, &mut ids, &mut vals);
+        assert_eq!(ids, vec![1, 3, 5, 2]);
+        assert_eq!(vals, vec![5.0, 5.0, 4.0, 3.0]);
+        top_k(&logits, 10, &mut ids, &mut vals);
+        assert_eq!(ids, vec![1, 3, 5, 2, 0, 4]);
+    }
+}
