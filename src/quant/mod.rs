@@ -7,6 +7,16 @@
 
 use std::fmt;
 
+pub mod bf16;
+pub mod f16;
+pub mod q4_0;
+pub mod q4_1;
+pub mod q4_k;
+pub mod q5_0;
+pub mod q5_1;
+pub mod q6_k;
+pub mod q8_0;
+
 /// A tensor element type, numbered as in ggml's `enum ggml_type` (the numbers are
 /// what GGUF files store).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -144,16 +154,110 @@ impl fmt::Display for GgmlType {
 /// Decodes `out.len()` values of type `ty` from `src` (which must hold exactly
 /// `ty.row_bytes(out.len())` bytes).
 ///
+/// The results are bit-identical to ggml's `to_float` for the type
+/// (`dequantize_row_*` in ggml-quants.c, `ggml_fp16_to_fp32_row`, ...).
+///
 /// Panics if the lengths disagree: callers check sizes against the file before.
 pub fn dequantize(ty: GgmlType, src: &[u8], out: &mut [f32]) {
-    let _ = (ty, src, out);
-    unimplemented!("filled in by the quant module")
+    check_lengths(ty, out.len(), src.len());
+    match ty {
+        GgmlType::F32 => {
+            for (o, b) in out.iter_mut().zip(src.chunks_exact(4)) {
+                *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        }
+        GgmlType::F16 => f16::dequantize_row(src, out),
+        GgmlType::Bf16 => bf16::dequantize_row(src, out),
+        GgmlType::Q8_0 => q8_0::dequantize_row(src, out),
+        GgmlType::Q4_0 => q4_0::dequantize_row(src, out),
+        GgmlType::Q4_1 => q4_1::dequantize_row(src, out),
+        GgmlType::Q5_0 => q5_0::dequantize_row(src, out),
+        GgmlType::Q5_1 => q5_1::dequantize_row(src, out),
+        GgmlType::Q4K => q4_k::dequantize_row(src, out),
+        GgmlType::Q6K => q6_k::dequantize_row(src, out),
+    }
 }
 
 /// Encodes `src` (a whole number of blocks) as type `ty` into `out` (exactly
 /// `ty.row_bytes(src.len())` bytes), with ggml's rounding so the bytes equal
-/// `ggml_quantize_chunk`'s.
+/// `ggml_quantize_chunk`'s without an importance matrix (which runs the
+/// `quantize_row_*_ref` reference quantizers for every type here).
+///
+/// Panics if the lengths disagree, or if `src.len()` is not a whole number of
+/// blocks. [`GgmlType::can_quantize`] is true for every type, so it never panics
+/// for want of a quantizer.
 pub fn quantize(ty: GgmlType, src: &[f32], out: &mut [u8]) {
-    let _ = (ty, src, out);
-    unimplemented!("filled in by the quant module")
+    check_lengths(ty, src.len(), out.len());
+    match ty {
+        GgmlType::F32 => {
+            for (o, x) in out.chunks_exact_mut(4).zip(src) {
+                o.copy_from_slice(&x.to_le_bytes());
+            }
+        }
+        GgmlType::F16 => f16::quantize_row(src, out),
+        GgmlType::Bf16 => bf16::quantize_row(src, out),
+        GgmlType::Q8_0 => q8_0::quantize_row(src, out),
+        GgmlType::Q4_0 => q4_0::quantize_row(src, out),
+        GgmlType::Q4_1 => q4_1::quantize_row(src, out),
+        GgmlType::Q5_0 => q5_0::quantize_row(src, out),
+        GgmlType::Q5_1 => q5_1::quantize_row(src, out),
+        GgmlType::Q4K => q4_k::quantize_row(src, out),
+        GgmlType::Q6K => q6_k::quantize_row(src, out),
+    }
+}
+
+/// Decodes a whole tensor of `n` values into a new vector (see [`dequantize`]).
+pub fn dequantize_to_vec(ty: GgmlType, src: &[u8], n: usize) -> Vec<f32> {
+    let mut out = vec![0.0; n];
+    dequantize(ty, src, &mut out);
+    out
+}
+
+fn check_lengths(ty: GgmlType, values: usize, bytes: usize) {
+    match ty.row_bytes(values as u64) {
+        Some(b) if b == bytes as u64 => {}
+        Some(b) => panic!("{ty}: {values} values take {b} bytes, got {bytes}"),
+        None => panic!(
+            "{ty}: {values} values is not a whole number of blocks of {}",
+            ty.block_len()
+        ),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Helpers shared by the block formats: C's float-to-integer behaviour.
+
+/// C's `(int)f` as compiled for x86-64 (`cvttss2si`): truncation toward zero,
+/// and `INT_MIN` for NaN or out-of-range values (undefined behaviour in C, but
+/// this is what ggml's builds do). The quantizers narrow the result further
+/// (`(int8_t)`, `(uint8_t)`) by keeping the low bits, which Rust's `as` on an
+/// `i32` also does.
+#[inline]
+pub(crate) fn c_trunc(f: f32) -> i32 {
+    if f.is_nan() || f >= 2_147_483_648.0 || f < -2_147_483_648.0 {
+        i32::MIN
+    } else {
+        f as i32
+    }
+}
+
+/// ggml's `nearest_int`: round to nearest, ties to even, by adding 1.5 * 2^23
+/// and reading the low mantissa bits. Valid for `|f| <= 4194303`, which the
+/// k-quant callers guarantee.
+#[inline]
+pub(crate) fn nearest_int(f: f32) -> i32 {
+    let val = f + 12_582_912.0;
+    (val.to_bits() as i32 & 0x007F_FFFF) - 0x0040_0000
+}
+
+/// Reads the little-endian f16 at `b[0..2]` as f32.
+#[inline]
+pub(crate) fn read_f16(b: &[u8]) -> f32 {
+    f16::to_f32(u16::from_le_bytes([b[0], b[1]]))
+}
+
+/// Writes `x` rounded to f16 (ggml's conversion) at `b[0..2]`.
+#[inline]
+pub(crate) fn write_f16(b: &mut [u8], x: f32) {
+    b[..2].copy_from_slice(&f16::from_f32(x).to_le_bytes());
 }
