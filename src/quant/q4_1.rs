@@ -14,7 +14,7 @@
 //! `q = min(15, (int8_t)((x - min) / d + 0.5))`, with the f32 `min` and `1/d`
 //! (not their f16 roundings) used for the quants.
 
-use super::{c_trunc, read_f16, write_f16};
+use super::{assert_blocks, c_trunc, read_f16, write_f16};
 
 /// Values per block.
 pub const QK: usize = 32;
@@ -23,10 +23,7 @@ pub const BLOCK_BYTES: usize = 20;
 
 /// Decodes whole blocks from `src` into `out`.
 pub fn dequantize_row(src: &[u8], out: &mut [f32]) {
-    assert!(
-        out.len() % QK == 0 && src.len() == out.len() / QK * BLOCK_BYTES,
-        "q4_1: lengths"
-    );
+    assert_blocks("q4_1", out.len(), src.len(), QK, BLOCK_BYTES);
     for (b, y) in src.chunks_exact(BLOCK_BYTES).zip(out.chunks_exact_mut(QK)) {
         let d = read_f16(&b[0..2]);
         let m = read_f16(&b[2..4]);
@@ -41,10 +38,7 @@ pub fn dequantize_row(src: &[u8], out: &mut [f32]) {
 
 /// Encodes whole blocks of `src` into `out`, byte-identical to ggml.
 pub fn quantize_row(src: &[f32], out: &mut [u8]) {
-    assert!(
-        src.len() % QK == 0 && out.len() == src.len() / QK * BLOCK_BYTES,
-        "q4_1: lengths"
-    );
+    assert_blocks("q4_1", src.len(), out.len(), QK, BLOCK_BYTES);
     for (x, b) in src.chunks_exact(QK).zip(out.chunks_exact_mut(BLOCK_BYTES)) {
         let mut min = f32::MAX;
         let mut max = -f32::MAX;

@@ -26,7 +26,7 @@
 //! (f16 × 6-bit) scales. Every float operation below is in ggml's order, in
 //! f32, without fused multiply-add, which is what makes the bytes identical.
 
-use super::{f16, nearest_int, read_f16, write_f16};
+use super::{assert_blocks, f16, nearest_int, read_f16, write_f16};
 
 /// Values per super-block.
 pub const QK_K: usize = 256;
@@ -49,10 +49,7 @@ pub fn scale_min(j: usize, q: &[u8]) -> (u8, u8) {
 
 /// Decodes whole super-blocks from `src` into `out`.
 pub fn dequantize_row(src: &[u8], out: &mut [f32]) {
-    assert!(
-        out.len() % QK_K == 0 && src.len() == out.len() / QK_K * BLOCK_BYTES,
-        "q4_k: lengths"
-    );
+    assert_blocks("q4_k", out.len(), src.len(), QK_K, BLOCK_BYTES);
     for (b, y) in src
         .chunks_exact(BLOCK_BYTES)
         .zip(out.chunks_exact_mut(QK_K))
@@ -77,10 +74,7 @@ pub fn dequantize_row(src: &[u8], out: &mut [f32]) {
 
 /// Encodes whole super-blocks of `src` into `out`, byte-identical to ggml.
 pub fn quantize_row(src: &[f32], out: &mut [u8]) {
-    assert!(
-        src.len() % QK_K == 0 && out.len() == src.len() / QK_K * BLOCK_BYTES,
-        "q4_k: lengths"
-    );
+    assert_blocks("q4_k", src.len(), out.len(), QK_K, BLOCK_BYTES);
     let mut l_all = [0u8; QK_K];
     let mut laux = [0u8; 32];
     let mut weights = [0f32; 32];

@@ -14,7 +14,7 @@
 //! magnitude with its sign, `d = max / -16`,
 //! `q = min(31, (int8_t)(x / d + 16.5))`.
 
-use super::{c_trunc, read_f16, write_f16};
+use super::{assert_blocks, c_trunc, read_f16, write_f16};
 
 /// Values per block.
 pub const QK: usize = 32;
@@ -23,10 +23,7 @@ pub const BLOCK_BYTES: usize = 22;
 
 /// Decodes whole blocks from `src` into `out`.
 pub fn dequantize_row(src: &[u8], out: &mut [f32]) {
-    assert!(
-        out.len() % QK == 0 && src.len() == out.len() / QK * BLOCK_BYTES,
-        "q5_0: lengths"
-    );
+    assert_blocks("q5_0", out.len(), src.len(), QK, BLOCK_BYTES);
     for (b, y) in src.chunks_exact(BLOCK_BYTES).zip(out.chunks_exact_mut(QK)) {
         let d = read_f16(&b[0..2]);
         let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
@@ -43,10 +40,7 @@ pub fn dequantize_row(src: &[u8], out: &mut [f32]) {
 
 /// Encodes whole blocks of `src` into `out`, byte-identical to ggml.
 pub fn quantize_row(src: &[f32], out: &mut [u8]) {
-    assert!(
-        src.len() % QK == 0 && out.len() == src.len() / QK * BLOCK_BYTES,
-        "q5_0: lengths"
-    );
+    assert_blocks("q5_0", src.len(), out.len(), QK, BLOCK_BYTES);
     for (x, b) in src.chunks_exact(QK).zip(out.chunks_exact_mut(BLOCK_BYTES)) {
         let mut amax = 0.0f32;
         let mut max = 0.0f32;

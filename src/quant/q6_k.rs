@@ -24,7 +24,7 @@
 //! clamped to 127 where the sign flips), and the quants are recomputed against
 //! the stored scales. Float operations are in ggml's order, in f32, no FMA.
 
-use super::{f16, nearest_int, read_f16, write_f16};
+use super::{assert_blocks, f16, nearest_int, read_f16, write_f16};
 
 /// Values per super-block.
 pub const QK_K: usize = 256;
@@ -36,10 +36,7 @@ const GROUP_MAX_EPS: f32 = 1e-15;
 
 /// Decodes whole super-blocks from `src` into `out`.
 pub fn dequantize_row(src: &[u8], out: &mut [f32]) {
-    assert!(
-        out.len() % QK_K == 0 && src.len() == out.len() / QK_K * BLOCK_BYTES,
-        "q6_k: lengths"
-    );
+    assert_blocks("q6_k", out.len(), src.len(), QK_K, BLOCK_BYTES);
     for (b, y) in src
         .chunks_exact(BLOCK_BYTES)
         .zip(out.chunks_exact_mut(QK_K))
@@ -67,10 +64,7 @@ pub fn dequantize_row(src: &[u8], out: &mut [f32]) {
 
 /// Encodes whole super-blocks of `src` into `out`, byte-identical to ggml.
 pub fn quantize_row(src: &[f32], out: &mut [u8]) {
-    assert!(
-        src.len() % QK_K == 0 && out.len() == src.len() / QK_K * BLOCK_BYTES,
-        "q6_k: lengths"
-    );
+    assert_blocks("q6_k", src.len(), out.len(), QK_K, BLOCK_BYTES);
     let mut l_all = [0u8; QK_K];
     let mut scales = [0f32; QK_K / 16];
     for (x, b) in src

@@ -12,7 +12,7 @@
 //! `d = amax / 127`, `qs[j] = roundf(x[j] * (1/d))` (half away from zero);
 //! the f32 `d` is used for the quants, its f16 rounding is what is stored.
 
-use super::{c_trunc, read_f16, write_f16};
+use super::{assert_blocks, c_trunc, read_f16, write_f16};
 
 /// Values per block.
 pub const QK: usize = 32;
@@ -21,10 +21,7 @@ pub const BLOCK_BYTES: usize = 34;
 
 /// Decodes whole blocks from `src` into `out` (`out.len() / 32 * 34` bytes).
 pub fn dequantize_row(src: &[u8], out: &mut [f32]) {
-    assert!(
-        out.len() % QK == 0 && src.len() == out.len() / QK * BLOCK_BYTES,
-        "q8_0: lengths"
-    );
+    assert_blocks("q8_0", out.len(), src.len(), QK, BLOCK_BYTES);
     for (b, y) in src.chunks_exact(BLOCK_BYTES).zip(out.chunks_exact_mut(QK)) {
         let d = read_f16(&b[0..2]);
         for (o, &q) in y.iter_mut().zip(&b[2..]) {
@@ -35,10 +32,7 @@ pub fn dequantize_row(src: &[u8], out: &mut [f32]) {
 
 /// Encodes whole blocks of `src` into `out`, byte-identical to ggml.
 pub fn quantize_row(src: &[f32], out: &mut [u8]) {
-    assert!(
-        src.len() % QK == 0 && out.len() == src.len() / QK * BLOCK_BYTES,
-        "q8_0: lengths"
-    );
+    assert_blocks("q8_0", src.len(), out.len(), QK, BLOCK_BYTES);
     for (x, b) in src.chunks_exact(QK).zip(out.chunks_exact_mut(BLOCK_BYTES)) {
         let mut amax = 0.0f32;
         for &v in x {
