@@ -1,3 +1,4 @@
 //! Converters to `.tah`.
 
+pub mod pickle;
 pub mod torchzip;
