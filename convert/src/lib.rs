@@ -1,1 +1,6 @@
 //! Converters to `.tah`.
+
+pub mod decider;
+pub mod pickle;
+pub mod tah_config;
+pub mod torchzip;
