@@ -1,1 +1,3 @@
 //! Converters to `.tah`.
+
+pub mod gguf_tokenizer;
