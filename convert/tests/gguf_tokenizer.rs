@@ -394,7 +394,11 @@ fn qwen_matches_real_hf_qwen3_tokenizer_on_plain_text() {
     let Some(m) = model(QWEN) else { return };
     let path = std::env::var_os("TAH_QWEN3_TOKENIZER")
         .map(PathBuf::from)
-        .unwrap_or_else(|| "/work/shared/fixtures/tokenizers/qwen3-tokenizer.json".into());
+        // shared/ sits beside the repository checkout (here and in CI).
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../shared/fixtures/tokenizers/qwen3-tokenizer.json")
+        });
     if !path.exists() {
         println!("{} absent: Qwen3 cross-check not run", path.display());
         return;
@@ -438,19 +442,14 @@ fn tiny_meta(model: &str, pre: &str, add_bos: bool) -> BTreeMap<String, MetaValu
         MetaValue::String(model.into()),
     );
     m.insert("tokenizer.ggml.pre".into(), MetaValue::String(pre.into()));
-    m.insert(
-        "tokenizer.ggml.tokens".into(),
-        strs(&["<s>", "a", "b", "ab", "Ġ", "Ġab", "<x>"]),
-    );
+    let tokens = ["<s>", "a", "b", "ab", "Ġ", "Ġab", "<x>", "c", "abc"];
+    let types = [3, 1, 1, 1, 1, 1, 4, 1, 1];
+    m.insert("tokenizer.ggml.tokens".into(), strs(&tokens));
     m.insert(
         "tokenizer.ggml.token_type".into(),
-        MetaValue::Array(
-            [3, 1, 1, 1, 1, 1, 4]
-                .into_iter()
-                .map(MetaValue::I32)
-                .collect(),
-        ),
+        MetaValue::Array(types.into_iter().map(MetaValue::I32).collect()),
     );
+    // No merge builds "abc": only a whole-word vocab lookup (ignore_merges) finds it.
     m.insert("tokenizer.ggml.merges".into(), strs(&["a b", "Ġ ab"]));
     m.insert("tokenizer.ggml.bos_token_id".into(), MetaValue::U32(0));
     m.insert(
@@ -475,6 +474,25 @@ fn synthetic_vocab_bos_and_user_defined_tokens() {
     let json = tokenizer_json_from_gguf(&|k| meta.get(k)).unwrap();
     let tok: Tokenizer = json.parse().unwrap();
     assert_eq!(tok.encode("ab ab", true).unwrap().get_ids(), [3, 5]);
+}
+
+#[test]
+fn whole_word_lookup_only_for_llama3() {
+    // llama.cpp sets ignore_merges for the llama3 family only.
+    for (pre, want) in [
+        ("llama-bpe", vec![8]),
+        ("qwen2", vec![3, 7]),
+        ("gpt-2", vec![3, 7]),
+    ] {
+        let meta = tiny_meta("gpt2", pre, false);
+        let json = tokenizer_json_from_gguf(&|k| meta.get(k)).unwrap();
+        let tok: Tokenizer = json.parse().unwrap();
+        assert_eq!(
+            tok.encode("abc", true).unwrap().get_ids(),
+            want,
+            "pre {pre}"
+        );
+    }
 }
 
 #[test]
