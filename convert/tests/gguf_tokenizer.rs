@@ -263,7 +263,8 @@ fn smollm_matches_llama_cpp_prompt_ids() {
 }
 
 // ---------------------------------------------------------------------------------------
-// (b) llama.cpp's tokenizations of harder strings, if the data file is present.
+// (b) llama.cpp's own tokenizations (llama_tokenize via llama-cpp-sys-2) of harder strings:
+// CJK, emoji, code, whitespace, numbers, accents, contractions, non-ASCII spaces.
 
 #[derive(serde::Deserialize)]
 struct LlamaTokenizeFile {
@@ -281,18 +282,8 @@ fn check_llama_tokenize_file(file: &'static str) {
     let Some(m) = model(file) else { return };
     let stem = file.trim_end_matches(".gguf");
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/llama-tokenize");
-    // Either naming (with or without ".gguf") is accepted.
-    let Some(path) = [format!("{stem}.json"), format!("{file}.json")]
-        .into_iter()
-        .map(|n| dir.join(n))
-        .find(|p| p.exists())
-    else {
-        println!(
-            "no llama-tokenize data for {stem} in {}: not checked",
-            dir.display()
-        );
-        return;
-    };
+    let path = dir.join(format!("{stem}.json"));
+    assert!(path.exists(), "{} is missing", path.display());
     let data: LlamaTokenizeFile =
         serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("parse");
     assert!(
