@@ -7,3 +7,4 @@ pub mod format;
 pub mod info;
 pub mod model;
 pub mod quant;
+pub mod sample;
