@@ -8,3 +8,4 @@ pub mod info;
 pub mod model;
 pub mod quant;
 pub mod sample;
+pub mod text;
