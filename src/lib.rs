@@ -9,5 +9,7 @@ pub mod kernels;
 pub mod model;
 pub mod perplexity;
 pub mod quant;
+pub mod sample;
 pub mod session;
 pub mod tah;
+pub mod text;
