@@ -1,1 +1,90 @@
-fn main() {}
+//! `tah-convert INPUT -o OUT.tah [--quant TYPE] [--embd-type TYPE]`
+
+use clap::Parser;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+use tah::quant::GgmlType;
+
+#[derive(Parser)]
+#[command(
+    name = "tah-convert",
+    version,
+    about = "Convert a TaH checkpoint, a Hugging Face model directory or a GGUF file to .tah",
+    long_about = "Convert a TaH checkpoint (reference layout: config.json, model.safetensors, lora/, \
+iter_decider.bin, tah_config.json, tokenizer files), a plain Hugging Face model directory, or a \
+.gguf file into one .tah file (GGUF v3). The output is written to a temporary file and renamed \
+into place at the end, so a failed or killed conversion leaves nothing at OUT."
+)]
+struct Args {
+    /// A TaH / Hugging Face checkpoint directory, or a .gguf file.
+    input: PathBuf,
+    /// The .tah file to write.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Store the decoder's linear weights as this type
+    /// (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q6_k). Default: keep the source types.
+    #[arg(long, value_parser = parse_type)]
+    quant: Option<GgmlType>,
+    /// Store token_embd / output as this type. Default: the source type (f16 when the
+    /// source is f32/bf16 and --quant is given).
+    #[arg(long, value_parser = parse_type)]
+    embd_type: Option<GgmlType>,
+    /// No progress bar.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+fn parse_type(s: &str) -> Result<GgmlType, String> {
+    let t = GgmlType::from_name(s).ok_or_else(|| {
+        let all: Vec<&str> = tah::quant::ALL_TYPES.iter().map(|t| t.name()).collect();
+        format!("unknown type '{s}' (one of {})", all.join(", "))
+    })?;
+    if !t.can_quantize() {
+        return Err(format!("cannot quantize to {t} (it is read-only here)"));
+    }
+    Ok(t)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let policy = tah_convert::TypePolicy { quant: args.quant, embd: args.embd_type };
+    let start = Instant::now();
+    let show = !args.quiet && std::io::stderr().is_terminal();
+    let mut last_draw = Instant::now();
+    let mut progress = |done: usize, total: usize, name: &str| {
+        if !show || (done != total && last_draw.elapsed().as_millis() < 100) {
+            return;
+        }
+        last_draw = Instant::now();
+        let width = 30;
+        let filled = if total == 0 { width } else { done * width / total };
+        let _ = write!(
+            std::io::stderr(),
+            "\r[{}{}] {done}/{total} {:<48.48}",
+            "#".repeat(filled),
+            ".".repeat(width - filled),
+            name
+        );
+        if done == total {
+            let _ = writeln!(std::io::stderr());
+        }
+    };
+    match tah_convert::convert(&args.input, &args.output, &policy, &mut progress) {
+        Ok(s) => {
+            eprintln!(
+                "wrote {} ({} tensors, {:.2} MiB) in {:.1} s",
+                args.output.display(),
+                s.tensors,
+                s.bytes as f64 / (1024.0 * 1024.0),
+                start.elapsed().as_secs_f64()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tah-convert: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
