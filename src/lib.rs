@@ -4,6 +4,7 @@
 //! from a memory mapping, in the block formats of [`quant`].
 
 pub mod format;
+pub mod generate;
 pub mod info;
 pub mod kernels;
 pub mod model;

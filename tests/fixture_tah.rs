@@ -9,12 +9,23 @@ use tah::tah::{TahOptions, ThinkMode};
 
 fn session(mode: ThinkMode, batch: usize) -> Session {
     let model = load(&fixture_tah());
-    let opts = SessionOptions { ctx: 64, kv_type: KvType::F32, batch, tah: TahOptions { mode, ..Default::default() } };
+    let opts = SessionOptions {
+        ctx: 64,
+        kv_type: KvType::F32,
+        batch,
+        tah: TahOptions {
+            mode,
+            ..Default::default()
+        },
+    };
     Session::new(model, &opts).unwrap()
 }
 
 fn prompt(r: &Reference) -> Vec<u32> {
-    r.i64("prefill_input_ids").iter().map(|&t| t as u32).collect()
+    r.i64("prefill_input_ids")
+        .iter()
+        .map(|&t| t as u32)
+        .collect()
 }
 
 /// Feeds the prompt; returns (logits rows, depths, depth-1 decider probabilities).
@@ -61,12 +72,17 @@ fn tah_greedy_decode_matches_reference() {
     let r = Reference::load();
     let mut s = session(ThinkMode::Auto, 64);
     s.feed(&prompt(&r), None).unwrap();
-    let want_tokens: Vec<u32> = r.i64("decode_token_ids").iter().map(|&t| t as u32).collect();
+    let want_tokens: Vec<u32> = r
+        .i64("decode_token_ids")
+        .iter()
+        .map(|&t| t as u32)
+        .collect();
     let want_depths = r.i64("decode_iter_count");
     let (_, want_logits) = r.f32("decode_logits");
     let (_, want_probs) = r.f32("decode_decider_prob");
     let vocab = 512;
-    let (mut tokens, mut depths, mut logits, mut probs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut tokens, mut depths, mut logits, mut probs) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut next = tah::sample::argmax(s.logits());
     for _ in 0..want_tokens.len() {
         tokens.push(next);
@@ -81,7 +97,10 @@ fn tah_greedy_decode_matches_reference() {
     assert_eq!(depths, want_depths, "decode depths");
     let err = max_abs_diff(&logits, &want_logits[..logits.len()]);
     let perr = max_abs_diff(&probs, &want_probs);
-    eprintln!("TaH decode: logits max |Δ| = {err:e}, decider prob max |Δ| = {perr:e}, {} rows of {vocab}", tokens.len());
+    eprintln!(
+        "TaH decode: logits max |Δ| = {err:e}, decider prob max |Δ| = {perr:e}, {} rows of {vocab}",
+        tokens.len()
+    );
     assert!(err < 5e-4 && perr < 1e-5, "logits {err}, probs {perr}");
 }
 

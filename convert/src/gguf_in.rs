@@ -16,7 +16,10 @@ const NOT_COPIED: [&str; 3] = [keys::ALIGNMENT, keys::TOKENIZER_HF_JSON, keys::E
 pub fn plan<'a>(src: &'a GgufFile, policy: &TypePolicy) -> Result<Plan<'a>> {
     let arch = src.get_str(keys::ARCHITECTURE).unwrap_or("");
     if !matches!(arch, "qwen3" | "qwen2" | "llama") {
-        bail!("{}: architecture '{arch}' is not supported (qwen3, qwen2, llama)", src.path().display());
+        bail!(
+            "{}: architecture '{arch}' is not supported (qwen3, qwen2, llama)",
+            src.path().display()
+        );
     }
     if src.get_str("general.type").is_some_and(|t| t == "adapter") {
         bail!("{}: a LoRA adapter GGUF, not a model", src.path().display());
@@ -32,14 +35,22 @@ pub fn plan<'a>(src: &'a GgufFile, policy: &TypePolicy) -> Result<Plan<'a>> {
     plan.set(keys::TOKENIZER_HF_JSON, MetaValue::String(json));
     let eog = eog_ids(src);
     if !eog.is_empty() {
-        plan.set(keys::EOG_IDS, MetaValue::Array(eog.into_iter().map(MetaValue::U32).collect()));
+        plan.set(
+            keys::EOG_IDS,
+            MetaValue::Array(eog.into_iter().map(MetaValue::U32).collect()),
+        );
     }
 
     let mut changed = false;
     for t in src.tensors() {
         let ty = policy.base_type(&t.name, &t.dims, t.ty);
         changed |= ty != t.ty;
-        plan.push(t.name.clone(), t.dims.clone(), ty, Box::new(move || Ok(Data::Encoded(t.ty, Cow::Borrowed(src.tensor_data(t))))));
+        plan.push(
+            t.name.clone(),
+            t.dims.clone(),
+            ty,
+            Box::new(move || Ok(Data::Encoded(t.ty, Cow::Borrowed(src.tensor_data(t))))),
+        );
     }
     if changed {
         if let Some(q) = policy.quant {
@@ -59,11 +70,22 @@ fn eog_ids(src: &GgufFile) -> Vec<u32> {
     if let Some(eot) = src.get_u64("tokenizer.ggml.eot_token_id") {
         out.push(eot as u32);
     }
-    let tokens = src.get("tokenizer.ggml.tokens").and_then(MetaValue::as_array).unwrap_or(&[]);
-    let types = src.get("tokenizer.ggml.token_type").and_then(MetaValue::as_array).unwrap_or(&[]);
+    let tokens = src
+        .get("tokenizer.ggml.tokens")
+        .and_then(MetaValue::as_array)
+        .unwrap_or(&[]);
+    let types = src
+        .get("tokenizer.ggml.token_type")
+        .and_then(MetaValue::as_array)
+        .unwrap_or(&[]);
     for (id, tok) in tokens.iter().enumerate() {
         let control = types.get(id).and_then(MetaValue::as_i64) == Some(3);
-        if control && tok.as_str().is_some_and(|t| crate::hf_tokenizer::EOG_TEXTS.contains(&t)) && !out.contains(&(id as u32)) {
+        if control
+            && tok
+                .as_str()
+                .is_some_and(|t| crate::hf_tokenizer::EOG_TEXTS.contains(&t))
+            && !out.contains(&(id as u32))
+        {
             out.push(id as u32);
         }
     }

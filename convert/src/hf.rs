@@ -42,29 +42,46 @@ pub struct HfConfig {
 impl HfConfig {
     pub fn load(dir: &Path) -> Result<HfConfig> {
         let path = dir.join("config.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::new(format!("{}: {e}", path.display())))?;
-        let c: HfConfig =
-            serde_json::from_str(&text).map_err(|e| Error::new(format!("{}: {e}", path.display())))?;
-        c.check().map_err(|e| Error::new(format!("{}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Error::new(format!("{}: {e}", path.display())))?;
+        let c: HfConfig = serde_json::from_str(&text)
+            .map_err(|e| Error::new(format!("{}: {e}", path.display())))?;
+        c.check()
+            .map_err(|e| Error::new(format!("{}: {e}", path.display())))?;
         Ok(c)
     }
 
     fn check(&self) -> Result<()> {
         if !matches!(self.model_type.as_str(), "qwen3" | "qwen2" | "llama") {
-            bail!("model_type '{}' is not supported (qwen3, qwen2, llama)", self.model_type);
+            bail!(
+                "model_type '{}' is not supported (qwen3, qwen2, llama)",
+                self.model_type
+            );
         }
         if self.rope_scaling.as_ref().is_some_and(|v| !v.is_null()) {
-            bail!("rope_scaling {} is not supported", self.rope_scaling.as_ref().unwrap());
+            bail!(
+                "rope_scaling {} is not supported",
+                self.rope_scaling.as_ref().unwrap()
+            );
         }
         if self.use_sliding_window == Some(true) {
             bail!("sliding-window attention is not supported");
         }
-        let dims = [self.hidden_size, self.intermediate_size, self.num_hidden_layers, self.num_attention_heads];
+        let dims = [
+            self.hidden_size,
+            self.intermediate_size,
+            self.num_hidden_layers,
+            self.num_attention_heads,
+        ];
         if dims.contains(&0) || self.vocab_size == 0 {
             bail!("zero dimension in config");
         }
         if self.n_kv_heads() == 0 || self.num_attention_heads % self.n_kv_heads() != 0 {
-            bail!("num_attention_heads {} is not a multiple of num_key_value_heads {}", self.num_attention_heads, self.n_kv_heads());
+            bail!(
+                "num_attention_heads {} is not a multiple of num_key_value_heads {}",
+                self.num_attention_heads,
+                self.n_kv_heads()
+            );
         }
         if self.head_dim() == 0 || self.head_dim() % 2 != 0 {
             bail!("head_dim {} must be even and non-zero", self.head_dim());
@@ -77,12 +94,17 @@ impl HfConfig {
     }
 
     pub fn head_dim(&self) -> usize {
-        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads)
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads)
     }
 
     /// Default RoPE base of each family when the config omits it.
     pub fn rope_base(&self) -> f64 {
-        self.rope_theta.unwrap_or(if self.model_type == "llama" { 10000.0 } else { 1_000_000.0 })
+        self.rope_theta.unwrap_or(if self.model_type == "llama" {
+            10000.0
+        } else {
+            1_000_000.0
+        })
     }
 }
 
@@ -92,11 +114,26 @@ pub fn set_arch_metadata(plan: &mut Plan, c: &HfConfig) {
     let arch = c.model_type.as_str();
     let k = |s: &str| keys::arch_key(arch, s);
     plan.set(keys::ARCHITECTURE, MetaValue::String(arch.into()));
-    plan.set(&k(a::CONTEXT_LENGTH), MetaValue::U32(c.max_position_embeddings as u32));
-    plan.set(&k(a::EMBEDDING_LENGTH), MetaValue::U32(c.hidden_size as u32));
-    plan.set(&k(a::BLOCK_COUNT), MetaValue::U32(c.num_hidden_layers as u32));
-    plan.set(&k(a::FEED_FORWARD_LENGTH), MetaValue::U32(c.intermediate_size as u32));
-    plan.set(&k(a::HEAD_COUNT), MetaValue::U32(c.num_attention_heads as u32));
+    plan.set(
+        &k(a::CONTEXT_LENGTH),
+        MetaValue::U32(c.max_position_embeddings as u32),
+    );
+    plan.set(
+        &k(a::EMBEDDING_LENGTH),
+        MetaValue::U32(c.hidden_size as u32),
+    );
+    plan.set(
+        &k(a::BLOCK_COUNT),
+        MetaValue::U32(c.num_hidden_layers as u32),
+    );
+    plan.set(
+        &k(a::FEED_FORWARD_LENGTH),
+        MetaValue::U32(c.intermediate_size as u32),
+    );
+    plan.set(
+        &k(a::HEAD_COUNT),
+        MetaValue::U32(c.num_attention_heads as u32),
+    );
     plan.set(&k(a::HEAD_COUNT_KV), MetaValue::U32(c.n_kv_heads() as u32));
     plan.set(&k(a::ROPE_FREQ_BASE), MetaValue::F32(c.rope_base() as f32));
     plan.set(&k(a::RMS_EPS), MetaValue::F32(c.rms_norm_eps as f32));
@@ -106,7 +143,10 @@ pub fn set_arch_metadata(plan: &mut Plan, c: &HfConfig) {
         plan.set(&k(a::VALUE_LENGTH), MetaValue::U32(c.head_dim() as u32));
     }
     if arch == "llama" {
-        plan.set(&k(a::ROPE_DIMENSION_COUNT), MetaValue::U32(c.head_dim() as u32));
+        plan.set(
+            &k(a::ROPE_DIMENSION_COUNT),
+            MetaValue::U32(c.head_dim() as u32),
+        );
     }
 }
 
@@ -154,7 +194,12 @@ pub fn permute_rows_for_rope(v: &[f32], n_heads: usize, cols: usize) -> Vec<f32>
 }
 
 /// Adds the base model's tensors to the plan, in llama.cpp's order.
-pub fn add_base_tensors<'a>(plan: &mut Plan<'a>, c: &HfConfig, st: &'a Safetensors, policy: &TypePolicy) -> Result<()> {
+pub fn add_base_tensors<'a>(
+    plan: &mut Plan<'a>,
+    c: &HfConfig,
+    st: &'a Safetensors,
+    policy: &TypePolicy,
+) -> Result<()> {
     let h = c.hidden_size as u64;
     let kv = (c.n_kv_heads() * c.head_dim()) as u64;
     let q = (c.num_attention_heads * c.head_dim()) as u64;
@@ -166,7 +211,8 @@ pub fn add_base_tensors<'a>(plan: &mut Plan<'a>, c: &HfConfig, st: &'a Safetenso
     }
 
     // (HF name, expected row-major shape)
-    let mut wanted: Vec<(String, Vec<u64>)> = vec![("model.embed_tokens.weight".into(), vec![v, h])];
+    let mut wanted: Vec<(String, Vec<u64>)> =
+        vec![("model.embed_tokens.weight".into(), vec![v, h])];
     for l in 0..c.num_hidden_layers {
         let p = |s: &str| format!("model.layers.{l}.{s}");
         wanted.push((p("input_layernorm.weight"), vec![h]));
@@ -194,7 +240,9 @@ pub fn add_base_tensors<'a>(plan: &mut Plan<'a>, c: &HfConfig, st: &'a Safetenso
     }
 
     for (hf, shape) in wanted {
-        let t = st.get(&hf).ok_or_else(|| Error::new(format!("missing tensor '{hf}'")))?;
+        let t = st
+            .get(&hf)
+            .ok_or_else(|| Error::new(format!("missing tensor '{hf}'")))?;
         let got: Vec<u64> = t.shape.iter().map(|&d| d as u64).collect();
         if got != shape {
             bail!("tensor '{hf}': shape {got:?}, expected {shape:?} from config.json");
@@ -207,12 +255,28 @@ pub fn add_base_tensors<'a>(plan: &mut Plan<'a>, c: &HfConfig, st: &'a Safetenso
         };
         let ty = policy.base_type(&name, &dims, src_ty);
         let permute = c.model_type == "llama"
-            && (name.ends_with("attn_q.weight") || name.ends_with("attn_k.weight") || name.ends_with("attn_q.bias") || name.ends_with("attn_k.bias"));
+            && (name.ends_with("attn_q.weight")
+                || name.ends_with("attn_k.weight")
+                || name.ends_with("attn_q.bias")
+                || name.ends_with("attn_k.bias"));
         if permute {
-            let heads = if name.contains("attn_q") { c.num_attention_heads } else { c.n_kv_heads() };
-            let cols = if shape.len() == 2 { shape[1] as usize } else { 1 };
+            let heads = if name.contains("attn_q") {
+                c.num_attention_heads
+            } else {
+                c.n_kv_heads()
+            };
+            let cols = if shape.len() == 2 {
+                shape[1] as usize
+            } else {
+                1
+            };
             let hf = hf.clone();
-            plan.push(name, dims, ty, Box::new(move || Ok(Data::F32(permute_rows_for_rope(&st.f32(&hf)?, heads, cols)))));
+            plan.push(
+                name,
+                dims,
+                ty,
+                Box::new(move || Ok(Data::F32(permute_rows_for_rope(&st.f32(&hf)?, heads, cols)))),
+            );
         } else {
             plan.push(name, dims, ty, Box::new(move || st.data(&hf)));
         }

@@ -12,8 +12,11 @@ fn read_json(path: &Path) -> Result<Option<Value>> {
     if !path.is_file() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(path).map_err(|e| Error::new(format!("{}: {e}", path.display())))?;
-    serde_json::from_str(&text).map(Some).map_err(|e| Error::new(format!("{}: {e}", path.display())))
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::new(format!("{}: {e}", path.display())))?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| Error::new(format!("{}: {e}", path.display())))
 }
 
 /// A special token named in tokenizer_config.json: a string or `{"content": ...}`.
@@ -46,13 +49,22 @@ fn ids(v: Option<&Value>) -> Vec<u64> {
 }
 
 /// Token texts that end a turn in the families we support.
-pub const EOG_TEXTS: [&str; 6] = ["<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>", "<|end|>", "</s>"];
+pub const EOG_TEXTS: [&str; 6] = [
+    "<|im_end|>",
+    "<|endoftext|>",
+    "<|eot_id|>",
+    "<|end_of_text|>",
+    "<|end|>",
+    "</s>",
+];
 
 /// Adds the tokenizer keys. Returns false when the directory has no tokenizer.json
 /// (the model can then only be driven with token ids).
 pub fn add_tokenizer(plan: &mut Plan, dir: &Path) -> Result<bool> {
     let tok_path = dir.join("tokenizer.json");
-    let Some(tokenizer) = read_json(&tok_path)? else { return Ok(false) };
+    let Some(tokenizer) = read_json(&tok_path)? else {
+        return Ok(false);
+    };
     let raw = std::fs::read_to_string(&tok_path)?;
     plan.set(keys::TOKENIZER_HF_JSON, MetaValue::String(raw));
 
@@ -66,7 +78,8 @@ pub fn add_tokenizer(plan: &mut Plan, dir: &Path) -> Result<bool> {
             .and_then(|t| t.get("template")?.as_str().map(str::to_string)),
         _ => None,
     };
-    let template = template.or_else(|| std::fs::read_to_string(dir.join("chat_template.jinja")).ok());
+    let template =
+        template.or_else(|| std::fs::read_to_string(dir.join("chat_template.jinja")).ok());
     if let Some(t) = template {
         plan.set(keys::CHAT_TEMPLATE, MetaValue::String(t));
     }
@@ -87,7 +100,14 @@ pub fn add_tokenizer(plan: &mut Plan, dir: &Path) -> Result<bool> {
     if let Some(id) = token_text(cfg.get("pad_token")).and_then(|t| token_id(&tokenizer, &t)) {
         plan.set(keys::PAD_ID, MetaValue::U32(id as u32));
     }
-    plan.set(keys::ADD_BOS, MetaValue::Bool(cfg.get("add_bos_token").and_then(Value::as_bool).unwrap_or(false)));
+    plan.set(
+        keys::ADD_BOS,
+        MetaValue::Bool(
+            cfg.get("add_bos_token")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        ),
+    );
     for f in ["generation_config.json", "config.json"] {
         if let Some(v) = read_json(&dir.join(f))? {
             for id in ids(v.get("eos_token_id")) {
@@ -104,7 +124,10 @@ pub fn add_tokenizer(plan: &mut Plan, dir: &Path) -> Result<bool> {
         if plan.get(keys::EOS_ID).is_none() {
             plan.set(keys::EOS_ID, MetaValue::U32(eog[0] as u32));
         }
-        plan.set(keys::EOG_IDS, MetaValue::Array(eog.into_iter().map(|i| MetaValue::U32(i as u32)).collect()));
+        plan.set(
+            keys::EOG_IDS,
+            MetaValue::Array(eog.into_iter().map(|i| MetaValue::U32(i as u32)).collect()),
+        );
     }
     Ok(true)
 }

@@ -12,8 +12,8 @@ pub mod gguf_in;
 pub mod gguf_tokenizer;
 pub mod hf;
 pub mod hf_tokenizer;
-pub mod plan;
 pub mod pickle;
+pub mod plan;
 pub mod safetensors_in;
 pub mod tah_ckpt;
 pub mod tah_config;
@@ -90,13 +90,21 @@ pub struct Summary {
 
 /// Converts `input` to `out` (written atomically). `progress(done, total, name)` is
 /// called as tensors are written.
-pub fn convert(input: &Path, out: &Path, policy: &TypePolicy, progress: &mut dyn FnMut(usize, usize, &str)) -> Result<Summary> {
+pub fn convert(
+    input: &Path,
+    out: &Path,
+    policy: &TypePolicy,
+    progress: &mut dyn FnMut(usize, usize, &str),
+) -> Result<Summary> {
     if input.is_dir() {
         let is_tah = input.join("tah_config.json").is_file();
         let src = tah_ckpt::Source::open(input, is_tah)?;
         let plan = src.plan(policy)?;
         let bytes = plan::write(&plan, out, progress)?;
-        return Ok(Summary { tensors: plan.tensors.len(), bytes });
+        return Ok(Summary {
+            tensors: plan.tensors.len(),
+            bytes,
+        });
     }
     if !input.exists() {
         bail!("{}: no such file or directory", input.display());
@@ -104,5 +112,8 @@ pub fn convert(input: &Path, out: &Path, policy: &TypePolicy, progress: &mut dyn
     let src = GgufFile::open(input)?;
     let plan = gguf_in::plan(&src, policy)?;
     let bytes = plan::write(&plan, out, progress)?;
-    Ok(Summary { tensors: plan.tensors.len(), bytes })
+    Ok(Summary {
+        tensors: plan.tensors.len(),
+        bytes,
+    })
 }

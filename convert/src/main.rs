@@ -49,7 +49,10 @@ fn parse_type(s: &str) -> Result<GgmlType, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let policy = tah_convert::TypePolicy { quant: args.quant, embd: args.embd_type };
+    let policy = tah_convert::TypePolicy {
+        quant: args.quant,
+        embd: args.embd_type,
+    };
     let start = Instant::now();
     let show = !args.quiet && std::io::stderr().is_terminal();
     let mut last_draw = Instant::now();
@@ -59,7 +62,11 @@ fn main() -> ExitCode {
         }
         last_draw = Instant::now();
         let width = 30;
-        let filled = if total == 0 { width } else { done * width / total };
+        let filled = if total == 0 {
+            width
+        } else {
+            done * width / total
+        };
         let _ = write!(
             std::io::stderr(),
             "\r[{}{}] {done}/{total} {:<48.48}",

@@ -42,8 +42,19 @@ impl<'a> Plan<'a> {
         self.meta.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 
-    pub fn push(&mut self, name: impl Into<String>, dims: Vec<u64>, ty: GgmlType, load: Loader<'a>) {
-        self.tensors.push(OutTensor { name: name.into(), dims, ty, load });
+    pub fn push(
+        &mut self,
+        name: impl Into<String>,
+        dims: Vec<u64>,
+        ty: GgmlType,
+        load: Loader<'a>,
+    ) {
+        self.tensors.push(OutTensor {
+            name: name.into(),
+            dims,
+            ty,
+            load,
+        });
     }
 
     pub fn tensor(&self, name: &str) -> Option<&OutTensor<'a>> {
@@ -57,7 +68,10 @@ pub fn encode(name: &str, data: Data<'_>, ty: GgmlType, n: usize) -> Result<Vec<
         Data::Encoded(src, bytes) if src == ty => return Ok(bytes.into_owned()),
         Data::Encoded(src, bytes) => {
             if src.row_bytes(n as u64) != Some(bytes.len() as u64) {
-                crate::bail!("tensor '{name}': {} bytes of {src} do not hold {n} values", bytes.len());
+                crate::bail!(
+                    "tensor '{name}': {} bytes of {src} do not hold {n} values",
+                    bytes.len()
+                );
             }
             let mut v = vec![0f32; n];
             quant::dequantize(src, &bytes, &mut v);
@@ -68,9 +82,11 @@ pub fn encode(name: &str, data: Data<'_>, ty: GgmlType, n: usize) -> Result<Vec<
     if values.len() != n {
         crate::bail!("tensor '{name}': {} values, expected {n}", values.len());
     }
-    let size = ty
-        .row_bytes(n as u64)
-        .ok_or_else(|| Error::new(format!("tensor '{name}': {n} values do not fit {ty} blocks")))?;
+    let size = ty.row_bytes(n as u64).ok_or_else(|| {
+        Error::new(format!(
+            "tensor '{name}': {n} values do not fit {ty} blocks"
+        ))
+    })?;
     if !ty.can_quantize() {
         crate::bail!("tensor '{name}': cannot quantize to {ty}");
     }
@@ -81,7 +97,11 @@ pub fn encode(name: &str, data: Data<'_>, ty: GgmlType, n: usize) -> Result<Vec<
 
 /// Writes the plan to `out` atomically, calling `progress(done, total)` after
 /// each tensor. Returns the bytes written.
-pub fn write(plan: &Plan<'_>, out: &Path, progress: &mut dyn FnMut(usize, usize, &str)) -> Result<u64> {
+pub fn write(
+    plan: &Plan<'_>,
+    out: &Path,
+    progress: &mut dyn FnMut(usize, usize, &str),
+) -> Result<u64> {
     let mut w = GgufWriter::new();
     for (k, v) in &plan.meta {
         w.set(k, v.clone());

@@ -54,7 +54,10 @@ impl Safetensors {
                 st.add_file(&dir.join(shard))?;
             }
         } else {
-            bail!("{}: no model.safetensors or model.safetensors.index.json", dir.display());
+            bail!(
+                "{}: no model.safetensors or model.safetensors.index.json",
+                dir.display()
+            );
         }
         Ok(st)
     }
@@ -66,17 +69,22 @@ impl Safetensors {
     }
 
     fn add_file(&mut self, path: &Path) -> Result<()> {
-        let file = std::fs::File::open(path).map_err(|e| Error::new(format!("{}: {e}", path.display())))?;
+        let file = std::fs::File::open(path)
+            .map_err(|e| Error::new(format!("{}: {e}", path.display())))?;
         // SAFETY: read-only private mapping of an input file we do not modify; the
         // safetensors header is validated against the mapping's length below.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::new(format!("{}: {e}", path.display())))?;
+        let map = unsafe { memmap2::Mmap::map(&file) }
+            .map_err(|e| Error::new(format!("{}: {e}", path.display())))?;
         let (header_len, meta) = SafeTensors::read_metadata(&map)
             .map_err(|e| Error::new(format!("{}: bad safetensors file: {e}", path.display())))?;
         let data_start = 8 + header_len;
         let file_no = self.files.len();
         for (name, info) in meta.tensors() {
             if self.tensors.contains_key(&name) {
-                bail!("{}: tensor '{name}' appears in more than one file", path.display());
+                bail!(
+                    "{}: tensor '{name}' appears in more than one file",
+                    path.display()
+                );
             }
             let (s, e) = info.data_offsets;
             self.tensors.insert(
@@ -108,14 +116,19 @@ impl Safetensors {
 
     /// The tensor's values as converter input (f32/f16/bf16 pass through as-is).
     pub fn data(&self, name: &str) -> Result<Data<'_>> {
-        let t = self.get(name).ok_or_else(|| Error::new(format!("missing tensor '{name}'")))?;
+        let t = self
+            .get(name)
+            .ok_or_else(|| Error::new(format!("missing tensor '{name}'")))?;
         let bytes = self.bytes(t);
         let ty = match t.dtype {
             Dtype::F32 => GgmlType::F32,
             Dtype::F16 => GgmlType::F16,
             Dtype::BF16 => GgmlType::Bf16,
             Dtype::F64 => {
-                let v = bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect();
+                let v = bytes
+                    .chunks_exact(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
+                    .collect();
                 return Ok(Data::F32(v));
             }
             other => bail!("tensor '{name}': unsupported dtype {other:?}"),
@@ -140,7 +153,8 @@ impl Safetensors {
 /// The distinct shard file names of an index, each a plain file name in the
 /// same directory (no paths: the index is untrusted).
 fn shard_files(index: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(index).map_err(|e| Error::new(format!("{}: {e}", index.display())))?;
+    let text = std::fs::read_to_string(index)
+        .map_err(|e| Error::new(format!("{}: {e}", index.display())))?;
     let v: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| Error::new(format!("{}: {e}", index.display())))?;
     let map = v
@@ -149,9 +163,22 @@ fn shard_files(index: &Path) -> Result<Vec<String>> {
         .ok_or_else(|| Error::new(format!("{}: no \"weight_map\" object", index.display())))?;
     let mut files: Vec<String> = Vec::new();
     for (tensor, file) in map {
-        let Some(file) = file.as_str() else { bail!("{}: weight_map['{tensor}'] is not a string", index.display()) };
-        if file.is_empty() || file.contains('/') || file.contains('\\') || file == "." || file == ".." {
-            bail!("{}: weight_map['{tensor}'] = {file:?} is not a plain file name", index.display());
+        let Some(file) = file.as_str() else {
+            bail!(
+                "{}: weight_map['{tensor}'] is not a string",
+                index.display()
+            )
+        };
+        if file.is_empty()
+            || file.contains('/')
+            || file.contains('\\')
+            || file == "."
+            || file == ".."
+        {
+            bail!(
+                "{}: weight_map['{tensor}'] = {file:?} is not a plain file name",
+                index.display()
+            );
         }
         if !files.iter().any(|f| f == file) {
             files.push(file.to_string());

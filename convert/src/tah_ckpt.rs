@@ -3,12 +3,12 @@
 
 use crate::bail;
 use crate::decider::{load_iter_decider, merge_settings, DeciderSettings, PickledDecider};
-use crate::pickle::DType;
-use crate::tah_config::TahConfig;
 use crate::error::{Error, Result};
 use crate::hf::{self, HfConfig};
+use crate::pickle::DType;
 use crate::plan::{Data, Plan};
 use crate::safetensors_in::Safetensors;
+use crate::tah_config::TahConfig;
 use crate::TypePolicy;
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -38,22 +38,37 @@ impl Source {
         let config = HfConfig::load(dir)?;
         let base = Safetensors::open_model_dir(dir)?;
         let tah = if is_tah { Some(open_tah(dir)?) } else { None };
-        Ok(Source { dir: dir.to_path_buf(), config, base, tah })
+        Ok(Source {
+            dir: dir.to_path_buf(),
+            config,
+            base,
+            tah,
+        })
     }
 
     pub fn plan(&self, policy: &TypePolicy) -> Result<Plan<'_>> {
         let c = &self.config;
         let mut plan = Plan::default();
         hf::set_arch_metadata(&mut plan, c);
-        let name = self.dir.canonicalize().ok().and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()));
+        let name = self
+            .dir
+            .canonicalize()
+            .ok()
+            .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()));
         if let Some(n) = name {
             plan.set(keys::NAME, MetaValue::String(n));
         }
         if !crate::hf_tokenizer::add_tokenizer(&mut plan, &self.dir)? {
-            eprintln!("note: {} has no tokenizer.json: the model can only be driven with token ids", self.dir.display());
+            eprintln!(
+                "note: {} has no tokenizer.json: the model can only be driven with token ids",
+                self.dir.display()
+            );
         }
         hf::add_base_tensors(&mut plan, c, &self.base, policy)?;
-        let main_ty = plan.tensor(&keys::blk(0, "attn_q", "weight")).map(|t| t.ty).unwrap_or(GgmlType::F32);
+        let main_ty = plan
+            .tensor(&keys::blk(0, "attn_q", "weight"))
+            .map(|t| t.ty)
+            .unwrap_or(GgmlType::F32);
         plan.set(keys::FILE_TYPE, MetaValue::U32(crate::llama_ftype(main_ty)));
         if let Some(t) = &self.tah {
             add_tah(&mut plan, c, t)?;
@@ -66,21 +81,32 @@ fn open_tah(dir: &Path) -> Result<TahParts> {
     let lora_dir = dir.join("lora");
     let lora = Safetensors::open_file(&lora_dir.join("adapter_model.safetensors"))?;
     let cfg_path = lora_dir.join("adapter_config.json");
-    let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::new(format!("{}: {e}", cfg_path.display())))?;
-    let cfg: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| Error::new(format!("{}: {e}", cfg_path.display())))?;
-    let rank = cfg.get("r").and_then(|v| v.as_u64()).ok_or_else(|| Error::new(format!("{}: no integer \"r\"", cfg_path.display())))?;
+    let text = std::fs::read_to_string(&cfg_path)
+        .map_err(|e| Error::new(format!("{}: {e}", cfg_path.display())))?;
+    let cfg: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::new(format!("{}: {e}", cfg_path.display())))?;
+    let rank = cfg
+        .get("r")
+        .and_then(|v| v.as_u64())
+        .ok_or_else(|| Error::new(format!("{}: no integer \"r\"", cfg_path.display())))?;
     let alpha = cfg
         .get("lora_alpha")
         .and_then(|v| v.as_f64())
         .ok_or_else(|| Error::new(format!("{}: no number \"lora_alpha\"", cfg_path.display())))?;
     for flag in ["use_rslora", "use_dora"] {
         if cfg.get(flag).and_then(|v| v.as_bool()) == Some(true) {
-            bail!("{}: {flag} is not supported (TaH uses plain LoRA)", cfg_path.display());
+            bail!(
+                "{}: {flag} is not supported (TaH uses plain LoRA)",
+                cfg_path.display()
+            );
         }
     }
     for pat in ["rank_pattern", "alpha_pattern"] {
-        if cfg.get(pat).and_then(|v| v.as_object()).is_some_and(|o| !o.is_empty()) {
+        if cfg
+            .get(pat)
+            .and_then(|v| v.as_object())
+            .is_some_and(|o| !o.is_empty())
+        {
             bail!("{}: per-module {pat} is not supported", cfg_path.display());
         }
     }
@@ -90,15 +116,27 @@ fn open_tah(dir: &Path) -> Result<TahParts> {
     let cfg_path = dir.join("tah_config.json");
     let config = TahConfig::load(&cfg_path).map_err(|e| Error::new(e.to_string()))?;
     let decider_path = dir.join("iter_decider.bin");
-    let decider = load_iter_decider(&decider_path).map_err(|e| Error::new(format!("{}: {e}", decider_path.display())))?;
-    let settings = merge_settings(&decider, &config).map_err(|e| Error::new(format!("{}: {e}", decider_path.display())))?;
+    let decider = load_iter_decider(&decider_path)
+        .map_err(|e| Error::new(format!("{}: {e}", decider_path.display())))?;
+    let settings = merge_settings(&decider, &config)
+        .map_err(|e| Error::new(format!("{}: {e}", decider_path.display())))?;
     if config.adapter_kwargs.r != rank as usize {
-        bail!("tah_config.json adapter_kwargs.r = {} but lora/adapter_config.json r = {rank}", config.adapter_kwargs.r);
+        bail!(
+            "tah_config.json adapter_kwargs.r = {} but lora/adapter_config.json r = {rank}",
+            config.adapter_kwargs.r
+        );
     }
     if settings.max_iter == 0 {
         bail!("{}: max_iter must be at least 1", cfg_path.display());
     }
-    Ok(TahParts { lora, rank: rank as usize, alpha, input_topk: config.input_updater_topk(), settings, decider })
+    Ok(TahParts {
+        lora,
+        rank: rank as usize,
+        alpha,
+        input_topk: config.input_updater_topk(),
+        settings,
+        decider,
+    })
 }
 
 /// PEFT's key for a LoRA matrix of a linear.
@@ -109,7 +147,11 @@ fn peft_key(layer: usize, hf_module: &str, ab: &str) -> String {
 fn add_tah<'a>(plan: &mut Plan<'a>, c: &HfConfig, t: &'a TahParts) -> Result<()> {
     let s = &t.settings;
     if s.hidden_states_size != c.hidden_size {
-        bail!("decider hidden_states_size {} differs from the model's hidden_size {}", s.hidden_states_size, c.hidden_size);
+        bail!(
+            "decider hidden_states_size {} differs from the model's hidden_size {}",
+            s.hidden_states_size,
+            c.hidden_size
+        );
     }
     plan.set(keys::TAH_VERSION, MetaValue::U32(1));
     plan.set(keys::MAX_ITER, MetaValue::U32(s.max_iter));
@@ -119,12 +161,23 @@ fn add_tah<'a>(plan: &mut Plan<'a>, c: &HfConfig, t: &'a TahParts) -> Result<()>
 
     // The adapted linears: those with LoRA matrices in layer 0; every layer must
     // then have the same set.
-    let targets: Vec<(&str, &str)> =
-        keys::LINEARS.iter().copied().filter(|(_, hf)| t.lora.get(&peft_key(0, hf, "A")).is_some()).collect();
+    let targets: Vec<(&str, &str)> = keys::LINEARS
+        .iter()
+        .copied()
+        .filter(|(_, hf)| t.lora.get(&peft_key(0, hf, "A")).is_some())
+        .collect();
     if targets.is_empty() {
         bail!("lora/adapter_model.safetensors: no LoRA matrices for layer 0");
     }
-    plan.set(keys::LORA_TARGETS, MetaValue::Array(targets.iter().map(|(g, _)| MetaValue::String(g.to_string())).collect()));
+    plan.set(
+        keys::LORA_TARGETS,
+        MetaValue::Array(
+            targets
+                .iter()
+                .map(|(g, _)| MetaValue::String(g.to_string()))
+                .collect(),
+        ),
+    );
     let known: usize = c.num_hidden_layers * targets.len() * 2;
     let lora_count = t.lora.names().count();
     if lora_count != known {
@@ -132,28 +185,44 @@ fn add_tah<'a>(plan: &mut Plan<'a>, c: &HfConfig, t: &'a TahParts) -> Result<()>
     }
     for l in 0..c.num_hidden_layers {
         for (stem, hf_module) in &targets {
-            let base = plan
-                .tensor(&keys::blk(l, stem, "weight"))
-                .ok_or_else(|| Error::new(format!("no base tensor for LoRA target {stem} in layer {l}")))?;
+            let base = plan.tensor(&keys::blk(l, stem, "weight")).ok_or_else(|| {
+                Error::new(format!(
+                    "no base tensor for LoRA target {stem} in layer {l}"
+                ))
+            })?;
             let (n_in, n_out) = (base.dims[0], base.dims[1]);
             for (ab, name, shape) in [
                 ("A", keys::lora_a(l, stem), [t.rank as u64, n_in]),
                 ("B", keys::lora_b(l, stem), [n_out, t.rank as u64]),
             ] {
                 let key = peft_key(l, hf_module, ab);
-                let st = t.lora.get(&key).ok_or_else(|| Error::new(format!("lora: missing tensor '{key}'")))?;
+                let st = t
+                    .lora
+                    .get(&key)
+                    .ok_or_else(|| Error::new(format!("lora: missing tensor '{key}'")))?;
                 let got: Vec<u64> = st.shape.iter().map(|&d| d as u64).collect();
                 if got != shape {
                     bail!("lora: tensor '{key}' has shape {got:?}, expected {shape:?}");
                 }
-                plan.push(name, vec![shape[1], shape[0]], GgmlType::F32, Box::new(move || t.lora.data(&key)));
+                plan.push(
+                    name,
+                    vec![shape[1], shape[0]],
+                    GgmlType::F32,
+                    Box::new(move || t.lora.data(&key)),
+                );
             }
         }
     }
 
-    plan.set(keys::DECIDER_CLASS, MetaValue::String("MLPIterDecider".into()));
+    plan.set(
+        keys::DECIDER_CLASS,
+        MetaValue::String("MLPIterDecider".into()),
+    );
     // The threshold as the checkpoint holds it (rounded to its dtype; exact in f32).
-    plan.set(keys::DECIDER_THRESHOLD, MetaValue::F32(s.threshold_in_dtype as f32));
+    plan.set(
+        keys::DECIDER_THRESHOLD,
+        MetaValue::F32(s.threshold_in_dtype as f32),
+    );
     let dtype = match s.dtype {
         DType::F32 => "f32",
         DType::BF16 => "bf16",
@@ -162,27 +231,61 @@ fn add_tah<'a>(plan: &mut Plan<'a>, c: &HfConfig, t: &'a TahParts) -> Result<()>
     plan.set(keys::DECIDER_DTYPE, MetaValue::String(dtype.into()));
     plan.set(keys::DECIDER_TOPK, MetaValue::U32(s.topk as u32));
     let layers = &s.hidden_states_layer_nums;
-    plan.set(keys::DECIDER_LAYERS, MetaValue::Array(layers.iter().map(|&l| MetaValue::U32(l as u32)).collect()));
-    plan.set(keys::DECIDER_HIDDEN_DIMS, MetaValue::Array(s.hidden_dims.iter().map(|&d| MetaValue::U32(d as u32)).collect()));
-    plan.set(keys::DECIDER_EXPANSION, MetaValue::U32(s.expansion_factor as u32));
-    plan.set(keys::DECIDER_NORMALIZE_INPUT, MetaValue::Bool(s.normalize_input));
+    plan.set(
+        keys::DECIDER_LAYERS,
+        MetaValue::Array(layers.iter().map(|&l| MetaValue::U32(l as u32)).collect()),
+    );
+    plan.set(
+        keys::DECIDER_HIDDEN_DIMS,
+        MetaValue::Array(
+            s.hidden_dims
+                .iter()
+                .map(|&d| MetaValue::U32(d as u32))
+                .collect(),
+        ),
+    );
+    plan.set(
+        keys::DECIDER_EXPANSION,
+        MetaValue::U32(s.expansion_factor as u32),
+    );
+    plan.set(
+        keys::DECIDER_NORMALIZE_INPUT,
+        MetaValue::Bool(s.normalize_input),
+    );
     if layers.iter().any(|&l| l > c.num_hidden_layers) {
-        bail!("decider hidden_states_layer_nums {layers:?} exceed the model's {} layers", c.num_hidden_layers);
+        bail!(
+            "decider hidden_states_layer_nums {layers:?} exceed the model's {} layers",
+            c.num_hidden_layers
+        );
     }
     if s.topk > c.vocab_size || t.input_topk > c.vocab_size || t.input_topk == 0 {
-        bail!("decider top-k {} / input top-k {} do not fit the vocabulary {}", s.topk, t.input_topk, c.vocab_size);
+        bail!(
+            "decider top-k {} / input top-k {} do not fit the vocabulary {}",
+            s.topk,
+            t.input_topk,
+            c.vocab_size
+        );
     }
     for tensor in &t.decider.state_dict {
         if tensor.name == "threshold" {
             continue; // carried as tah.decider.threshold
         }
-        let dims: Vec<u64> = if tensor.shape.is_empty() { vec![1] } else { tensor.shape.iter().rev().map(|&d| d as u64).collect() };
+        let dims: Vec<u64> = if tensor.shape.is_empty() {
+            vec![1]
+        } else {
+            tensor.shape.iter().rev().map(|&d| d as u64).collect()
+        };
         let values = &tensor.data;
         plan.push(
             format!("{}{}", keys::DECIDER_PREFIX, tensor.name),
             dims,
             GgmlType::F32,
-            Box::new(move || Ok(Data::Encoded(GgmlType::F32, Cow::Owned(values.iter().flat_map(|v| v.to_le_bytes()).collect())))),
+            Box::new(move || {
+                Ok(Data::Encoded(
+                    GgmlType::F32,
+                    Cow::Owned(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
+                ))
+            }),
         );
     }
     Ok(())

@@ -5,6 +5,7 @@ use super::config::{Config, ModelError};
 use crate::format::{keys, GgufFile, TensorInfo};
 use crate::kernels::Matrix;
 use crate::quant::GgmlType;
+use crate::text::{ChatTemplate, Tokenizer};
 use std::path::Path;
 
 /// Where a matrix lives in the file.
@@ -80,6 +81,9 @@ pub struct Model {
     pub output_norm: Vec<f32>,
     pub layers: Vec<Layer>,
     pub decider: Option<DeciderWeights>,
+    /// From the embedded tokenizer.json; `None` for id-only models.
+    pub tokenizer: Option<Tokenizer>,
+    pub chat_template: Option<ChatTemplate>,
 }
 
 impl Model {
@@ -180,14 +184,18 @@ impl Model {
                 out_b: p("backbone.output_layer.1.bias")[0],
             }
         });
+        let tokenizer = Tokenizer::from_gguf(&file).map_err(|e| text_error(&file, e))?;
+        let chat_template = ChatTemplate::from_gguf(&file).map_err(|e| text_error(&file, e))?;
         Ok(Model {
             output_norm: vec(keys::OUTPUT_NORM),
             cfg,
-            file,
             token_embd,
             output,
             layers,
             decider,
+            tokenizer,
+            chat_template,
+            file,
         })
     }
 
@@ -203,6 +211,14 @@ impl Model {
             rows: m.rows,
             cols: m.cols,
         }
+    }
+}
+
+fn text_error(f: &GgufFile, e: crate::text::TextError) -> ModelError {
+    ModelError::BadKey {
+        file: f.path().display().to_string(),
+        key: "tokenizer".into(),
+        why: e.to_string(),
     }
 }
 

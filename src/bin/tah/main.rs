@@ -1,5 +1,10 @@
 //! The `tah` command line. Every subcommand is a thin layer over the library.
 
+mod chat;
+mod common;
+mod perplexity;
+mod run;
+
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,6 +22,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Generate from one prompt, streaming the answer.
+    Run(run::RunArgs),
+    /// Chat interactively (multi-turn; the cache is kept between turns).
+    Chat(chat::ChatArgs),
+    /// Perplexity of a text file, computed as llama.cpp's llama-perplexity does.
+    Perplexity(perplexity::PerplexityArgs),
     /// Show what a .tah / GGUF file holds: architecture, dimensions, quant types,
     /// TaH settings, tokenizer and the tensor table.
     Info {
@@ -30,7 +41,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    let result = match cli.command {
+        Command::Run(a) => run::run(a),
+        Command::Chat(a) => chat::chat(a),
+        Command::Perplexity(a) => perplexity::perplexity(a),
+        Command::Info { file, json } => info(&file, json),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tah: error: {e}");
@@ -39,17 +56,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
-    match cli.command {
-        Command::Info { file, json } => {
-            let f = tah::format::GgufFile::open(&file)?;
-            let info = tah::info::describe(&f);
-            if json {
-                println!("{}", serde_json::to_string_pretty(&info)?);
-            } else {
-                print!("{}", tah::info::render(&info));
-            }
-        }
+fn info(file: &std::path::Path, json: bool) -> Result<(), common::Error> {
+    let f = tah::format::GgufFile::open(file)?;
+    let info = tah::info::describe(&f);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+    } else {
+        print!("{}", tah::info::render(&info));
     }
     Ok(())
 }

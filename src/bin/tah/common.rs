@@ -1,0 +1,98 @@
+//! Options shared by the subcommands that load a model.
+
+use clap::Args;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tah::model::kv_cache::KvType;
+use tah::model::Model;
+use tah::session::{Session, SessionOptions};
+use tah::tah::{TahOptions, ThinkMode};
+
+#[derive(Args, Clone, Debug)]
+pub struct ModelArgs {
+    /// The .tah (or .gguf) model file.
+    #[arg(short = 'm', long = "model")]
+    pub model: PathBuf,
+    /// Worker threads (default: all cores).
+    #[arg(short = 't', long)]
+    pub threads: Option<usize>,
+    /// Context length in tokens (default: the model's, capped at 4096).
+    #[arg(long, default_value_t = 0)]
+    pub ctx: usize,
+    /// KV cache element type: f16 or f32.
+    #[arg(long, default_value = "f16", value_parser = parse_kv)]
+    pub kv_type: KvType,
+    /// Most prompt tokens per forward pass (longer prompts are fed in chunks).
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Which tokens get the second pass: auto (the decider), never (base model),
+    /// always (every token to the maximum depth).
+    #[arg(long, default_value = "auto", value_parser = parse_think)]
+    pub think: ThinkMode,
+    /// Decider threshold override, in [0, 1] (continue iff probability > threshold).
+    #[arg(long)]
+    pub threshold: Option<f32>,
+    /// Maximum depth override (1 = base model only).
+    #[arg(long)]
+    pub max_depth: Option<usize>,
+}
+
+fn parse_kv(s: &str) -> Result<KvType, String> {
+    match s {
+        "f16" => Ok(KvType::F16),
+        "f32" => Ok(KvType::F32),
+        _ => Err(format!("unknown KV type '{s}' (f16, f32)")),
+    }
+}
+
+fn parse_think(s: &str) -> Result<ThinkMode, String> {
+    s.parse()
+}
+
+pub type Error = Box<dyn std::error::Error>;
+
+impl ModelArgs {
+    /// Sets up the thread pool, loads the model and opens a session.
+    pub fn open(&self) -> Result<(Arc<Model>, Session), Error> {
+        if let Some(t) = self.threshold {
+            if !(0.0..=1.0).contains(&t) {
+                return Err(format!("--threshold {t} is outside [0, 1]").into());
+            }
+        }
+        if self.max_depth == Some(0) {
+            return Err("--max-depth must be at least 1".into());
+        }
+        if let Some(t) = self.threads {
+            if t == 0 {
+                return Err("--threads must be at least 1".into());
+            }
+            // The global pool can only be set once per process; later calls keep it.
+            let _ = rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build_global();
+        }
+        let model = Arc::new(Model::load(&self.model)?);
+        let opts = SessionOptions {
+            ctx: self.ctx,
+            kv_type: self.kv_type,
+            batch: self.batch,
+            tah: TahOptions {
+                mode: self.think,
+                threshold: self.threshold,
+                max_depth: self.max_depth,
+            },
+        };
+        if model.cfg.tah.is_none()
+            && self.think != ThinkMode::Never
+            && self.max_depth.is_some_and(|d| d > 1)
+        {
+            return Err(format!(
+                "{}: a plain model (no TaH parts): only depth 1 is possible",
+                self.model.display()
+            )
+            .into());
+        }
+        let session = Session::new(Arc::clone(&model), &opts)?;
+        Ok((model, session))
+    }
+}

@@ -1,0 +1,219 @@
+//! `tah run`: one prompt, streamed answer.
+
+use crate::common::{Error, ModelArgs};
+use clap::Args;
+use std::io::Write;
+use std::path::PathBuf;
+use tah::generate::{generate, GenerateOptions, Generation, LogitsLog, TokenEvent};
+use tah::sample::SamplingParams;
+use tah::text::ChatMessage;
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The prompt text.
+    #[arg(short = 'p', long, conflicts_with_all = ["prompt_ids", "file"])]
+    pub prompt: Option<String>,
+    /// The prompt as token ids: 1,2,3.
+    #[arg(long, value_delimiter = ',')]
+    pub prompt_ids: Option<Vec<u32>>,
+    /// Read the prompt text from a file.
+    #[arg(short = 'f', long)]
+    pub file: Option<PathBuf>,
+    /// Wrap the prompt as a user message in the model's chat template.
+    #[arg(long)]
+    pub chat: bool,
+    /// System message (with --chat).
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Ask a thinking model (Qwen3) not to think (with --chat: enable_thinking=false).
+    #[arg(long)]
+    pub no_think: bool,
+    /// Most new tokens.
+    #[arg(short = 'n', long, default_value_t = 256)]
+    pub n_predict: usize,
+    /// Sampling temperature; 0 = greedy.
+    #[arg(long, default_value_t = 0.6)]
+    pub temp: f32,
+    /// Keep the k most likely tokens (0 = off).
+    #[arg(long, default_value_t = 20)]
+    pub top_k: usize,
+    /// Nucleus sampling mass (1 = off).
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Drop tokens below min_p × the most likely one's probability (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    pub min_p: f32,
+    /// Random seed (runs are reproducible for a given seed).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Do not stop at end-of-generation tokens.
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// Colour each streamed token by its depth (depth 2 yellow, deeper red).
+    #[arg(long)]
+    pub show_depth: bool,
+    /// Print one JSON object (prompt_ids, prompt_depths, tokens, depths, text, stats) instead of streaming.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the final logits (prefill_logits [T, V], decode_logits [n, V], f32) to this safetensors file.
+    #[arg(long)]
+    pub logits_out: Option<PathBuf>,
+}
+
+/// ANSI colour of a depth for --show-depth.
+pub fn depth_colour(depth: u8) -> &'static str {
+    match depth {
+        0 | 1 => "",
+        2 => "\x1b[1;33m",
+        _ => "\x1b[1;31m",
+    }
+}
+
+pub fn sampling(a: &RunArgs) -> SamplingParams {
+    SamplingParams {
+        temperature: a.temp,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        min_p: a.min_p,
+        seed: a.seed,
+    }
+}
+
+pub fn run(a: RunArgs) -> Result<(), Error> {
+    let (model, mut session) = a.model.open()?;
+    let prompt: Vec<u32> = match (&a.prompt_ids, &a.prompt, &a.file) {
+        (Some(ids), _, _) => ids.clone(),
+        (None, text, file) => {
+            let text = match (text, file) {
+                (Some(t), _) => t.clone(),
+                (None, Some(f)) => {
+                    std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?
+                }
+                (None, None) => {
+                    return Err("give a prompt: -p TEXT, -f FILE or --prompt-ids 1,2,3".into())
+                }
+            };
+            let tok = model
+                .tokenizer
+                .as_ref()
+                .ok_or("this model has no tokenizer: use --prompt-ids")?;
+            let text = if a.chat {
+                let tmpl = model
+                    .chat_template
+                    .as_ref()
+                    .ok_or("this model has no chat template")?;
+                let mut msgs = Vec::new();
+                if let Some(s) = &a.system {
+                    msgs.push(ChatMessage::new("system", s.clone()));
+                }
+                msgs.push(ChatMessage::new("user", text));
+                tmpl.render(&msgs, true, a.no_think.then_some(false))?
+            } else {
+                text
+            };
+            tok.encode(&text, true)?
+        }
+    };
+    if prompt.is_empty() {
+        return Err("the prompt is empty".into());
+    }
+    if prompt.len() >= session.ctx() {
+        return Err(format!(
+            "the prompt has {} tokens; the context holds {} (raise --ctx)",
+            prompt.len(),
+            session.ctx()
+        )
+        .into());
+    }
+    let opts = GenerateOptions {
+        max_tokens: a.n_predict,
+        sampling: sampling(&a),
+        stop_at_eog: !a.ignore_eos,
+    };
+    let mut log = a.logits_out.as_ref().map(|_| LogitsLog::default());
+    let stream = !a.json;
+    let mut out = std::io::stdout().lock();
+    let mut on_token = |e: &TokenEvent| {
+        if stream {
+            let colour = if a.show_depth {
+                depth_colour(e.depth)
+            } else {
+                ""
+            };
+            let reset = if colour.is_empty() { "" } else { "\x1b[0m" };
+            let _ = write!(out, "{colour}{}{reset}", e.piece);
+            let _ = out.flush();
+        }
+        true
+    };
+    let g = generate(
+        &mut session,
+        model.tokenizer.as_ref(),
+        &prompt,
+        &opts,
+        log.as_mut(),
+        &mut on_token,
+    )?;
+    drop(on_token);
+    if stream {
+        let _ = writeln!(out);
+    } else {
+        writeln!(out, "{}", serde_json::to_string(&g)?)?;
+    }
+    if let (Some(path), Some(log)) = (&a.logits_out, &log) {
+        write_logits(path, log, model.cfg.vocab)?;
+    }
+    print_stats(&g, session.think.mode);
+    Ok(())
+}
+
+pub fn print_stats(g: &Generation, mode: tah::tah::ThinkMode) {
+    let s = &g.stats;
+    eprintln!(
+        "\n[tah] prompt {} tokens ({:.1} t/s), generated {} tokens ({:.1} t/s), stop: {:?}",
+        s.prompt_tokens, s.prefill_tokens_per_s, s.generated_tokens, s.decode_tokens_per_s, g.stop
+    );
+    eprintln!(
+        "[tah] think {mode}: tokens per depth {:?}, hard rate {:.1}% (prompt: {} hard), average depth {:.3}, KV bytes per depth {:?}",
+        s.tokens_per_depth,
+        100.0 * s.hard_rate,
+        s.prompt_hard_tokens,
+        s.avg_depth,
+        s.kv_bytes_per_depth
+    );
+}
+
+fn write_logits(path: &std::path::Path, log: &LogitsLog, vocab: usize) -> Result<(), Error> {
+    use safetensors::{Dtype, View};
+    use std::borrow::Cow;
+    struct F32s<'a>(&'a [f32], Vec<usize>);
+    impl View for F32s<'_> {
+        fn dtype(&self) -> Dtype {
+            Dtype::F32
+        }
+        fn shape(&self) -> &[usize] {
+            &self.1
+        }
+        fn data(&self) -> Cow<'_, [u8]> {
+            Cow::Owned(self.0.iter().flat_map(|v| v.to_le_bytes()).collect())
+        }
+        fn data_len(&self) -> usize {
+            self.0.len() * 4
+        }
+    }
+    let tensors = [
+        (
+            "prefill_logits",
+            F32s(&log.prefill, vec![log.prefill.len() / vocab, vocab]),
+        ),
+        (
+            "decode_logits",
+            F32s(&log.decode, vec![log.decode.len() / vocab, vocab]),
+        ),
+    ];
+    safetensors::serialize_to_file(tensors, None, path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(())
+}
