@@ -215,7 +215,7 @@ fn put_value(buf: &mut Vec<u8>, v: &MetaValue) -> io::Result<()> {
 
 /// Creates `dest` by running `write` on a temporary file beside it, then renaming
 /// it into place. On error the temporary is removed and `dest` is untouched.
-/// Temporaries left by killed runs (named `.NAME.tmp-PID`, PID no longer alive) are
+/// Temporaries left by killed runs (named `.NAME.tmp-PID-N`, PID no longer alive) are
 /// cleaned up first.
 pub fn write_atomically<T, E>(
     dest: &Path,
@@ -234,7 +234,11 @@ where
         .to_string_lossy()
         .into_owned();
     remove_stale_temporaries(&dir, &name);
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    // PID names the writer (for stale-file cleanup); the counter keeps two writes
+    // in one process apart.
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
     let result = (|| {
         let file = File::create(&tmp)?;
         let mut w = BufWriter::with_capacity(1 << 20, file);
