@@ -100,3 +100,52 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+/// A real model from models/fetch.sh (`$TAH_MODELS` or ~/.cache/tah/models).
+/// Missing files fail the test unless TAH_SKIP_REAL_MODELS=1.
+pub fn real_model(file: &str) -> Option<PathBuf> {
+    let dir = std::env::var("TAH_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/tah/models")
+        });
+    let p = dir.join(file);
+    if p.is_file() {
+        return Some(p);
+    }
+    if std::env::var("TAH_SKIP_REAL_MODELS").as_deref() == Ok("1") {
+        eprintln!("skipping: {} missing (TAH_SKIP_REAL_MODELS=1)", p.display());
+        return None;
+    }
+    panic!("{} is missing: run models/fetch.sh", p.display());
+}
+
+/// A real GGUF converted to .tah (cached per test process and quant type).
+pub fn real_tah(file: &str, quant: Option<tah::quant::GgmlType>) -> Option<PathBuf> {
+    let src = real_model(file)?;
+    let tag = quant.map_or("orig".to_string(), |q| q.name().to_string());
+    let out = scratch("real").join(format!("{file}.{tag}.tah"));
+    if !out.is_file() {
+        let policy = tah_convert::TypePolicy { quant, embd: None };
+        tah_convert::convert(&src, &out, &policy, &mut |_, _, _| {})
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    Some(out)
+}
+
+/// One of llama.cpp's greedy reference runs in shared/anchors/greedy.
+pub fn anchor(name: &str) -> serde_json::Value {
+    let p = shared().join("anchors/greedy").join(name);
+    serde_json::from_str(
+        &std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+    )
+    .unwrap()
+}
+
+pub fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
