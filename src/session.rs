@@ -8,6 +8,7 @@
 use crate::model::forward::{self, Capture, Scratch};
 use crate::model::kv_cache::{KvCache, KvType};
 use crate::model::Model;
+use crate::sample::Rng;
 use crate::tah::decider::{self, DeciderScratch};
 use crate::tah::soft_input;
 use crate::tah::{TahOptions, ThinkMode, TokenInfo};
@@ -76,6 +77,8 @@ pub struct Think {
     /// Deepest depth a token may reach (1 = base model only).
     pub max_depth: usize,
     pub threshold: f32,
+    /// See [`TahOptions::hard_rate`].
+    pub hard_rate: Option<f32>,
 }
 
 /// Per-token callback: `(index in the fed tokens, final logits, what happened)`.
@@ -106,6 +109,8 @@ pub struct Session {
     tokens: Vec<u32>,
     info: Vec<TokenInfo>,
     ctx: usize,
+    /// Draws for `--hard-rate` (seeded: benchmarks are repeatable).
+    rng: Rng,
 }
 
 impl Session {
@@ -166,6 +171,7 @@ impl Session {
             ctx,
             think,
             model,
+            rng: Rng::new(0x7a4),
         })
     }
 
@@ -360,7 +366,10 @@ impl Session {
                         if depth == 1 {
                             self.info[first_info + row].prob = p;
                         }
-                        p > self.think.threshold
+                        match self.think.hard_rate {
+                            Some(rate) => self.rng.next_f64() < rate as f64,
+                            None => p > self.think.threshold,
+                        }
                     }
                 };
                 if go {
@@ -444,6 +453,13 @@ fn resolve_think(model: &Model, o: &TahOptions) -> Result<Think, SessionError> {
             )));
         }
     }
+    if let Some(r) = o.hard_rate {
+        if !(0.0..=1.0).contains(&r) {
+            return Err(SessionError::BadOption(format!(
+                "hard rate {r} is outside [0, 1]"
+            )));
+        }
+    }
     if o.max_depth == Some(0) {
         return Err(SessionError::BadOption(
             "max depth must be at least 1".into(),
@@ -459,6 +475,7 @@ fn resolve_think(model: &Model, o: &TahOptions) -> Result<Think, SessionError> {
             mode: ThinkMode::Never,
             max_depth: 1,
             threshold: 1.0,
+            hard_rate: None,
         });
     };
     let max_depth = if o.mode == ThinkMode::Never {
@@ -470,5 +487,6 @@ fn resolve_think(model: &Model, o: &TahOptions) -> Result<Think, SessionError> {
         mode: o.mode,
         max_depth,
         threshold: o.threshold.unwrap_or(t.threshold),
+        hard_rate: o.hard_rate,
     })
 }

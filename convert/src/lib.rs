@@ -15,6 +15,7 @@ pub mod hf_tokenizer;
 pub mod pickle;
 pub mod plan;
 pub mod safetensors_in;
+pub mod synthetic;
 pub mod tah_ckpt;
 pub mod tah_config;
 pub mod torchzip;
@@ -82,6 +83,14 @@ pub fn llama_ftype(ty: GgmlType) -> u32 {
     }
 }
 
+/// Everything a conversion can be asked for beyond the input and output.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub policy: TypePolicy,
+    /// Attach random TaH parts (benchmarking only) to a base model.
+    pub synthetic: Option<synthetic::SyntheticTah>,
+}
+
 /// What a finished conversion produced.
 pub struct Summary {
     pub tensors: usize,
@@ -96,21 +105,50 @@ pub fn convert(
     policy: &TypePolicy,
     progress: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<Summary> {
+    let opts = Options {
+        policy: policy.clone(),
+        synthetic: None,
+    };
+    convert_with(input, out, &opts, progress)
+}
+
+/// [`convert`] with every option.
+pub fn convert_with(
+    input: &Path,
+    out: &Path,
+    opts: &Options,
+    progress: &mut dyn FnMut(usize, usize, &str),
+) -> Result<Summary> {
     if input.is_dir() {
         let is_tah = input.join("tah_config.json").is_file();
         let src = tah_ckpt::Source::open(input, is_tah)?;
-        let plan = src.plan(policy)?;
-        let bytes = plan::write(&plan, out, progress)?;
-        return Ok(Summary {
-            tensors: plan.tensors.len(),
-            bytes,
-        });
+        let plan = src.plan(&opts.policy)?;
+        return finish(plan, input, out, opts, progress);
     }
     if !input.exists() {
         bail!("{}: no such file or directory", input.display());
     }
     let src = GgufFile::open(input)?;
-    let plan = gguf_in::plan(&src, policy)?;
+    let plan = gguf_in::plan(&src, &opts.policy)?;
+    finish(plan, input, out, opts, progress)
+}
+
+fn finish(
+    mut plan: plan::Plan<'_>,
+    input: &Path,
+    out: &Path,
+    opts: &Options,
+    progress: &mut dyn FnMut(usize, usize, &str),
+) -> Result<Summary> {
+    if let Some(syn) = &opts.synthetic {
+        if plan.get(keys::MAX_ITER).is_some() {
+            bail!(
+                "{}: already a TaH model; --synthetic-tah takes a base model",
+                input.display()
+            );
+        }
+        synthetic::attach(&mut plan, syn)?;
+    }
     let bytes = plan::write(&plan, out, progress)?;
     Ok(Summary {
         tensors: plan.tensors.len(),

@@ -31,6 +31,19 @@ struct Args {
     /// source is f32/bf16 and --quant is given).
     #[arg(long, value_parser = parse_type)]
     embd_type: Option<GgmlType>,
+    /// Attach random LoRA and decider weights (benchmarking only; the file is
+    /// marked tah.synthetic). Shapes: the released 1.7B recipe unless overridden.
+    #[arg(long)]
+    synthetic_tah: bool,
+    /// --synthetic-tah: LoRA rank.
+    #[arg(long, default_value_t = 32)]
+    synthetic_rank: usize,
+    /// --synthetic-tah: decider block widths, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "512,512,512,512,512,512")]
+    synthetic_dims: Vec<usize>,
+    /// --synthetic-tah: decider hidden-state indices (default: four spread over the depth).
+    #[arg(long, value_delimiter = ',')]
+    synthetic_layers: Vec<usize>,
     /// No progress bar.
     #[arg(short, long)]
     quiet: bool,
@@ -53,6 +66,15 @@ fn main() -> ExitCode {
         quant: args.quant,
         embd: args.embd_type,
     };
+    let synthetic = args
+        .synthetic_tah
+        .then(|| tah_convert::synthetic::SyntheticTah {
+            rank: args.synthetic_rank,
+            hidden_dims: args.synthetic_dims.clone(),
+            layers: args.synthetic_layers.clone(),
+            ..Default::default()
+        });
+    let opts = tah_convert::Options { policy, synthetic };
     let start = Instant::now();
     let show = !args.quiet && std::io::stderr().is_terminal();
     let mut last_draw = Instant::now();
@@ -78,7 +100,7 @@ fn main() -> ExitCode {
             let _ = writeln!(std::io::stderr());
         }
     };
-    match tah_convert::convert(&args.input, &args.output, &policy, &mut progress) {
+    match tah_convert::convert_with(&args.input, &args.output, &opts, &mut progress) {
         Ok(s) => {
             eprintln!(
                 "wrote {} ({} tensors, {:.2} MiB) in {:.1} s",

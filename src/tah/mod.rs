@@ -51,6 +51,9 @@ pub struct TahOptions {
     pub threshold: Option<f32>,
     /// Overrides the file's `max_iter`.
     pub max_depth: Option<usize>,
+    /// Benchmarking: send this random fraction of tokens one depth further,
+    /// whatever the decider says (it still runs, so its cost is counted).
+    pub hard_rate: Option<f32>,
 }
 
 impl Default for TahOptions {
@@ -59,6 +62,7 @@ impl Default for TahOptions {
             mode: ThinkMode::Auto,
             threshold: None,
             max_depth: None,
+            hard_rate: None,
         }
     }
 }

@@ -80,6 +80,7 @@ impl ModelArgs {
                 mode: self.think,
                 threshold: self.threshold,
                 max_depth: self.max_depth,
+                hard_rate: None,
             },
         };
         if model.cfg.tah.is_none()

@@ -1,5 +1,6 @@
 //! The `tah` command line. Every subcommand is a thin layer over the library.
 
+mod bench;
 mod chat;
 mod common;
 mod perplexity;
@@ -28,6 +29,8 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Perplexity of a text file, computed as llama.cpp's llama-perplexity does.
     Perplexity(perplexity::PerplexityArgs),
+    /// Prompt-processing and generation speed (llama-bench style).
+    Bench(bench::BenchArgs),
     /// Show what a .tah / GGUF file holds: architecture, dimensions, quant types,
     /// TaH settings, tokenizer and the tensor table.
     Info {
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         Command::Run(a) => run::run(a),
         Command::Chat(a) => chat::chat(a),
         Command::Perplexity(a) => perplexity::perplexity(a),
+        Command::Bench(a) => bench::bench(a),
         Command::Info { file, json } => info(&file, json),
     };
     match result {

@@ -1,0 +1,182 @@
+//! `tah bench`: prompt processing (pp) and generation (tg) speed, in the spirit
+//! of llama-bench: each test repeated, median/min/max tokens per second.
+
+use crate::common::{Error, ModelArgs};
+use clap::Args;
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Instant;
+use tah::model::Model;
+use tah::sample::Rng;
+use tah::session::{Session, SessionOptions};
+use tah::tah::TahOptions;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Prompt tokens for the pp test (0 = skip).
+    #[arg(short = 'p', long, default_value_t = 128)]
+    pub n_prompt: usize,
+    /// Generated tokens for the tg test (0 = skip).
+    #[arg(short = 'n', long, default_value_t = 64)]
+    pub n_gen: usize,
+    /// Repetitions of each test (after one warm-up).
+    #[arg(short = 'r', long, default_value_t = 5)]
+    pub reps: usize,
+    /// Thread counts to test, comma-separated (default: all cores).
+    #[arg(long = "threads-list", value_delimiter = ',')]
+    pub threads_list: Option<Vec<usize>>,
+    /// Send this random fraction of tokens to depth 2, whatever the decider says
+    /// (TaH cost on any TaH file).
+    #[arg(long)]
+    pub hard_rate: Option<f32>,
+    /// One JSON object per line per test.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct Speed {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+#[derive(Serialize)]
+struct Row {
+    test: String,
+    threads: usize,
+    tokens_per_s: Speed,
+    think: String,
+    /// Achieved share of tokens that went deeper than depth 1.
+    hard_rate: f64,
+    model: String,
+    model_bytes: u64,
+    /// Peak resident memory of the process so far.
+    peak_rss_bytes: u64,
+}
+
+/// Peak resident set size (Linux: VmHWM), 0 where unknown.
+pub fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn speed(mut v: Vec<f64>) -> Speed {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    Speed {
+        median: v[v.len() / 2],
+        min: v[0],
+        max: v[v.len() - 1],
+    }
+}
+
+pub fn bench(a: BenchArgs) -> Result<(), Error> {
+    if a.reps == 0 {
+        return Err("-r must be at least 1".into());
+    }
+    let mut args = a.model.clone();
+    args.threads = None; // each test gets its own pool below
+    if args.ctx == 0 {
+        args.ctx = a.n_prompt.max(a.n_gen) + 8;
+    }
+    let (model, _) = args.open()?;
+    let threads = a
+        .threads_list
+        .clone()
+        .or(a.model.threads.map(|t| vec![t]))
+        .unwrap_or_else(|| vec![std::thread::available_parallelism().map_or(1, |n| n.get())]);
+    let opts = SessionOptions {
+        ctx: args.ctx,
+        kv_type: args.kv_type,
+        batch: args.batch.max(a.n_prompt),
+        tah: TahOptions {
+            mode: args.think,
+            threshold: args.threshold,
+            max_depth: args.max_depth,
+            hard_rate: a.hard_rate,
+        },
+    };
+    let mut rng = Rng::new(42);
+    let vocab = model.cfg.vocab as u64;
+    let tokens: Vec<u32> = (0..a.n_prompt.max(a.n_gen))
+        .map(|_| (rng.next_u64() % vocab) as u32)
+        .collect();
+    for &t in &threads {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build()?;
+        for (test, n) in [("pp", a.n_prompt), ("tg", a.n_gen)] {
+            if n == 0 {
+                continue;
+            }
+            let (speeds, hard) =
+                pool.install(|| run_test(&model, &opts, &tokens[..n], test == "pp", a.reps))?;
+            let row = Row {
+                test: format!("{test}{n}"),
+                threads: t,
+                tokens_per_s: speed(speeds),
+                think: if a.hard_rate.is_some() {
+                    format!("hard-rate:{}", a.hard_rate.unwrap())
+                } else {
+                    args.think.to_string()
+                },
+                hard_rate: hard,
+                model: a.model.model.display().to_string(),
+                model_bytes: model.file().file_size(),
+                peak_rss_bytes: peak_rss(),
+            };
+            if a.json {
+                println!("{}", serde_json::to_string(&row)?);
+            } else {
+                println!(
+                    "{:<8} threads {t:>2}  {:>9.2} t/s  [{:.2} – {:.2}]  think {}  hard {:.1}%  peak RSS {:.1} MiB",
+                    row.test,
+                    row.tokens_per_s.median,
+                    row.tokens_per_s.min,
+                    row.tokens_per_s.max,
+                    row.think,
+                    100.0 * hard,
+                    row.peak_rss_bytes as f64 / 1048576.0
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Tokens per second of each repetition (after one warm-up) and the achieved
+/// share of tokens that went deeper than depth 1.
+fn run_test(
+    model: &Arc<Model>,
+    opts: &SessionOptions,
+    tokens: &[u32],
+    prompt: bool,
+    reps: usize,
+) -> Result<(Vec<f64>, f64), tah::session::SessionError> {
+    let mut s = Session::new(Arc::clone(model), opts)?;
+    let mut speeds = Vec::with_capacity(reps);
+    let (mut hard, mut total) = (0usize, 0usize);
+    for rep in 0..=reps {
+        s.reset();
+        let t0 = Instant::now();
+        if prompt {
+            s.feed(tokens, None)?;
+        } else {
+            for &t in tokens {
+                s.decode(t)?;
+            }
+        }
+        let dt = t0.elapsed().as_secs_f64();
+        if rep > 0 {
+            speeds.push(tokens.len() as f64 / dt);
+            hard += s.token_info().iter().filter(|i| i.depth >= 2).count();
+            total += tokens.len();
+        }
+    }
+    Ok((speeds, hard as f64 / total.max(1) as f64))
+}
