@@ -139,3 +139,33 @@ fn chunked_prefill_equals_one_shot() {
         assert!(err < 1e-4, "chunks of {batch}: {err}");
     }
 }
+
+/// What `tah chat` does between turns: keep the cached prefix the new rendering
+/// shares, drop the rest (both depths), feed the remainder. The result must equal
+/// a fresh session fed the whole conversation.
+#[test]
+fn truncating_and_refeeding_keeps_both_caches_consistent() {
+    let r = Reference::load();
+    let ids = prompt(&r);
+    let turn2: Vec<u32> = vec![7, 300, 41, 99, 250, 13, 480, 2, 64, 128];
+    // Session A: prompt, then three generated tokens, then rewind to 20 tokens
+    // (as when a template rewrites history) and feed the new suffix.
+    let mut a = session(ThinkMode::Auto, 64);
+    a.feed(&ids, None).unwrap();
+    for _ in 0..3 {
+        let t = tah::sample::argmax(a.logits());
+        a.decode(t).unwrap();
+    }
+    assert!(a.cache.len(2) > 0, "some tokens ran depth 2");
+    a.truncate(20);
+    assert_eq!(a.n_past(), 20);
+    assert!(a.cache.positions(2).iter().all(|&p| p < 20), "depth-2 slots past the cut are gone");
+    let (la, da, _) = prefill(&mut a, &turn2);
+    // Session B: the same 20 + 10 tokens from scratch.
+    let mut b = session(ThinkMode::Auto, 64);
+    b.feed(&ids[..20], None).unwrap();
+    let (lb, db, _) = prefill(&mut b, &turn2);
+    assert_eq!(da, db, "depths after rewind");
+    assert_eq!(max_abs_diff(&la, &lb), 0.0, "logits after rewind");
+    assert_eq!(a.cache.bytes_per_depth(), b.cache.bytes_per_depth());
+}
