@@ -132,7 +132,8 @@ def main():
     ap.add_argument("--input-topk", type=int, default=16)
     ap.add_argument("--threshold", type=float, default=0.5)
     ap.add_argument("--max-iter", type=int, default=2)
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="the decider's dtype")
+    ap.add_argument("--base-dtype", default="float32", choices=["float32", "float16"], help="base weights' dtype")
     ap.add_argument("--tokenizer", help="a tokenizer.json to copy in (its vocab must fit --vocab)")
     ap.add_argument("--tokenizer-config", help="a tokenizer_config.json to copy in")
     ap.add_argument("--seed", type=int, default=0)
@@ -141,7 +142,8 @@ def main():
     os.makedirs(os.path.join(a.out, "lora"), exist_ok=True)
     H, hd, L = a.hidden, a.head_dim, a.layers
     q, kv = a.heads * hd, a.kv_heads * hd
-    r = lambda *s, scale=0.05: (rng.standard_normal(s) * scale).astype(np.float32)  # noqa: E731
+    def r(*s, scale=0.05):
+        return (rng.standard_normal(s, dtype=np.float32) * scale).astype(np.float32)
 
     config = {
         "architectures": [{"qwen3": "Qwen3ForCausalLM", "qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM"}[a.arch]],
@@ -175,6 +177,8 @@ def main():
         if a.arch == "qwen2":
             for m, n in [("q_proj", q), ("k_proj", kv), ("v_proj", kv)]:
                 base[p + f"self_attn.{m}.bias"] = r(n)
+    if a.base_dtype == "float16":
+        base = {k: v.astype(np.float16) for k, v in base.items()}
     save_file(base, os.path.join(a.out, "model.safetensors"), metadata={"format": "pt"})
     save_file(lora, os.path.join(a.out, "lora", "adapter_model.safetensors"), metadata={"format": "pt"})
     json.dump({"peft_type": "LORA", "r": a.rank, "lora_alpha": a.alpha, "lora_dropout": 0.0, "bias": "none",
