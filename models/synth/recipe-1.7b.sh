@@ -25,5 +25,6 @@ for think in never auto always; do
 import json, sys
 g = json.load(sys.stdin)
 s = g["stats"]
-print(f"  tokens/s decode {s["decode_tokens_per_s"]:.2f}, prefill {s["prefill_tokens_per_s"]:.2f}, tokens per depth {s["tokens_per_depth"]}, KV bytes per depth {s["kv_bytes_per_depth"]}")'
+print("  tokens/s decode %.2f, prefill %.2f, tokens per depth %s, KV bytes per depth %s" % (
+    s["decode_tokens_per_s"], s["prefill_tokens_per_s"], s["tokens_per_depth"], s["kv_bytes_per_depth"]))'
 done
