@@ -51,6 +51,8 @@ use rayon::prelude::*;
 use std::sync::OnceLock;
 
 pub mod generic;
+#[cfg(target_arch = "x86_64")]
+pub mod x86;
 
 /// A weight matrix of `rows` × `cols` values of type `ty`, row-major: row r (one
 /// output feature) occupies `row_bytes` bytes.
@@ -214,7 +216,13 @@ impl std::fmt::Debug for Kernels {
 
 /// Every table compiled into this build, in preference order (best last).
 /// An aarch64 module registers its tables here.
-pub static ALL: &[&Kernels] = &[&generic::KERNELS];
+pub static ALL: &[&Kernels] = &[
+    &generic::KERNELS,
+    #[cfg(target_arch = "x86_64")]
+    &x86::AVX2,
+    #[cfg(target_arch = "x86_64")]
+    &x86::AVX512,
+];
 
 /// The tables this CPU can run, in preference order (best last).
 pub fn available() -> Vec<&'static Kernels> {
