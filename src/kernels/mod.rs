@@ -2,9 +2,57 @@
 //!
 //! Every product in the forward pass goes through [`matmul`]: `y = x · Wᵀ` for `n`
 //! activation rows. The weight matrix is a view into the mapped file.
+//!
+//! # How a product is computed (ggml's scheme)
+//!
+//! 1. Each activation row is converted ONCE per call into the weight type's
+//!    *activation format* ([`ActType::of`], ggml's "vec_dot type"): `q8_0` for
+//!    `q4_0`/`q5_0`/`q8_0`, `q8_1` for `q4_1`/`q5_1`, `q8_K` for `q4_k`/`q6_k`,
+//!    f16 for f16, bf16 for bf16, f32 for f32. The quantizers are the ones in
+//!    [`crate::quant`], bit-identical to ggml's `quantize_row_*_ref`.
+//! 2. Output rows are split into chunks that run in parallel on the current
+//!    rayon pool (the caller installs a pool of `-t` threads).
+//! 3. Each chunk calls the weight type's [`TileFn`] from the selected
+//!    [`Kernels`] table, which computes the integer (or float) dot products of
+//!    its weight rows against all activation rows, scaled per block as ggml does.
+//!
+//! # The kernel interface (what an ISA file provides)
+//!
+//! An ISA module (`generic.rs`, `x86.rs`, and e.g. `aarch64.rs`) provides one
+//! or more `static` [`Kernels`] tables: a name, one [`TileFn`] per weight type
+//! and a [`Kernels::dot_f32`]. A table may take any entry from
+//! [`generic::KERNELS`] (`..generic::KERNELS` in the struct literal), so a new
+//! ISA can be brought up one type at a time. The contract for every entry:
+//!
+//! * **Tile product.** `tile(cols, w, w_stride, x, x_stride, nx, out)`: `w` holds
+//!   `m = w.len() / w_stride` weight rows of `cols` values in the weight type
+//!   (`w_stride` = the row's byte size, rows packed); `x` holds `nx` activation
+//!   rows in [`ActType::of`] that type, `x_stride` bytes apart (last one may be
+//!   exactly `x_stride` long). Write `out[j * nx + i] = Σ_c W[j][c] · X[i][c]`
+//!   for all `j < m`, `i < nx` (`out.len() == m * nx`). `cols` is a whole number
+//!   of the type's blocks. Byte slices have no alignment: use unaligned loads.
+//! * **Arithmetic.** Per block, the integer dot product of the quants, scaled
+//!   by the block scales exactly as ggml's `ggml_vec_dot_*_generic`; a SIMD
+//!   kernel may sum blocks (and float lanes) in another order. Tests compare
+//!   every table with [`generic`] and with ggml's own `vec_dot` output.
+//! * **Safety.** Entries are safe `fn`s. A table whose kernels need CPU
+//!   features is only handed out by [`available`] after the features were
+//!   detected at run time; its `fn`s may rely on that (and say so in a
+//!   `// SAFETY:` comment where they call `#[target_feature]` code).
+//! * **Registration.** Add the table to [`ALL`] below in preference order
+//!   (best last), with the features it needs in [`Kernels::supported`].
+//!
+//! The table is chosen once ([`kernels`]): the best one the CPU supports, or
+//! the one named by the environment variable `TAH_KERNELS`
+//! (`generic`, `avx2`, `avx512`, ... — for tests and benchmarks).
 
-use crate::quant::GgmlType;
+use crate::quant::{self, GgmlType};
 use rayon::prelude::*;
+use std::sync::OnceLock;
+
+pub mod generic;
+#[cfg(target_arch = "x86_64")]
+pub mod x86;
 
 /// A weight matrix of `rows` × `cols` values of type `ty`, row-major: row r (one
 /// output feature) occupies `row_bytes` bytes.
@@ -32,54 +80,281 @@ impl<'a> Matrix<'a> {
     }
 }
 
-/// Reusable buffers for [`matmul`], sized once per session.
-#[derive(Default)]
-pub struct MatmulScratch {}
+// ---------------------------------------------------------------------------
+// Activation formats
 
-/// Rows of output computed per parallel task.
-const ROWS_PER_TASK: usize = 16;
+/// The format activation rows are converted to before a product with weights
+/// of a given type (ggml's `vec_dot_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActType {
+    /// little-endian f32 (for f32 weights)
+    F32,
+    /// f16, ggml's rounding (for f16 weights)
+    F16,
+    /// bf16, ggml's rounding (for bf16 weights)
+    Bf16,
+    /// [`quant::q8_0`] blocks of 32 (for q4_0, q5_0, q8_0)
+    Q8_0,
+    /// [`quant::q8_1`] blocks of 32 with `s = d·Σq` (for q4_1, q5_1)
+    Q8_1,
+    /// [`quant::q8_k`] blocks of 256 with 16 partial sums (for q4_k, q6_k)
+    Q8K,
+}
 
-/// `y[i][r] = Σ_c x[i][c] · W[r][c]` for `n` rows of `x` (`n × cols`, row-major) into
-/// `y` (`n × rows`).
-pub fn matmul(w: &Matrix, x: &[f32], n: usize, y: &mut [f32], _scratch: &mut MatmulScratch) {
-    assert_eq!(x.len(), n * w.cols);
-    assert_eq!(y.len(), n * w.rows);
-    let rows = w.rows;
-    // Work on column blocks of y's transpose: each task owns ROWS_PER_TASK output
-    // features for every activation row, so the weight rows are read once.
-    let mut yt = vec![0f32; n * rows];
-    yt.par_chunks_mut(ROWS_PER_TASK * n)
-        .enumerate()
-        .for_each(|(task, out)| {
-            let mut wrow = vec![0f32; w.cols];
-            let r0 = task * ROWS_PER_TASK;
-            for (j, out_r) in out.chunks_mut(n).enumerate() {
-                w.dequantize_row(r0 + j, &mut wrow);
-                for (i, o) in out_r.iter_mut().enumerate() {
-                    *o = dot_f32(&wrow, &x[i * w.cols..(i + 1) * w.cols]);
+impl ActType {
+    /// The activation format for weights of type `w`.
+    pub fn of(w: GgmlType) -> ActType {
+        match w {
+            GgmlType::F32 => ActType::F32,
+            GgmlType::F16 => ActType::F16,
+            GgmlType::Bf16 => ActType::Bf16,
+            GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0 => ActType::Q8_0,
+            GgmlType::Q4_1 | GgmlType::Q5_1 => ActType::Q8_1,
+            GgmlType::Q4K | GgmlType::Q6K => ActType::Q8K,
+        }
+    }
+
+    /// ggml's type id.
+    pub fn ggml_id(self) -> u32 {
+        match self {
+            ActType::F32 => 0,
+            ActType::F16 => 1,
+            ActType::Bf16 => 30,
+            ActType::Q8_0 => 8,
+            ActType::Q8_1 => quant::q8_1::GGML_ID,
+            ActType::Q8K => quant::q8_k::GGML_ID,
+        }
+    }
+
+    /// Bytes of one row of `cols` values (`cols` a whole number of blocks).
+    pub fn row_bytes(self, cols: usize) -> usize {
+        match self {
+            ActType::F32 => 4 * cols,
+            ActType::F16 | ActType::Bf16 => 2 * cols,
+            ActType::Q8_0 => cols / 32 * 34,
+            ActType::Q8_1 => cols / 32 * quant::q8_1::BLOCK_BYTES,
+            ActType::Q8K => cols / 256 * quant::q8_k::BLOCK_BYTES,
+        }
+    }
+
+    /// Converts one row, bit-identical to ggml's reference conversion.
+    pub fn quantize(self, x: &[f32], out: &mut [u8]) {
+        match self {
+            ActType::F32 => {
+                for (o, v) in out.chunks_exact_mut(4).zip(x) {
+                    o.copy_from_slice(&v.to_le_bytes());
                 }
             }
-        });
-    for r in 0..rows {
-        for i in 0..n {
-            y[i * rows + r] = yt[r * n + i];
+            ActType::F16 => quant::f16::quantize_row(x, out),
+            ActType::Bf16 => quant::bf16::quantize_row(x, out),
+            ActType::Q8_0 => quant::q8_0::quantize_row(x, out),
+            ActType::Q8_1 => quant::q8_1::quantize_row(x, out),
+            ActType::Q8K => quant::q8_k::quantize_row(x, out),
         }
     }
 }
 
-pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    // Eight partial sums: vectorisable and less rounding drift than one chain.
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for k in 0..8 {
-            acc[k] += x[k] * y[k];
+// ---------------------------------------------------------------------------
+// The kernel table
+
+/// A tile product; see the module documentation for the contract.
+/// `(cols, w, w_stride, x, x_stride, nx, out)`.
+pub type TileFn = fn(
+    cols: usize,
+    w: &[u8],
+    w_stride: usize,
+    x: &[u8],
+    x_stride: usize,
+    nx: usize,
+    out: &mut [f32],
+);
+
+/// One instruction set's kernels. See the module documentation.
+pub struct Kernels {
+    /// The name `TAH_KERNELS` selects it by (`generic`, `avx2`, `avx512`, ...).
+    pub name: &'static str,
+    /// Whether this CPU can run the table (run-time feature detection).
+    pub supported: fn() -> bool,
+    pub f32: TileFn,
+    pub f16: TileFn,
+    pub bf16: TileFn,
+    pub q8_0: TileFn,
+    pub q4_0: TileFn,
+    pub q4_1: TileFn,
+    pub q5_0: TileFn,
+    pub q5_1: TileFn,
+    pub q4_k: TileFn,
+    pub q6_k: TileFn,
+    /// `Σ a[i]·b[i]` over f32 slices of equal length (attention, decider);
+    /// any summation order.
+    pub dot_f32: fn(&[f32], &[f32]) -> f32,
+}
+
+impl Kernels {
+    /// The tile product for weights of type `ty`.
+    pub fn tile(&self, ty: GgmlType) -> TileFn {
+        match ty {
+            GgmlType::F32 => self.f32,
+            GgmlType::F16 => self.f16,
+            GgmlType::Bf16 => self.bf16,
+            GgmlType::Q8_0 => self.q8_0,
+            GgmlType::Q4_0 => self.q4_0,
+            GgmlType::Q4_1 => self.q4_1,
+            GgmlType::Q5_0 => self.q5_0,
+            GgmlType::Q5_1 => self.q5_1,
+            GgmlType::Q4K => self.q4_k,
+            GgmlType::Q6K => self.q6_k,
         }
     }
-    let mut s: f32 = acc.iter().sum();
-    for (x, y) in ra.iter().zip(rb) {
-        s += x * y;
+}
+
+impl std::fmt::Debug for Kernels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Kernels({})", self.name)
     }
-    s
+}
+
+/// Every table compiled into this build, in preference order (best last).
+/// An aarch64 module registers its tables here.
+pub static ALL: &[&Kernels] = &[
+    &generic::KERNELS,
+    #[cfg(target_arch = "x86_64")]
+    &x86::AVX2,
+    #[cfg(target_arch = "x86_64")]
+    &x86::AVX512,
+];
+
+/// The tables this CPU can run, in preference order (best last).
+pub fn available() -> Vec<&'static Kernels> {
+    ALL.iter().copied().filter(|k| (k.supported)()).collect()
+}
+
+/// The table named `name`, if it is compiled in and this CPU can run it.
+pub fn by_name(name: &str) -> Option<&'static Kernels> {
+    available().into_iter().find(|k| k.name == name)
+}
+
+/// The table every product uses, chosen on first use: `TAH_KERNELS` if set
+/// (panics if that table cannot run here: a test or benchmark asked for it),
+/// else the best supported one.
+pub fn kernels() -> &'static Kernels {
+    static CHOSEN: OnceLock<&'static Kernels> = OnceLock::new();
+    CHOSEN.get_or_init(|| match std::env::var("TAH_KERNELS") {
+        Ok(name) if !name.is_empty() => by_name(&name).unwrap_or_else(|| {
+            let names: Vec<_> = available().iter().map(|k| k.name).collect();
+            panic!("TAH_KERNELS={name}: not available on this CPU (available: {names:?})")
+        }),
+        _ => *available().last().expect("generic is always available"),
+    })
+}
+
+// ---------------------------------------------------------------------------
+// matmul
+
+/// Reusable buffers for [`matmul`], grown on first use and then reused (no
+/// allocation per call once warm). One per session.
+#[derive(Default)]
+pub struct MatmulScratch {
+    /// The activation rows in the weight type's activation format.
+    act: Vec<u8>,
+    /// For n > 1: the output transposed (rows × n), as the tiles produce it.
+    yt: Vec<f32>,
+}
+
+/// Smallest amount of weight bytes worth a parallel task.
+const MIN_TASK_BYTES: usize = 16 * 1024;
+/// Tasks per thread: enough to even out uneven progress, few enough to keep the
+/// scheduling cost small.
+const TASKS_PER_THREAD: usize = 4;
+
+/// Output rows per parallel task for a matrix with `rows` rows of `row_bytes`.
+fn rows_per_task(rows: usize, row_bytes: usize, threads: usize) -> usize {
+    let by_threads = rows.div_ceil(threads.max(1) * TASKS_PER_THREAD);
+    let by_bytes = MIN_TASK_BYTES.div_ceil(row_bytes.max(1));
+    // multiples of 4 keep the kernels' row tiles whole
+    by_threads
+        .max(by_bytes)
+        .max(1)
+        .next_multiple_of(4)
+        .min(rows.max(1))
+}
+
+/// `y[i][r] = Σ_c x[i][c] · W[r][c]` for `n` rows of `x` (`n × cols`, row-major) into
+/// `y` (`n × rows`), with the kernels chosen by [`kernels`].
+pub fn matmul(w: &Matrix, x: &[f32], n: usize, y: &mut [f32], scratch: &mut MatmulScratch) {
+    matmul_with(kernels(), w, x, n, y, scratch)
+}
+
+/// [`matmul`] with a given kernel table (tests and benchmarks).
+pub fn matmul_with(
+    k: &Kernels,
+    w: &Matrix,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    scratch: &mut MatmulScratch,
+) {
+    assert_eq!(x.len(), n * w.cols);
+    assert_eq!(y.len(), n * w.rows);
+    if n == 0 || w.rows == 0 {
+        return;
+    }
+    let (rows, cols) = (w.rows, w.cols);
+    let row_bytes = w.row_bytes();
+    assert_eq!(
+        Some(row_bytes as u64),
+        w.ty.row_bytes(cols as u64),
+        "{}: {} bytes per row for {cols} columns",
+        w.ty,
+        row_bytes
+    );
+    assert_eq!(row_bytes * rows, w.data.len());
+
+    // 1. activations into the vec_dot format, once
+    let at = ActType::of(w.ty);
+    let xs = at.row_bytes(cols);
+    if scratch.act.len() < n * xs {
+        scratch.act.resize(n * xs, 0);
+    }
+    let act = &mut scratch.act[..n * xs];
+    for (xr, ar) in x.chunks_exact(cols).zip(act.chunks_exact_mut(xs)) {
+        at.quantize(xr, ar);
+    }
+    let act = &scratch.act[..n * xs];
+
+    // 2. parallel over chunks of output rows; 3. the tile kernel
+    let tile = k.tile(w.ty);
+    let per = rows_per_task(rows, row_bytes, rayon::current_num_threads());
+    let run = |out: &mut [f32], wchunk: &[u8]| tile(cols, wchunk, row_bytes, act, xs, n, out);
+    let out: &mut [f32] = if n == 1 {
+        &mut *y
+    } else {
+        if scratch.yt.len() < n * rows {
+            scratch.yt.resize(n * rows, 0.0);
+        }
+        &mut scratch.yt[..n * rows]
+    };
+    if per >= rows {
+        run(out, w.data);
+    } else {
+        out.par_chunks_mut(per * n)
+            .zip(w.data.par_chunks(per * row_bytes))
+            .for_each(|(o, wc)| run(o, wc));
+    }
+    if n > 1 {
+        // rows × n → n × rows
+        let yt = &scratch.yt[..n * rows];
+        for (r, col) in yt.chunks_exact(n).enumerate() {
+            for (i, &v) in col.iter().enumerate() {
+                y[i * rows + r] = v;
+            }
+        }
+    }
+}
+
+/// `Σ a[i]·b[i]` with the selected kernels (attention scores, decider).
+#[inline]
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    (kernels().dot_f32)(a, b)
 }

@@ -16,6 +16,11 @@ pub mod q5_0;
 pub mod q5_1;
 pub mod q6_k;
 pub mod q8_0;
+// Activation formats only (ggml's "vec_dot types" for q4_1/q5_1 and the
+// k-quants): the kernels quantize activation rows into them; they are not
+// tensor types of our files, so they are not in `GgmlType`.
+pub mod q8_1;
+pub mod q8_k;
 
 /// A tensor element type, numbered as in ggml's `enum ggml_type` (the numbers are
 /// what GGUF files store).

@@ -5,6 +5,8 @@
 //! ggml-ref quant OUT_DIR [--extra-rows N]  quantize fixed inputs with ggml_quantize_chunk
 //!                                          (N more random rows per type: a stress set)
 //! ggml-ref tokenize MODEL.gguf OUT.json  tokenize fixed strings with llama_tokenize
+//! ggml-ref dot OUT_DIR                   activation quantizers (q8_0, q8_1, q8_K) and
+//!                                          the CPU backend's vec_dot for every weight type
 //! ```
 //!
 //! See README.md next to this file for the exact regeneration commands.
@@ -32,7 +34,8 @@ fn main() -> ExitCode {
             n.and_then(|n| quant(Path::new(&args[2]), n))
         }
         Some("tokenize") if args.len() == 4 => tokenize(Path::new(&args[2]), Path::new(&args[3])),
-        _ => Err("usage: ggml-ref quant OUT_DIR [--extra-rows N] | ggml-ref tokenize MODEL.gguf OUT.json".into()),
+        Some("dot") if args.len() == 3 => dot(Path::new(&args[2])),
+        _ => Err("usage: ggml-ref quant OUT_DIR [--extra-rows N] | ggml-ref tokenize MODEL.gguf OUT.json | ggml-ref dot OUT_DIR".into()),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -519,6 +522,459 @@ fn unsafe_ggml_version() -> *const std::os::raw::c_char {
 fn unsafe_ggml_commit() -> *const std::os::raw::c_char {
     // SAFETY: returns a pointer to a static string.
     unsafe { sys::ggml_commit() }
+}
+
+// ---------------------------------------------------------------------------
+// `dot`
+
+/// Columns of the dot-product rows: four k-quant super-blocks, 32 blocks of 32.
+const DOT_COLS: usize = 1024;
+/// Weight rows and activation rows per type in the dot-product data.
+const DOT_W_ROWS: usize = 8;
+const DOT_X_ROWS: usize = 6;
+
+/// Weight-like rows: small gaussians with per-block scale changes, outliers,
+/// sparse and one-signed blocks.
+fn dot_weight_rows(seed: u64, n: usize, cols: usize) -> Vec<Vec<f32>> {
+    let mut rng = SplitMix64(seed);
+    (0..n)
+        .map(|r| {
+            let mut v: Vec<f32> = (0..cols)
+                .map(|i| {
+                    let g = rng.gauss();
+                    let x = match r % 4 {
+                        0 => g * 0.02,
+                        1 => g * 0.05 * 2f64.powi((i / 32) as i32 % 5 - 2),
+                        2 => {
+                            if (i / 32) % 3 == 0 {
+                                (0.01 + 0.02 * rng.uniform())
+                                    * if (i / 96) % 2 == 0 { 1.0 } else { -1.0 }
+                            } else {
+                                g * 0.03
+                            }
+                        }
+                        _ => g * g * g * 0.01,
+                    };
+                    x as f32
+                })
+                .collect();
+            if r % 3 == 1 {
+                let i = rng.below(cols as u64) as usize;
+                v[i] = 0.5;
+            }
+            v
+        })
+        .collect()
+}
+
+/// Activation-like rows: gaussian, large outliers (as in residual streams),
+/// positive only (after SwiGLU-like gates), sparse, all zero, tiny.
+fn dot_act_rows(seed: u64, cols: usize) -> (Vec<Vec<f32>>, Vec<&'static str>) {
+    let mut rng = SplitMix64(seed);
+    let mut rows = Vec::new();
+    let mut descs = Vec::new();
+    rows.push((0..cols).map(|_| rng.gauss() as f32).collect());
+    descs.push("gaussian sigma 1");
+    let mut v: Vec<f32> = (0..cols).map(|_| (rng.gauss() * 0.3) as f32).collect();
+    v[5] = 40.0;
+    v[700] = -90.0;
+    rows.push(v);
+    descs.push("gaussian sigma 0.3, outliers 40 at 5 and -90 at 700");
+    rows.push((0..cols).map(|_| rng.uniform() as f32 * 3.0).collect());
+    descs.push("uniform [0,3)");
+    rows.push(
+        (0..cols)
+            .map(|i| {
+                if i % 256 < 32 || rng.below(8) == 0 {
+                    rng.gauss() as f32
+                } else {
+                    0.0
+                }
+            })
+            .collect(),
+    );
+    descs.push("sparse: first 32 of each 256, then 1 in 8");
+    let mut v = vec![0f32; cols];
+    for x in &mut v[512..] {
+        *x = (rng.gauss() * 2.0) as f32;
+    }
+    rows.push(v);
+    descs.push("first half all zero, then gaussian sigma 2");
+    rows.push((0..cols).map(|_| (rng.gauss() * 1e-3) as f32).collect());
+    descs.push("gaussian sigma 1e-3");
+    assert_eq!(rows.len(), DOT_X_ROWS);
+    (rows, descs)
+}
+
+// ggml's reference quantizers for the activation formats (GGML_API in
+// ggml-quants.h; not in the crate's bindings, but exported by ggml-base).
+extern "C" {
+    fn quantize_row_q8_0_ref(x: *const f32, y: *mut std::ffi::c_void, k: i64);
+    fn quantize_row_q8_1_ref(x: *const f32, y: *mut std::ffi::c_void, k: i64);
+    fn quantize_row_q8_K_ref(x: *const f32, y: *mut std::ffi::c_void, k: i64);
+}
+
+type VecDot = unsafe extern "C" fn(
+    i32,
+    *mut f32,
+    usize,
+    *const std::ffi::c_void,
+    usize,
+    *const std::ffi::c_void,
+    usize,
+    i32,
+);
+
+// ggml's portable scalar dot products (ggml-cpu/quants.c), compiled into
+// ggml-cpu beside the SIMD ones, which fall back to them.
+extern "C" {
+    fn ggml_vec_dot_q4_0_q8_0_generic(
+        n: i32,
+        s: *mut f32,
+        bs: usize,
+        x: *const std::ffi::c_void,
+        bx: usize,
+        y: *const std::ffi::c_void,
+        by: usize,
+        nrc: i32,
+    );
+    fn ggml_vec_dot_q4_1_q8_1_generic(
+        n: i32,
+        s: *mut f32,
+        bs: usize,
+        x: *const std::ffi::c_void,
+        bx: usize,
+        y: *const std::ffi::c_void,
+        by: usize,
+        nrc: i32,
+    );
+    fn ggml_vec_dot_q5_0_q8_0_generic(
+        n: i32,
+        s: *mut f32,
+        bs: usize,
+        x: *const std::ffi::c_void,
+        bx: usize,
+        y: *const std::ffi::c_void,
+        by: usize,
+        nrc: i32,
+    );
+    fn ggml_vec_dot_q5_1_q8_1_generic(
+        n: i32,
+        s: *mut f32,
+        bs: usize,
+        x: *const std::ffi::c_void,
+        bx: usize,
+        y: *const std::ffi::c_void,
+        by: usize,
+        nrc: i32,
+    );
+    fn ggml_vec_dot_q8_0_q8_0_generic(
+        n: i32,
+        s: *mut f32,
+        bs: usize,
+        x: *const std::ffi::c_void,
+        bx: usize,
+        y: *const std::ffi::c_void,
+        by: usize,
+        nrc: i32,
+    );
+    fn ggml_vec_dot_q4_K_q8_K_generic(
+        n: i32,
+        s: *mut f32,
+        bs: usize,
+        x: *const std::ffi::c_void,
+        bx: usize,
+        y: *const std::ffi::c_void,
+        by: usize,
+        nrc: i32,
+    );
+    fn ggml_vec_dot_q6_K_q8_K_generic(
+        n: i32,
+        s: *mut f32,
+        bs: usize,
+        x: *const std::ffi::c_void,
+        bx: usize,
+        y: *const std::ffi::c_void,
+        by: usize,
+        nrc: i32,
+    );
+}
+
+/// ggml's scalar `vec_dot` for a weight type (`None` for the float types,
+/// whose scalar loops are compiled out of a SIMD build).
+fn generic_dot(ty: sys::ggml_type) -> Option<(VecDot, &'static str)> {
+    Some(match ty {
+        sys::GGML_TYPE_Q4_0 => (
+            ggml_vec_dot_q4_0_q8_0_generic as VecDot,
+            "ggml_vec_dot_q4_0_q8_0_generic",
+        ),
+        sys::GGML_TYPE_Q4_1 => (
+            ggml_vec_dot_q4_1_q8_1_generic,
+            "ggml_vec_dot_q4_1_q8_1_generic",
+        ),
+        sys::GGML_TYPE_Q5_0 => (
+            ggml_vec_dot_q5_0_q8_0_generic,
+            "ggml_vec_dot_q5_0_q8_0_generic",
+        ),
+        sys::GGML_TYPE_Q5_1 => (
+            ggml_vec_dot_q5_1_q8_1_generic,
+            "ggml_vec_dot_q5_1_q8_1_generic",
+        ),
+        sys::GGML_TYPE_Q8_0 => (
+            ggml_vec_dot_q8_0_q8_0_generic,
+            "ggml_vec_dot_q8_0_q8_0_generic",
+        ),
+        sys::GGML_TYPE_Q4_K => (
+            ggml_vec_dot_q4_K_q8_K_generic,
+            "ggml_vec_dot_q4_K_q8_K_generic",
+        ),
+        sys::GGML_TYPE_Q6_K => (
+            ggml_vec_dot_q6_K_q8_K_generic,
+            "ggml_vec_dot_q6_K_q8_K_generic",
+        ),
+        _ => return None,
+    })
+}
+
+/// The reference quantizer for an activation format (`None` for float types).
+fn act_ref(
+    ty: sys::ggml_type,
+) -> Option<unsafe extern "C" fn(*const f32, *mut std::ffi::c_void, i64)> {
+    match ty {
+        sys::GGML_TYPE_Q8_0 => Some(quantize_row_q8_0_ref),
+        sys::GGML_TYPE_Q8_1 => Some(quantize_row_q8_1_ref),
+        sys::GGML_TYPE_Q8_K => Some(quantize_row_q8_K_ref),
+        _ => None,
+    }
+}
+
+fn row_size(ty: sys::ggml_type, cols: usize) -> usize {
+    // SAFETY: ggml_row_size only reads its static type table.
+    unsafe { sys::ggml_row_size(ty, cols as i64) }
+}
+
+fn dot(out: &Path) -> Result<(), String> {
+    fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    // SAFETY: fills ggml's global tables; may be called repeatedly.
+    unsafe {
+        sys::ggml_cpu_init();
+    }
+    let write =
+        |name: String, b: &[u8]| fs::write(out.join(&name), b).map_err(|e| format!("{name}: {e}"));
+
+    // Activation quantizers: the reference (from_float_ref) bytes, and whether
+    // the CPU backend's from_float (what a matmul runs) gives the same bytes.
+    let mut acts = Vec::new();
+    for (ai, &(name, ty)) in [
+        ("q8_0", sys::GGML_TYPE_Q8_0),
+        ("q8_1", sys::GGML_TYPE_Q8_1),
+        ("q8_k", sys::GGML_TYPE_Q8_K),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let seed = 0xAC7_0000 + ai as u64;
+        let rows = quant_rows(seed);
+        let input: Vec<f32> = rows.iter().flat_map(|r| r.vals.iter().copied()).collect();
+        let rb = row_size(ty, COLS);
+        // zero-filled: ggml's q8_K leaves the bsums of an all-zero block unwritten
+        let mut refb = vec![0u8; rb * rows.len()];
+        let mut cpub = vec![0u8; rb * rows.len()];
+        // SAFETY: static table, valid for the whole program.
+        let cpu = unsafe { &*sys::ggml_get_type_traits_cpu(ty) };
+        let fref = act_ref(ty).unwrap();
+        let fcpu = cpu.from_float.ok_or(format!("{name}: no cpu from_float"))?;
+        for r in 0..rows.len() {
+            // SAFETY: COLS floats in, one row of rb bytes out.
+            unsafe {
+                fref(
+                    input[r * COLS..].as_ptr(),
+                    refb[r * rb..].as_mut_ptr().cast(),
+                    COLS as i64,
+                );
+                fcpu(
+                    input[r * COLS..].as_ptr(),
+                    cpub[r * rb..].as_mut_ptr().cast(),
+                    COLS as i64,
+                );
+            }
+        }
+        write_f32(&out.join(format!("act-{name}.in.f32")), &input)?;
+        write(format!("act-{name}.ggml.bin"), &refb)?;
+        acts.push(json!({
+            "name": name,
+            "ggml_id": ty,
+            "rows": rows.len(),
+            "cols": COLS,
+            "row_bytes": rb,
+            "seed": seed,
+            "cpu_from_float_equals_ref": refb == cpub,
+            "row_descriptions": rows.iter().map(|r| r.desc).collect::<Vec<_>>(),
+        }));
+        eprintln!(
+            "act {name}: {} rows, cpu from_float == ref: {}",
+            rows.len(),
+            refb == cpub
+        );
+    }
+
+    // Dot products: weights quantized by ggml_quantize_chunk, activations
+    // converted by the CPU backend's from_float for the vec_dot type, and the
+    // CPU backend's vec_dot of every weight row against every activation row.
+    let mut dots = Vec::new();
+    for (ti, &(name, ty)) in TYPES.iter().enumerate() {
+        let seed = 0xD07_0000 + ti as u64;
+        // SAFETY: static table.
+        let cpu = unsafe { &*sys::ggml_get_type_traits_cpu(ty) };
+        let vty = cpu.vec_dot_type;
+        let vec_dot = cpu.vec_dot.ok_or(format!("{name}: no vec_dot"))?;
+        if cpu.nrows != 1 {
+            return Err(format!("{name}: vec_dot nrows {}", cpu.nrows));
+        }
+        let w_rows = dot_weight_rows(seed, DOT_W_ROWS, DOT_COLS);
+        let (x_rows, x_descs) = dot_act_rows(seed ^ 0xAC7, DOT_COLS);
+        let wb = row_size(ty, DOT_COLS);
+        let xb = row_size(vty, DOT_COLS);
+        let w_in: Vec<f32> = w_rows.concat();
+        let x_in: Vec<f32> = x_rows.concat();
+        let mut w = vec![0u8; wb * DOT_W_ROWS];
+        // SAFETY: DOT_W_ROWS rows of DOT_COLS floats in, as many rows of wb bytes out.
+        let written = unsafe {
+            sys::ggml_quantize_chunk(
+                ty,
+                w_in.as_ptr(),
+                w.as_mut_ptr().cast(),
+                0,
+                DOT_W_ROWS as i64,
+                DOT_COLS as i64,
+                std::ptr::null(),
+            )
+        };
+        if written != w.len() {
+            return Err(format!("{name}: quantize wrote {written}"));
+        }
+        let mut xq = vec![0u8; xb * DOT_X_ROWS];
+        if vty == sys::GGML_TYPE_F32 {
+            xq.copy_from_slice(
+                &x_in
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect::<Vec<u8>>(),
+            );
+        } else {
+            // The reference quantizer for q8 formats (bit-exact with tah's);
+            // the CPU backend's from_float for f16 / bf16.
+            // SAFETY: static table.
+            let vcpu = unsafe { &*sys::ggml_get_type_traits_cpu(vty) };
+            let from = match act_ref(vty) {
+                Some(f) => f,
+                None => vcpu
+                    .from_float
+                    .ok_or(format!("{name}: no from_float for its vec_dot type"))?,
+            };
+            for r in 0..DOT_X_ROWS {
+                // SAFETY: DOT_COLS floats in, one row of xb bytes out.
+                unsafe {
+                    from(
+                        x_in[r * DOT_COLS..].as_ptr(),
+                        xq[r * xb..].as_mut_ptr().cast(),
+                        DOT_COLS as i64,
+                    )
+                };
+            }
+        }
+        let mut res = vec![0f32; DOT_W_ROWS * DOT_X_ROWS];
+        for j in 0..DOT_W_ROWS {
+            for i in 0..DOT_X_ROWS {
+                let mut s = 0f32;
+                // SAFETY: one weight row (wb bytes) and one activation row (xb
+                // bytes) of DOT_COLS values; nrc = 1, so the strides are unused.
+                unsafe {
+                    vec_dot(
+                        DOT_COLS as i32,
+                        &mut s,
+                        0,
+                        w[j * wb..].as_ptr().cast(),
+                        0,
+                        xq[i * xb..].as_ptr().cast(),
+                        0,
+                        1,
+                    )
+                };
+                res[j * DOT_X_ROWS + i] = s;
+            }
+        }
+        let generic = generic_dot(ty);
+        if let Some((gdot, _)) = generic {
+            let mut resg = vec![0f32; DOT_W_ROWS * DOT_X_ROWS];
+            for j in 0..DOT_W_ROWS {
+                for i in 0..DOT_X_ROWS {
+                    let mut s = 0f32;
+                    // SAFETY: as for vec_dot above.
+                    unsafe {
+                        gdot(
+                            DOT_COLS as i32,
+                            &mut s,
+                            0,
+                            w[j * wb..].as_ptr().cast(),
+                            0,
+                            xq[i * xb..].as_ptr().cast(),
+                            0,
+                            1,
+                        )
+                    };
+                    resg[j * DOT_X_ROWS + i] = s;
+                }
+            }
+            write_f32(&out.join(format!("dot-{name}.out-generic.f32")), &resg)?;
+        }
+        write_f32(&out.join(format!("dot-{name}.x.f32")), &x_in)?;
+        write(format!("dot-{name}.w.bin"), &w)?;
+        write(format!("dot-{name}.xq.bin"), &xq)?;
+        write_f32(&out.join(format!("dot-{name}.out.f32")), &res)?;
+        dots.push(json!({
+            "name": name,
+            "ggml_id": ty,
+            "vec_dot_type": vty,
+            "cols": DOT_COLS,
+            "w_rows": DOT_W_ROWS,
+            "x_rows": DOT_X_ROWS,
+            "w_row_bytes": wb,
+            "x_row_bytes": xb,
+            "seed": seed,
+            "x_row_descriptions": x_descs,
+            "generic": generic.map(|g| g.1),
+        }));
+        eprintln!(
+            "dot {name}: vec_dot_type {vty}, {DOT_W_ROWS} x {DOT_X_ROWS} products of {DOT_COLS}"
+        );
+    }
+    // SAFETY: feature queries over ggml's static CPU info.
+    let (avx, avx2, f16c, fma, avx512) = unsafe {
+        (
+            sys::ggml_cpu_has_avx(),
+            sys::ggml_cpu_has_avx2(),
+            sys::ggml_cpu_has_f16c(),
+            sys::ggml_cpu_has_fma(),
+            sys::ggml_cpu_has_avx512(),
+        )
+    };
+    let manifest = json!({
+        "generator": "tools/ggml-ref: ggml-ref dot tests/data/ggml-golden",
+        "source": SYS_CRATE,
+        "source_vcs": SYS_CRATE_VCS,
+        "ggml_version": cstr(unsafe_ggml_version()),
+        "ggml_build_features": {"avx": avx, "avx2": avx2, "f16c": f16c, "fma": fma, "avx512": avx512},
+        "act_call": "quantize_row_{q8_0,q8_1,q8_K}_ref(in, out, cols) per row, into a zero-filled buffer; cpu_from_float_equals_ref tells whether the CPU backend's from_float (what its matmul runs; may round ties to even) gave the same bytes",
+        "act_files": "act-<name>.in.f32 = input rows (f32 LE, row-major); act-<name>.ggml.bin = ggml's bytes",
+        "dot_call": "w = ggml_quantize_chunk(type, w_in, .., NULL); xq = quantize_row_<vec_dot_type>_ref(x) per row for q8_0/q8_1/q8_K, ggml_get_type_traits_cpu(vec_dot_type)->from_float(x) for f16/bf16, a copy for f32; out[j][i] = ggml_get_type_traits_cpu(type)->vec_dot(cols, &s, 0, w_j, 0, xq_i, 0, 1)",
+        "dot_files": "dot-<name>.w.bin = weight rows (ggml bytes); dot-<name>.x.f32 = activation rows (f32); dot-<name>.xq.bin = activations in the vec_dot type (ggml bytes); dot-<name>.out.f32 = w_rows x x_rows results (f32 LE, row j of weights first); dot-<name>.out-generic.f32 = the same from ggml's scalar ggml_vec_dot_*_generic (quantized types only; named in 'generic')",
+        "acts": acts,
+        "dots": dots,
+    });
+    let text = serde_json::to_string_pretty(&manifest).map_err(|e| e.to_string())? + "\n";
+    fs::write(out.join("dot-manifest.json"), text).map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------

@@ -1,0 +1,726 @@
+//! x86-64 kernels: AVX2 (+FMA, F16C) and AVX-512 (F, BW, VL + VNNI).
+//!
+//! Both tables share one body (the `x86_kernels!` macro), compiled twice with
+//! different `#[target_feature]`s; they differ in the 8-bit dot product of the
+//! 32-byte blocks: AVX2 uses `vpmaddubsw` + `vpmaddwd`, AVX-512 uses VNNI's
+//! `vpdpbusd` (on 256-bit vectors, which keeps the block layout simple), and
+//! in `dot_f32`, which uses 512-bit vectors.
+//!
+//! Structure of every quantized kernel: a *micro-kernel* computes an `RW × RX`
+//! tile (weight rows × activation rows) in one pass over the blocks, so a
+//! weight block is unpacked once per tile and an activation block's data
+//! (loaded quants, scale, offset correction) once per tile. Decode (one
+//! activation row) uses 4 × 1 tiles; prefill uses 2 × 4 tiles. Each tile
+//! keeps 8 f32 lanes per product and sums them at the end, so the block sums
+//! are added in another order than ggml's scalar code (the only difference).
+//!
+//! Unsigned-times-signed bytes: weights are unpacked to unsigned quants `q`
+//! (`q4_0`: 0..15 with offset 8; `q5_0`: 0..31 with offset 16), and the offset
+//! is taken off afterwards as `offset · Σ y` (computed once per activation
+//! block and tile); `q8_0` uses the sign trick (`|w| · sign(y, w)`).
+
+use super::{generic, Kernels};
+use core::arch::x86_64::*;
+
+fn has_avx2() -> bool {
+    is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
+}
+
+fn has_avx512() -> bool {
+    has_avx2()
+        && is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512vnni")
+}
+
+/// AVX2 + FMA + F16C.
+pub static AVX2: Kernels = Kernels {
+    name: "avx2",
+    supported: has_avx2,
+    f32: avx2::tile_f32,
+    f16: avx2::tile_f16,
+    bf16: avx2::tile_bf16,
+    q8_0: avx2::tile_q8_0,
+    q4_0: avx2::tile_q4_0,
+    q4_1: avx2::tile_q4_1,
+    q5_0: avx2::tile_q5_0,
+    q5_1: avx2::tile_q5_1,
+    q4_k: avx2::tile_q4_k,
+    q6_k: avx2::tile_q6_k,
+    dot_f32: avx2::dot_f32,
+};
+
+/// AVX-512 F/BW/VL + VNNI (on top of AVX2 + FMA + F16C).
+pub static AVX512: Kernels = Kernels {
+    name: "avx512",
+    supported: has_avx512,
+    f32: avx512::tile_f32,
+    f16: avx512::tile_f16,
+    bf16: avx512::tile_bf16,
+    q8_0: avx512::tile_q8_0,
+    q4_0: avx512::tile_q4_0,
+    q4_1: avx512::tile_q4_1,
+    q5_0: avx512::tile_q5_0,
+    q5_1: avx512::tile_q5_1,
+    q4_k: avx512::tile_q4_k,
+    q6_k: avx512::tile_q6_k,
+    dot_f32: avx512_dot_f32,
+};
+
+// Keep the generic module referenced for documentation links.
+#[allow(unused_imports)]
+use generic as _;
+
+// ---------------------------------------------------------------------------
+// Helpers shared by both tables (need AVX2 + FMA + F16C; the AVX-512 code has
+// a superset of those features, so it may call them).
+
+/// 32 bytes at the start of `s` (panics if shorter).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn ld32(s: &[u8]) -> __m256i {
+    assert!(s.len() >= 32);
+    // SAFETY: 32 readable bytes (checked above); unaligned load.
+    unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
+}
+
+/// 16 bytes at the start of `s` (panics if shorter).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn ld16(s: &[u8]) -> __m128i {
+    assert!(s.len() >= 16);
+    // SAFETY: 16 readable bytes (checked above); unaligned load.
+    unsafe { _mm_loadu_si128(s.as_ptr().cast()) }
+}
+
+/// The f16 at `s[0..2]` as f32.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn f16_at(s: &[u8]) -> f32 {
+    let h = u16::from_le_bytes([s[0], s[1]]);
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+}
+
+#[inline]
+fn f32_at(s: &[u8]) -> f32 {
+    f32::from_le_bytes([s[0], s[1], s[2], s[3]])
+}
+
+/// Horizontal sum of 8 lanes.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+/// 16 packed nibbles → 32 unsigned bytes: low nibbles first (values 0..16),
+/// then high nibbles (values 16..32), the q4_0/q4_1/q5 block order.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn nibbles(s: &[u8]) -> __m256i {
+    let v = ld16(s);
+    let hi = _mm_srli_epi16(v, 4);
+    let both = _mm256_set_m128i(hi, v);
+    _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
+}
+
+/// The 32 bits of `qh` as bytes: 0x10 where bit j is set, else 0.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn fifth_bits(qh: u32) -> __m256i {
+    let v = _mm256_set1_epi32(qh as i32);
+    let shuf = _mm256_setr_epi64x(
+        0x0000_0000_0000_0000,
+        0x0101_0101_0101_0101,
+        0x0202_0202_0202_0202,
+        0x0303_0303_0303_0303,
+    );
+    let v = _mm256_shuffle_epi8(v, shuf);
+    let bit = _mm256_set1_epi64x(0x7FBF_DFEF_F7FB_FDFEu64 as i64);
+    let set = _mm256_cmpeq_epi8(_mm256_or_si256(v, bit), _mm256_set1_epi8(-1));
+    _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+}
+
+/// Signed bytes · signed bytes, summed in 8 i32 lanes (sign trick: both
+/// inputs must avoid -128 in `y`; `w` may be -128).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn dot_i8i8(w: __m256i, y: __m256i) -> __m256i {
+    let p = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(y, w));
+    _mm256_madd_epi16(p, _mm256_set1_epi16(1))
+}
+
+/// Unsigned bytes (≤ 127, so pairs cannot saturate) · signed bytes, in 8 i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn dot_u8i8_avx2(q: __m256i, y: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), _mm256_set1_epi16(1))
+}
+
+/// Unsigned bytes · signed bytes, in 8 i32 lanes, with VNNI.
+#[inline]
+#[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
+fn dot_u8i8_vnni(q: __m256i, y: __m256i) -> __m256i {
+    _mm256_dpbusd_epi32(_mm256_setzero_si256(), q, y)
+}
+
+/// The 4-bit scales and mins of a q4_k super-block (ggml's 12-byte packing).
+#[inline]
+fn q4k_scales(s: &[u8]) -> ([u8; 8], [u8; 8]) {
+    let mut sc = [0u8; 8];
+    let mut mn = [0u8; 8];
+    for j in 0..8 {
+        (sc[j], mn[j]) = crate::quant::q4_k::scale_min(j, s);
+    }
+    (sc, mn)
+}
+
+#[target_feature(enable = "avx2,avx512f")]
+fn avx512_dot_f32_impl(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 64 <= n {
+        for (k, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: i + 16k + 16 <= n, within both slices.
+            let (x, y) = unsafe {
+                (
+                    _mm512_loadu_ps(a.as_ptr().add(i + 16 * k)),
+                    _mm512_loadu_ps(b.as_ptr().add(i + 16 * k)),
+                )
+            };
+            *acc = _mm512_fmadd_ps(x, y, *acc);
+        }
+        i += 64;
+    }
+    while i + 16 <= n {
+        // SAFETY: i + 16 <= n, within both slices.
+        let (x, y) = unsafe {
+            (
+                _mm512_loadu_ps(a.as_ptr().add(i)),
+                _mm512_loadu_ps(b.as_ptr().add(i)),
+            )
+        };
+        acc[0] = _mm512_fmadd_ps(x, y, acc[0]);
+        i += 16;
+    }
+    let v = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+    let mut s = _mm512_reduce_add_ps(v);
+    while i < n {
+        s += a[i] * b[i];
+        i += 1;
+    }
+    s
+}
+
+fn avx512_dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    // SAFETY: this function is only reachable through the AVX512 table, which
+    // `available()` hands out only when `has_avx512()` detected the features.
+    unsafe { avx512_dot_f32_impl(a, b) }
+}
+
+// ---------------------------------------------------------------------------
+// The kernels, instantiated once per feature set.
+
+macro_rules! x86_kernels {
+    ($module:ident, $features:literal, $dot_u8i8:ident) => {
+        /// The kernels compiled for one feature set (see the file header).
+        pub mod $module {
+            use super::*;
+
+            /// Runs a micro-kernel over a whole tile: `RW` weight rows at a
+            /// time for decode, `RW2 × 4` for several activation rows.
+            macro_rules! drive {
+                ($micro:ident, $cols:expr, $w:expr, $ws:expr, $x:expr, $xs:expr, $nx:expr, $out:expr) => {{
+                    let (cols, w, ws, x, xs, nx, out) = ($cols, $w, $ws, $x, $xs, $nx, $out);
+                    let m = w.len() / ws;
+                    let mut j = 0;
+                    if nx == 1 {
+                        while j + 4 <= m {
+                            $micro::<4, 1>(cols, &w[j * ws..], ws, x, xs, &mut out[j..], 1);
+                            j += 4;
+                        }
+                        while j < m {
+                            $micro::<1, 1>(cols, &w[j * ws..], ws, x, xs, &mut out[j..], 1);
+                            j += 1;
+                        }
+                    } else {
+                        while j < m {
+                            let rw = if j + 2 <= m { 2 } else { 1 };
+                            let mut i = 0;
+                            while i < nx {
+                                let rx = if i + 4 <= nx { 4 } else { 1 };
+                                let o = &mut out[j * nx + i..];
+                                let xi = &x[i * xs..];
+                                let wj = &w[j * ws..];
+                                match (rw, rx) {
+                                    (2, 4) => $micro::<2, 4>(cols, wj, ws, xi, xs, o, nx),
+                                    (2, _) => $micro::<2, 1>(cols, wj, ws, xi, xs, o, nx),
+                                    (_, 4) => $micro::<1, 4>(cols, wj, ws, xi, xs, o, nx),
+                                    _ => $micro::<1, 1>(cols, wj, ws, xi, xs, o, nx),
+                                }
+                                i += rx;
+                            }
+                            j += rw;
+                        }
+                    }
+                }};
+            }
+
+            /// Defines a tile function and its micro-kernel for a format with
+            /// blocks of 32 (`$wb` weight bytes, `$xb` activation bytes).
+            /// `$unpack(block) -> __m256i` gives the quants, `$dot(q, y)` the
+            /// 8-lane product; `$offset` (if nonzero) is subtracted from every
+            /// quant via `offset · Σy`; `$min` adds `m_w · s_x` per block.
+            macro_rules! block32 {
+                ($tile:ident, $micro:ident, $wb:expr, $xb:expr, $xq:expr,
+                 |$blk:ident| $unpack:expr, $dot:ident, $offset:expr, $min:expr) => {
+                    #[target_feature(enable = $features)]
+                    fn $micro<const RW: usize, const RX: usize>(
+                        cols: usize,
+                        w: &[u8],
+                        ws: usize,
+                        x: &[u8],
+                        xs: usize,
+                        out: &mut [f32],
+                        nx: usize,
+                    ) {
+                        let mut acc = [[_mm256_setzero_ps(); RX]; RW];
+                        let mut macc = [[0f32; RX]; RW];
+                        for b in 0..cols / 32 {
+                            let mut y = [_mm256_setzero_si256(); RX];
+                            let mut dx = [0f32; RX];
+                            let mut sx = [0f32; RX];
+                            let mut corr = [_mm256_setzero_si256(); RX];
+                            for i in 0..RX {
+                                let xb = &x[i * xs + b * $xb..];
+                                y[i] = ld32(&xb[$xq..]);
+                                dx[i] = f16_at(xb);
+                                if $min {
+                                    sx[i] = f16_at(&xb[2..]);
+                                }
+                                if $offset != 0 {
+                                    corr[i] = $dot_u8i8(_mm256_set1_epi8($offset), y[i]);
+                                }
+                            }
+                            for jj in 0..RW {
+                                let $blk = &w[jj * ws + b * $wb..jj * ws + b * $wb + $wb];
+                                let q = $unpack;
+                                let dw = f16_at($blk);
+                                let mw = if $min { f16_at(&$blk[2..]) } else { 0.0 };
+                                for i in 0..RX {
+                                    let mut p = $dot(q, y[i]);
+                                    if $offset != 0 {
+                                        p = _mm256_sub_epi32(p, corr[i]);
+                                    }
+                                    let s = _mm256_set1_ps(dw * dx[i]);
+                                    acc[jj][i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), s, acc[jj][i]);
+                                    if $min {
+                                        macc[jj][i] += mw * sx[i];
+                                    }
+                                }
+                            }
+                        }
+                        for jj in 0..RW {
+                            for i in 0..RX {
+                                out[jj * nx + i] = hsum(acc[jj][i]) + macc[jj][i];
+                            }
+                        }
+                    }
+
+                    #[target_feature(enable = $features)]
+                    fn tile_impl(
+                        cols: usize,
+                        w: &[u8],
+                        ws: usize,
+                        x: &[u8],
+                        xs: usize,
+                        nx: usize,
+                        out: &mut [f32],
+                    ) {
+                        drive!($micro, cols, w, ws, x, xs, nx, out)
+                    }
+
+                    /// [`super::super::TileFn`] for this format.
+                    pub fn $tile(
+                        cols: usize,
+                        w: &[u8],
+                        ws: usize,
+                        x: &[u8],
+                        xs: usize,
+                        nx: usize,
+                        out: &mut [f32],
+                    ) {
+                        assert!(out.len() >= (w.len() / ws) * nx && x.len() >= (nx - 1) * xs + $xb * (cols / 32));
+                        // SAFETY: reachable only through this module's table, which
+                        // `available()` hands out only after detecting its features.
+                        unsafe { tile_impl(cols, w, ws, x, xs, nx, out) }
+                    }
+                };
+            }
+
+            mod q4_0 {
+                use super::*;
+                block32!(tile, micro, 18, 34, 2, |blk| nibbles(&blk[2..]), $dot_u8i8, 8, false);
+            }
+            pub use q4_0::tile as tile_q4_0;
+
+            mod q4_1 {
+                use super::*;
+                block32!(tile, micro, 20, 36, 4, |blk| nibbles(&blk[4..]), $dot_u8i8, 0, true);
+            }
+            pub use q4_1::tile as tile_q4_1;
+
+            mod q5_0 {
+                use super::*;
+                block32!(
+                    tile,
+                    micro,
+                    22,
+                    34,
+                    2,
+                    |blk| _mm256_or_si256(
+                        nibbles(&blk[6..]),
+                        fifth_bits(u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]))
+                    ),
+                    $dot_u8i8,
+                    16,
+                    false
+                );
+            }
+            pub use q5_0::tile as tile_q5_0;
+
+            mod q5_1 {
+                use super::*;
+                block32!(
+                    tile,
+                    micro,
+                    24,
+                    36,
+                    4,
+                    |blk| _mm256_or_si256(
+                        nibbles(&blk[8..]),
+                        fifth_bits(u32::from_le_bytes([blk[4], blk[5], blk[6], blk[7]]))
+                    ),
+                    $dot_u8i8,
+                    0,
+                    true
+                );
+            }
+            pub use q5_1::tile as tile_q5_1;
+
+            mod q8_0 {
+                use super::*;
+                block32!(tile, micro, 34, 34, 2, |blk| ld32(&blk[2..]), dot_i8i8, 0, false);
+            }
+            pub use q8_0::tile as tile_q8_0;
+
+            // ---- k-quants ------------------------------------------------
+
+            /// q4_k × q8_K micro-kernel: per super-block, the 8 sub-block
+            /// products weighted by their 6-bit scales in i32 lanes
+            /// (`vpmaddubsw` then `vpmaddwd` by the scale), and the mins
+            /// against the activation's 16-value sums (`bsums`).
+            #[target_feature(enable = $features)]
+            fn micro_q4_k<const RW: usize, const RX: usize>(
+                cols: usize,
+                w: &[u8],
+                ws: usize,
+                x: &[u8],
+                xs: usize,
+                out: &mut [f32],
+                nx: usize,
+            ) {
+                let mut acc = [[_mm256_setzero_ps(); RX]; RW];
+                let m4 = _mm256_set1_epi8(0x0F);
+                for b in 0..cols / 256 {
+                    let mut dx = [0f32; RX];
+                    let mut bs = [_mm256_setzero_si256(); RX];
+                    for i in 0..RX {
+                        let xb = &x[i * xs + b * 292..];
+                        dx[i] = f32_at(xb);
+                        bs[i] = ld32(&xb[260..]);
+                    }
+                    for jj in 0..RW {
+                        let wb = &w[jj * ws + b * 144..jj * ws + b * 144 + 144];
+                        let d = f16_at(wb);
+                        let dmin = f16_at(&wb[2..]);
+                        let (sc, mn) = q4k_scales(&wb[4..16]);
+                        // mins as 16 i16 lanes, each min twice (one per 16-value bsum)
+                        let m8 = _mm_set_epi16(
+                            mn[7] as i16, mn[6] as i16, mn[5] as i16, mn[4] as i16,
+                            mn[3] as i16, mn[2] as i16, mn[1] as i16, mn[0] as i16,
+                        );
+                        let mins16 = _mm256_set_m128i(
+                            _mm_unpackhi_epi16(m8, m8),
+                            _mm_unpacklo_epi16(m8, m8),
+                        );
+                        let mut isum = [_mm256_setzero_si256(); RX];
+                        for g in 0..4 {
+                            let v = ld32(&wb[16 + 32 * g..]);
+                            let lo = _mm256_and_si256(v, m4);
+                            let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                            let s_lo = _mm256_set1_epi16(sc[2 * g] as i16);
+                            let s_hi = _mm256_set1_epi16(sc[2 * g + 1] as i16);
+                            for i in 0..RX {
+                                let q8 = &x[i * xs + b * 292 + 4 + 64 * g..];
+                                let p_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, ld32(q8)), s_lo);
+                                let p_hi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, ld32(&q8[32..])), s_hi);
+                                isum[i] = _mm256_add_epi32(isum[i], _mm256_add_epi32(p_lo, p_hi));
+                            }
+                        }
+                        for i in 0..RX {
+                            let msum = _mm256_madd_epi16(bs[i], mins16);
+                            let a = _mm256_fmadd_ps(
+                                _mm256_cvtepi32_ps(isum[i]),
+                                _mm256_set1_ps(d * dx[i]),
+                                acc[jj][i],
+                            );
+                            acc[jj][i] = _mm256_fnmadd_ps(
+                                _mm256_cvtepi32_ps(msum),
+                                _mm256_set1_ps(dmin * dx[i]),
+                                a,
+                            );
+                        }
+                    }
+                }
+                for jj in 0..RW {
+                    for i in 0..RX {
+                        out[jj * nx + i] = hsum(acc[jj][i]);
+                    }
+                }
+            }
+
+            /// q6_k × q8_K micro-kernel: 6-bit quants (0..63) against the
+            /// activations, weighted per 16 values by the i8 scales; the
+            /// offset 32 comes off as `32 · Σ scale · bsum`.
+            #[target_feature(enable = $features)]
+            fn micro_q6_k<const RW: usize, const RX: usize>(
+                cols: usize,
+                w: &[u8],
+                ws: usize,
+                x: &[u8],
+                xs: usize,
+                out: &mut [f32],
+                nx: usize,
+            ) {
+                let mut acc = [[_mm256_setzero_ps(); RX]; RW];
+                let m4 = _mm256_set1_epi8(0x0F);
+                let m2 = _mm256_set1_epi8(0x03);
+                let m2b = _mm256_set1_epi8(0x0C);
+                let m2c = _mm256_set1_epi8(0x30);
+                let m2d = _mm256_set1_epi8(0xC0u8 as i8);
+                for b in 0..cols / 256 {
+                    let mut dx = [0f32; RX];
+                    let mut bs = [_mm256_setzero_si256(); RX];
+                    for i in 0..RX {
+                        let xb = &x[i * xs + b * 292..];
+                        dx[i] = f32_at(xb);
+                        bs[i] = ld32(&xb[260..]);
+                    }
+                    for jj in 0..RW {
+                        let wb = &w[jj * ws + b * 210..jj * ws + b * 210 + 210];
+                        let d = f16_at(&wb[208..]);
+                        let scb = &wb[192..208];
+                        let sc16 = _mm256_cvtepi8_epi16(ld16(scb));
+                        let mut isum = [_mm256_setzero_si256(); RX];
+                        for i in 0..RX {
+                            let off = _mm256_madd_epi16(bs[i], sc16);
+                            isum[i] = _mm256_sub_epi32(isum[i], _mm256_slli_epi32(off, 5));
+                        }
+                        for h in 0..2 {
+                            let ql0 = ld32(&wb[64 * h..]);
+                            let ql1 = ld32(&wb[64 * h + 32..]);
+                            let qh = ld32(&wb[128 + 32 * h..]);
+                            let q = [
+                                _mm256_or_si256(
+                                    _mm256_and_si256(ql0, m4),
+                                    _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4),
+                                ),
+                                _mm256_or_si256(
+                                    _mm256_and_si256(ql1, m4),
+                                    _mm256_slli_epi16(_mm256_and_si256(qh, m2b), 2),
+                                ),
+                                _mm256_or_si256(
+                                    _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                                    _mm256_and_si256(qh, m2c),
+                                ),
+                                _mm256_or_si256(
+                                    _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                                    _mm256_srli_epi16(_mm256_and_si256(qh, m2d), 2),
+                                ),
+                            ];
+                            for (k, &qk) in q.iter().enumerate() {
+                                let s = 8 * h + 2 * k;
+                                let scl = _mm256_set_m128i(
+                                    _mm_set1_epi16(scb[s + 1] as i8 as i16),
+                                    _mm_set1_epi16(scb[s] as i8 as i16),
+                                );
+                                for i in 0..RX {
+                                    let q8 = ld32(&x[i * xs + b * 292 + 4 + 128 * h + 32 * k..]);
+                                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(qk, q8), scl);
+                                    isum[i] = _mm256_add_epi32(isum[i], p);
+                                }
+                            }
+                        }
+                        for i in 0..RX {
+                            acc[jj][i] = _mm256_fmadd_ps(
+                                _mm256_cvtepi32_ps(isum[i]),
+                                _mm256_set1_ps(d * dx[i]),
+                                acc[jj][i],
+                            );
+                        }
+                    }
+                }
+                for jj in 0..RW {
+                    for i in 0..RX {
+                        out[jj * nx + i] = hsum(acc[jj][i]);
+                    }
+                }
+            }
+
+            macro_rules! tile_fn {
+                ($tile:ident, $imp:ident, $micro:ident, $xblk:expr, $xbytes:expr) => {
+                    #[target_feature(enable = $features)]
+                    fn $imp(
+                        cols: usize,
+                        w: &[u8],
+                        ws: usize,
+                        x: &[u8],
+                        xs: usize,
+                        nx: usize,
+                        out: &mut [f32],
+                    ) {
+                        drive!($micro, cols, w, ws, x, xs, nx, out)
+                    }
+
+                    /// [`super::super::TileFn`] for this format.
+                    pub fn $tile(
+                        cols: usize,
+                        w: &[u8],
+                        ws: usize,
+                        x: &[u8],
+                        xs: usize,
+                        nx: usize,
+                        out: &mut [f32],
+                    ) {
+                        assert!(out.len() >= (w.len() / ws) * nx && x.len() >= (nx - 1) * xs + $xbytes * (cols / $xblk));
+                        // SAFETY: reachable only through this module's table, which
+                        // `available()` hands out only after detecting its features.
+                        unsafe { $imp(cols, w, ws, x, xs, nx, out) }
+                    }
+                };
+            }
+
+            tile_fn!(tile_q4_k, tile_q4_k_impl, micro_q4_k, 256, 292);
+            tile_fn!(tile_q6_k, tile_q6_k_impl, micro_q6_k, 256, 292);
+
+            // ---- float weights ------------------------------------------
+
+            /// Float micro-kernel: `$load(bytes, c)` gives 8 f32 values at column c.
+            macro_rules! float_micro {
+                ($micro:ident, $esz:expr, $one:expr, |$s:ident| $load:expr) => {
+                    #[target_feature(enable = $features)]
+                    fn $micro<const RW: usize, const RX: usize>(
+                        cols: usize,
+                        w: &[u8],
+                        ws: usize,
+                        x: &[u8],
+                        xs: usize,
+                        out: &mut [f32],
+                        nx: usize,
+                    ) {
+                        let mut acc = [[_mm256_setzero_ps(); RX]; RW];
+                        let mut c = 0;
+                        while c + 8 <= cols {
+                            let mut xv = [_mm256_setzero_ps(); RX];
+                            for i in 0..RX {
+                                let $s = &x[i * xs + c * $esz..];
+                                xv[i] = $load;
+                            }
+                            for jj in 0..RW {
+                                let $s = &w[jj * ws + c * $esz..];
+                                let wv = $load;
+                                for i in 0..RX {
+                                    acc[jj][i] = _mm256_fmadd_ps(wv, xv[i], acc[jj][i]);
+                                }
+                            }
+                            c += 8;
+                        }
+                        for jj in 0..RW {
+                            for i in 0..RX {
+                                let mut s = hsum(acc[jj][i]);
+                                for cc in c..cols {
+                                    s += $one(&w[jj * ws + cc * $esz..]) * $one(&x[i * xs + cc * $esz..]);
+                                }
+                                out[jj * nx + i] = s;
+                            }
+                        }
+                    }
+                };
+            }
+
+            float_micro!(micro_f32, 4, f32_at, |s| {
+                assert!(s.len() >= 32);
+                // SAFETY: 32 readable bytes (checked above); unaligned load.
+                unsafe { _mm256_loadu_ps(s.as_ptr().cast()) }
+            });
+            float_micro!(micro_f16, 2, |b: &[u8]| crate::quant::f16::to_f32(u16::from_le_bytes([b[0], b[1]])), |s| _mm256_cvtph_ps(ld16(s)));
+            float_micro!(micro_bf16, 2, |b: &[u8]| crate::quant::bf16::to_f32(u16::from_le_bytes([b[0], b[1]])), |s| _mm256_castsi256_ps(_mm256_slli_epi32(
+                _mm256_cvtepu16_epi32(ld16(s)),
+                16
+            )));
+
+            tile_fn!(tile_f32, tile_f32_impl, micro_f32, 1, 4);
+            tile_fn!(tile_f16, tile_f16_impl, micro_f16, 1, 2);
+            tile_fn!(tile_bf16, tile_bf16_impl, micro_bf16, 1, 2);
+
+            #[target_feature(enable = $features)]
+            fn dot_f32_impl(a: &[f32], b: &[f32]) -> f32 {
+                let n = a.len().min(b.len());
+                let mut acc = [_mm256_setzero_ps(); 4];
+                let mut i = 0;
+                while i + 32 <= n {
+                    for (k, acc) in acc.iter_mut().enumerate() {
+                        // SAFETY: i + 8k + 8 <= n, within both slices.
+                        let (x, y) = unsafe {
+                            (
+                                _mm256_loadu_ps(a.as_ptr().add(i + 8 * k)),
+                                _mm256_loadu_ps(b.as_ptr().add(i + 8 * k)),
+                            )
+                        };
+                        *acc = _mm256_fmadd_ps(x, y, *acc);
+                    }
+                    i += 32;
+                }
+                let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+                let mut s = hsum(v);
+                while i < n {
+                    s += a[i] * b[i];
+                    i += 1;
+                }
+                s
+            }
+
+            /// `Σ a[i]·b[i]`.
+            pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+                // SAFETY: reachable only through this module's table, which
+                // `available()` hands out only after detecting its features.
+                unsafe { dot_f32_impl(a, b) }
+            }
+        }
+    };
+}
+
+x86_kernels!(avx2, "avx2,fma,f16c", dot_u8i8_avx2);
+x86_kernels!(
+    avx512,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+    dot_u8i8_vnni
+);
