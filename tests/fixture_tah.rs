@@ -159,7 +159,10 @@ fn truncating_and_refeeding_keeps_both_caches_consistent() {
     assert!(a.cache.len(2) > 0, "some tokens ran depth 2");
     a.truncate(20);
     assert_eq!(a.n_past(), 20);
-    assert!(a.cache.positions(2).iter().all(|&p| p < 20), "depth-2 slots past the cut are gone");
+    assert!(
+        a.cache.positions(2).iter().all(|&p| p < 20),
+        "depth-2 slots past the cut are gone"
+    );
     let (la, da, _) = prefill(&mut a, &turn2);
     // Session B: the same 20 + 10 tokens from scratch.
     let mut b = session(ThinkMode::Auto, 64);
