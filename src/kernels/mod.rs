@@ -50,6 +50,8 @@ use crate::quant::{self, GgmlType};
 use rayon::prelude::*;
 use std::sync::OnceLock;
 
+#[cfg(target_arch = "aarch64")]
+pub mod aarch64;
 pub mod generic;
 
 /// A weight matrix of `rows` × `cols` values of type `ty`, row-major: row r (one
@@ -214,7 +216,15 @@ impl std::fmt::Debug for Kernels {
 
 /// Every table compiled into this build, in preference order (best last).
 /// An aarch64 module registers its tables here.
-pub static ALL: &[&Kernels] = &[&generic::KERNELS];
+pub static ALL: &[&Kernels] = &[
+    &generic::KERNELS,
+    #[cfg(target_arch = "aarch64")]
+    &aarch64::NEON,
+    #[cfg(target_arch = "aarch64")]
+    &aarch64::DOTPROD,
+    #[cfg(target_arch = "aarch64")]
+    &aarch64::I8MM,
+];
 
 /// The tables this CPU can run, in preference order (best last).
 pub fn available() -> Vec<&'static Kernels> {
