@@ -50,6 +50,8 @@ use crate::quant::{self, GgmlType};
 use rayon::prelude::*;
 use std::sync::OnceLock;
 
+#[cfg(target_arch = "aarch64")]
+pub mod aarch64;
 pub mod generic;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
@@ -222,6 +224,12 @@ pub static ALL: &[&Kernels] = &[
     &x86::AVX2,
     #[cfg(target_arch = "x86_64")]
     &x86::AVX512,
+    #[cfg(target_arch = "aarch64")]
+    &aarch64::NEON,
+    #[cfg(target_arch = "aarch64")]
+    &aarch64::DOTPROD,
+    #[cfg(target_arch = "aarch64")]
+    &aarch64::I8MM,
 ];
 
 /// The tables this CPU can run, in preference order (best last).
