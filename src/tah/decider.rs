@@ -79,13 +79,14 @@ fn erf(x: f64) -> f64 {
         let mut term = ax;
         let mut sum = ax;
         let x2 = ax * ax;
-        let mut n = 0.0;
-        loop {
-            n += 1.0;
+        // Terms shrink below f64 precision within ~40 steps for |x| < 2 (and at
+        // once for x = 0, where every term is 0).
+        for n in 1..100 {
+            let n = n as f64;
             term *= -x2 / n;
             let add = term / (2.0 * n + 1.0);
             sum += add;
-            if add.abs() < 1e-17 * sum.abs() {
+            if add.abs() <= 1e-17 * sum.abs() {
                 break;
             }
         }
