@@ -7,7 +7,17 @@ use super::config::Arch;
 use super::kv_cache::{KvCache, Rows};
 use super::weights::{Lora, MatRef, Model};
 use crate::kernels::{self, MatmulScratch};
+use half::f16;
 use rayon::prelude::*;
+
+/// Which of llama.cpp's CPU arithmetic to mirror, for measuring agreement:
+/// `TAH_NUMERICS` = comma-separated names to turn OFF (`attn`, `norm`),
+/// or `plain` for all of them. Read once.
+fn ggml_off(what: &str) -> bool {
+    static OFF: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let off = OFF.get_or_init(|| std::env::var("TAH_NUMERICS").unwrap_or_default());
+    off.split(',').any(|w| w == what || w == "plain")
+}
 
 /// Largest head dimension the attention kernel handles (stack accumulators).
 pub const MAX_HEAD_DIM: usize = 512;
@@ -72,8 +82,14 @@ pub struct Capture<'a> {
 /// `out = w ⊙ x / sqrt(mean(x²) + eps)` for each row of `dim` values.
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let dim = w.len();
+    let ggml = !ggml_off("norm");
     for (xr, or) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
-        let ss: f32 = xr.iter().map(|v| v * v).sum::<f32>() / dim as f32;
+        // ggml: Σ x² in f64 (each square rounded to f32), mean narrowed to f32.
+        let ss: f32 = if ggml {
+            (xr.iter().map(|v| (v * v) as f64).sum::<f64>() / dim as f64) as f32
+        } else {
+            xr.iter().map(|v| v * v).sum::<f32>() / dim as f32
+        };
         let inv = 1.0 / (ss + eps).sqrt();
         for ((o, v), g) in or.iter_mut().zip(xr).zip(w) {
             *o = g * (v * inv);
@@ -394,6 +410,10 @@ fn attention(
         let p = positions[i];
         let qh = &q[i * n_heads * hd + h * hd..][..hd];
         let kv_off = (h / group) * hd;
+        if matches!(sets[0].0, Rows::F16(_)) && !ggml_off("attn") {
+            attend_f16(qh, &sets, p, kv_dim, kv_off, scale, o);
+            return;
+        }
         let mut acc = [0f32; MAX_HEAD_DIM];
         let acc = &mut acc[..hd];
         let (mut m, mut l) = (f32::NEG_INFINITY, 0f32);
@@ -417,6 +437,101 @@ fn attention(
             *o = a * inv;
         }
     });
+}
+
+/// One query head over f16 keys/values, in llama.cpp's CPU flash-attention
+/// arithmetic (its default with an f16 cache), so greedy near-ties resolve as
+/// there: the query rounded to f16, K·Q as exact f16×f16 products summed in f32
+/// (ggml's 4×16-lane tree), online softmax with expf where a new maximum rescales
+/// the accumulator and otherwise weighs the row, and the weighted V sum kept in
+/// an f16 accumulator (rounded after every fused multiply-add and rescale).
+#[allow(clippy::type_complexity)]
+fn attend_f16(
+    qh: &[f32],
+    sets: &[(Rows, Rows, Option<&[usize]>)],
+    p: usize,
+    kv_dim: usize,
+    kv_off: usize,
+    scale: f32,
+    o: &mut [f32],
+) {
+    let hd = qh.len();
+    let mut q16 = [f16::ZERO; MAX_HEAD_DIM];
+    let q16 = &mut q16[..hd];
+    for (d, s) in q16.iter_mut().zip(qh) {
+        *d = f16::from_f32(*s);
+    }
+    let mut acc = [f16::ZERO; MAX_HEAD_DIM];
+    let acc = &mut acc[..hd];
+    let (mut m, mut l) = (f32::NEG_INFINITY, 0f32);
+    for (k, v, pos) in sets {
+        let (Rows::F16(k), Rows::F16(v)) = (k, v) else {
+            unreachable!()
+        };
+        let visible = match pos {
+            None => p + 1,
+            Some(pos) => pos.partition_point(|&pp| pp <= p),
+        };
+        for j in 0..visible {
+            let at = j * kv_dim + kv_off;
+            let s = dot_f16_ggml(q16, &k[at..at + hd]) * scale;
+            let mut vs = 1.0f32;
+            let mut ms = 1.0f32;
+            if s > m {
+                let m_old = m;
+                m = s;
+                ms = (m_old - m).exp();
+                for a in acc.iter_mut() {
+                    *a = f16::from_f32(a.to_f32() * ms);
+                }
+            } else {
+                vs = (s - m).exp();
+            }
+            for (a, x) in acc.iter_mut().zip(&v[at..at + hd]) {
+                *a = f16::from_f32(x.to_f32().mul_add(vs, a.to_f32()));
+            }
+            l = l * ms + vs;
+        }
+    }
+    let inv = if l == 0.0 { 0.0 } else { 1.0 / l };
+    for (o, a) in o.iter_mut().zip(acc.iter()) {
+        *o = a.to_f32() * inv;
+    }
+}
+
+/// f16·f16 dot summed in f32 like ggml's AVX-512 `ggml_vec_dot_f16`: four
+/// 16-lane accumulators over 64-element steps (fused multiply-adds), reduced
+/// pairwise, then the tail added in f64.
+fn dot_f16_ggml(x: &[f16], y: &[f16]) -> f32 {
+    let n = x.len();
+    let np = n & !63;
+    let mut acc = [[0f32; 16]; 4];
+    for c in (0..np).step_by(64) {
+        for (r, a) in acc.iter_mut().enumerate() {
+            for (lane, av) in a.iter_mut().enumerate() {
+                let i = c + r * 16 + lane;
+                *av = x[i].to_f32().mul_add(y[i].to_f32(), *av);
+            }
+        }
+    }
+    let mut t = [0f32; 16];
+    for lane in 0..16 {
+        t[lane] = (acc[0][lane] + acc[2][lane]) + (acc[1][lane] + acc[3][lane]);
+    }
+    // _mm512_reduce_add_ps: 256-bit halves, 128-bit halves, then pairs.
+    let mut t8 = [0f32; 8];
+    for i in 0..8 {
+        t8[i] = t[i] + t[8 + i];
+    }
+    let mut t4 = [0f32; 4];
+    for i in 0..4 {
+        t4[i] = t8[i] + t8[4 + i];
+    }
+    let mut sum = ((t4[0] + t4[2]) + (t4[1] + t4[3])) as f64;
+    for i in np..n {
+        sum += (x[i].to_f32() * y[i].to_f32()) as f64;
+    }
+    sum as f32
 }
 
 fn dot_row(q: &[f32], k: Rows, at: usize, hd: usize) -> f32 {
