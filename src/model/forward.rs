@@ -10,15 +10,6 @@ use crate::kernels::{self, MatmulScratch};
 use half::f16;
 use rayon::prelude::*;
 
-/// Which of llama.cpp's CPU arithmetic to mirror, for measuring agreement:
-/// `TAH_NUMERICS` = comma-separated names to turn OFF (`attn`, `norm`),
-/// or `plain` for all of them. Read once.
-fn ggml_off(what: &str) -> bool {
-    static OFF: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let off = OFF.get_or_init(|| std::env::var("TAH_NUMERICS").unwrap_or_default());
-    off.split(',').any(|w| w == what || w == "plain")
-}
-
 /// Largest head dimension the attention kernel handles (stack accumulators).
 pub const MAX_HEAD_DIM: usize = 512;
 
@@ -82,14 +73,9 @@ pub struct Capture<'a> {
 /// `out = w ⊙ x / sqrt(mean(x²) + eps)` for each row of `dim` values.
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let dim = w.len();
-    let ggml = !ggml_off("norm");
     for (xr, or) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
-        // ggml: Σ x² in f64 (each square rounded to f32), mean narrowed to f32.
-        let ss: f32 = if ggml {
-            (xr.iter().map(|v| (v * v) as f64).sum::<f64>() / dim as f64) as f32
-        } else {
-            xr.iter().map(|v| v * v).sum::<f32>() / dim as f32
-        };
+        // As ggml: Σ x² in f64 (each square rounded to f32), mean narrowed to f32.
+        let ss = (xr.iter().map(|v| (v * v) as f64).sum::<f64>() / dim as f64) as f32;
         let inv = 1.0 / (ss + eps).sqrt();
         for ((o, v), g) in or.iter_mut().zip(xr).zip(w) {
             *o = g * (v * inv);
@@ -410,7 +396,10 @@ fn attention(
         let p = positions[i];
         let qh = &q[i * n_heads * hd + h * hd..][..hd];
         let kv_off = (h / group) * hd;
-        if matches!(sets[0].0, Rows::F16(_)) && !ggml_off("attn") {
+        // An f16 cache is read the way llama.cpp's CPU flash attention reads it
+        // (f16 query, f16 value accumulator), so greedy runs agree with llama.cpp;
+        // an f32 cache keeps full f32 accumulation (the reference-parity path).
+        if matches!(sets[0].0, Rows::F16(_)) {
             attend_f16(qh, &sets, p, kv_dim, kv_off, scale, o);
             return;
         }
