@@ -38,6 +38,13 @@ fn f32_at(b: &[u8], at: usize) -> f32 {
     f32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
+/// Block `b` of `N` bytes as an array (one bounds check; the loops over it
+/// then have none and vectorise).
+#[inline(always)]
+fn block<const N: usize>(s: &[u8], b: usize) -> &[u8; N] {
+    s[N * b..N * b + N].try_into().unwrap()
+}
+
 /// Applies a row-by-row dot product to a tile (see [`TileFn`]).
 #[inline(always)]
 fn tile_with(
@@ -120,7 +127,7 @@ pub fn dot_bf16(cols: usize, w: &[u8], x: &[u8]) -> f32 {
 pub fn dot_q8_0(cols: usize, w: &[u8], x: &[u8]) -> f32 {
     let mut sumf = 0f32;
     for b in 0..cols / 32 {
-        let (wb, xb) = (&w[34 * b..34 * b + 34], &x[34 * b..34 * b + 34]);
+        let (wb, xb) = (block::<34>(w, b), block::<34>(x, b));
         let mut sumi = 0i32;
         for j in 0..32 {
             sumi += (wb[2 + j] as i8 as i32) * (xb[2 + j] as i8 as i32);
@@ -134,7 +141,7 @@ pub fn dot_q8_0(cols: usize, w: &[u8], x: &[u8]) -> f32 {
 pub fn dot_q4_0(cols: usize, w: &[u8], x: &[u8]) -> f32 {
     let mut sumf = 0f32;
     for b in 0..cols / 32 {
-        let (wb, xb) = (&w[18 * b..18 * b + 18], &x[34 * b..34 * b + 34]);
+        let (wb, xb) = (block::<18>(w, b), block::<34>(x, b));
         let (mut s0, mut s1) = (0i32, 0i32);
         for j in 0..16 {
             let q = wb[2 + j];
@@ -150,7 +157,7 @@ pub fn dot_q4_0(cols: usize, w: &[u8], x: &[u8]) -> f32 {
 pub fn dot_q4_1(cols: usize, w: &[u8], x: &[u8]) -> f32 {
     let mut sumf = 0f32;
     for b in 0..cols / 32 {
-        let (wb, xb) = (&w[20 * b..20 * b + 20], &x[36 * b..36 * b + 36]);
+        let (wb, xb) = (block::<20>(w, b), block::<36>(x, b));
         let (mut s0, mut s1) = (0i32, 0i32);
         for j in 0..16 {
             let q = wb[4 + j];
@@ -166,7 +173,7 @@ pub fn dot_q4_1(cols: usize, w: &[u8], x: &[u8]) -> f32 {
 pub fn dot_q5_0(cols: usize, w: &[u8], x: &[u8]) -> f32 {
     let mut sumf = 0f32;
     for b in 0..cols / 32 {
-        let (wb, xb) = (&w[22 * b..22 * b + 22], &x[34 * b..34 * b + 34]);
+        let (wb, xb) = (block::<22>(w, b), block::<34>(x, b));
         let qh = u32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]);
         let (mut s0, mut s1) = (0i32, 0i32);
         for j in 0..16 {
@@ -187,7 +194,7 @@ pub fn dot_q5_0(cols: usize, w: &[u8], x: &[u8]) -> f32 {
 pub fn dot_q5_1(cols: usize, w: &[u8], x: &[u8]) -> f32 {
     let mut sumf = 0f32;
     for b in 0..cols / 32 {
-        let (wb, xb) = (&w[24 * b..24 * b + 24], &x[36 * b..36 * b + 36]);
+        let (wb, xb) = (block::<24>(w, b), block::<36>(x, b));
         let qh = u32::from_le_bytes([wb[4], wb[5], wb[6], wb[7]]);
         let (mut s0, mut s1) = (0i32, 0i32);
         for j in 0..16 {

@@ -119,6 +119,16 @@ fn hsum(v: __m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
+/// Hints the line at `base + off` into the cache. Never faults (a prefetch
+/// of an address outside the slice is only a hint; `wrapping_add` keeps the
+/// pointer arithmetic defined).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn prefetch(base: &[u8], off: usize) {
+    let p = base.as_ptr().wrapping_add(off);
+    _mm_prefetch::<_MM_HINT_T0>(p.cast())
+}
+
 /// 16 packed nibbles → 32 unsigned bytes: low nibbles first (values 0..16),
 /// then high nibbles (values 16..32), the q4_0/q4_1/q5 block order.
 #[inline]
@@ -310,6 +320,9 @@ macro_rules! x86_kernels {
                                 }
                             }
                             for jj in 0..RW {
+                                // the same block two tiles ahead: the row streams are
+                                // short, so the hardware prefetcher starts too late
+                                prefetch(w, (2 * RW + jj) * ws + b * $wb);
                                 let $blk = &w[jj * ws + b * $wb..jj * ws + b * $wb + $wb];
                                 let q = $unpack;
                                 let dw = f16_at($blk);
@@ -448,6 +461,9 @@ macro_rules! x86_kernels {
                         bs[i] = ld32(&xb[260..]);
                     }
                     for jj in 0..RW {
+                        for l in 0..3 {
+                            prefetch(w, (2 * RW + jj) * ws + b * 144 + 64 * l);
+                        }
                         let wb = &w[jj * ws + b * 144..jj * ws + b * 144 + 144];
                         let d = f16_at(wb);
                         let dmin = f16_at(&wb[2..]);
@@ -525,6 +541,9 @@ macro_rules! x86_kernels {
                         bs[i] = ld32(&xb[260..]);
                     }
                     for jj in 0..RW {
+                        for l in 0..4 {
+                            prefetch(w, (2 * RW + jj) * ws + b * 210 + 64 * l);
+                        }
                         let wb = &w[jj * ws + b * 210..jj * ws + b * 210 + 210];
                         let d = f16_at(&wb[208..]);
                         let scb = &wb[192..208];
