@@ -85,7 +85,8 @@ fn erf(x: f64) -> f64 {
             term *= -x2 / n;
             let add = term / (2.0 * n + 1.0);
             sum += add;
-            if add.abs() < 1e-17 * sum.abs() {
+            // `<=`: at x = 0 (and subnormal x) both sides are 0, and `<` never ended.
+            if add.abs() <= 1e-17 * sum.abs() {
                 break;
             }
         }
@@ -204,6 +205,7 @@ mod tests {
             (2.0, 0.9953222650189527),
             (3.0, 0.9999779095030014),
             (-1.0, -0.8427007929497149),
+            (1e-310, 1.1283791670955126e-310), // subnormal: 2x/√π
         ] {
             assert!(
                 (erf(x) - want).abs() < 1e-14,
