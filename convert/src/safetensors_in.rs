@@ -33,10 +33,26 @@ impl StTensor {
     }
 }
 
+/// The bytes of one input file: mapped from disk, or held in memory.
+enum FileBytes {
+    Mmap(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for FileBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            FileBytes::Mmap(m) => m,
+            FileBytes::Owned(v) => v,
+        }
+    }
+}
+
 /// The tensors of one or more safetensors files.
 #[derive(Default)]
 pub struct Safetensors {
-    files: Vec<(PathBuf, memmap2::Mmap)>,
+    files: Vec<(PathBuf, FileBytes)>,
     tensors: BTreeMap<String, StTensor>,
 }
 
@@ -54,10 +70,7 @@ impl Safetensors {
                 st.add_file(&dir.join(shard))?;
             }
         } else {
-            bail!(
-                "{}: no model.safetensors or model.safetensors.index.json",
-                dir.display()
-            );
+            bail!("{}: no model.safetensors or model.safetensors.index.json", dir.display());
         }
         Ok(st)
     }
@@ -68,23 +81,29 @@ impl Safetensors {
         Ok(st)
     }
 
+    /// A safetensors image held in memory (tests, fuzzing); `name` is used in errors.
+    pub fn from_bytes(name: impl Into<PathBuf>, bytes: Vec<u8>) -> Result<Safetensors> {
+        let mut st = Safetensors::default();
+        st.add_bytes(name.into(), FileBytes::Owned(bytes))?;
+        Ok(st)
+    }
+
     fn add_file(&mut self, path: &Path) -> Result<()> {
-        let file = std::fs::File::open(path)
-            .map_err(|e| Error::new(format!("{}: {e}", path.display())))?;
+        let file = std::fs::File::open(path).map_err(|e| Error::new(format!("{}: {e}", path.display())))?;
         // SAFETY: read-only private mapping of an input file we do not modify; the
         // safetensors header is validated against the mapping's length below.
-        let map = unsafe { memmap2::Mmap::map(&file) }
-            .map_err(|e| Error::new(format!("{}: {e}", path.display())))?;
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::new(format!("{}: {e}", path.display())))?;
+        self.add_bytes(path.to_path_buf(), FileBytes::Mmap(map))
+    }
+
+    fn add_bytes(&mut self, path: PathBuf, map: FileBytes) -> Result<()> {
         let (header_len, meta) = SafeTensors::read_metadata(&map)
             .map_err(|e| Error::new(format!("{}: bad safetensors file: {e}", path.display())))?;
         let data_start = 8 + header_len;
         let file_no = self.files.len();
         for (name, info) in meta.tensors() {
             if self.tensors.contains_key(&name) {
-                bail!(
-                    "{}: tensor '{name}' appears in more than one file",
-                    path.display()
-                );
+                bail!("{}: tensor '{name}' appears in more than one file", path.display());
             }
             let (s, e) = info.data_offsets;
             self.tensors.insert(
@@ -98,7 +117,7 @@ impl Safetensors {
                 },
             );
         }
-        self.files.push((path.to_path_buf(), map));
+        self.files.push((path, map));
         Ok(())
     }
 
@@ -116,19 +135,14 @@ impl Safetensors {
 
     /// The tensor's values as converter input (f32/f16/bf16 pass through as-is).
     pub fn data(&self, name: &str) -> Result<Data<'_>> {
-        let t = self
-            .get(name)
-            .ok_or_else(|| Error::new(format!("missing tensor '{name}'")))?;
+        let t = self.get(name).ok_or_else(|| Error::new(format!("missing tensor '{name}'")))?;
         let bytes = self.bytes(t);
         let ty = match t.dtype {
             Dtype::F32 => GgmlType::F32,
             Dtype::F16 => GgmlType::F16,
             Dtype::BF16 => GgmlType::Bf16,
             Dtype::F64 => {
-                let v = bytes
-                    .chunks_exact(8)
-                    .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
-                    .collect();
+                let v = bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect();
                 return Ok(Data::F32(v));
             }
             other => bail!("tensor '{name}': unsupported dtype {other:?}"),
@@ -153,37 +167,28 @@ impl Safetensors {
 /// The distinct shard file names of an index, each a plain file name in the
 /// same directory (no paths: the index is untrusted).
 fn shard_files(index: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(index)
-        .map_err(|e| Error::new(format!("{}: {e}", index.display())))?;
+    let text = std::fs::read(index).map_err(|e| Error::new(format!("{}: {e}", index.display())))?;
+    parse_shard_index(index, &text)
+}
+
+/// The distinct shard file names of the index text `text` (as
+/// `model.safetensors.index.json` holds it), sorted; `index` names it in errors.
+pub fn parse_shard_index(index: &Path, text: &[u8]) -> Result<Vec<String>> {
     let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| Error::new(format!("{}: {e}", index.display())))?;
+        serde_json::from_slice(text).map_err(|e| Error::new(format!("{}: {e}", index.display())))?;
     let map = v
         .get("weight_map")
         .and_then(|m| m.as_object())
         .ok_or_else(|| Error::new(format!("{}: no \"weight_map\" object", index.display())))?;
-    let mut files: Vec<String> = Vec::new();
+    // A set: the index is untrusted, and a linear search per entry would take
+    // quadratic time on an index naming many shards.
+    let mut files = std::collections::BTreeSet::new();
     for (tensor, file) in map {
-        let Some(file) = file.as_str() else {
-            bail!(
-                "{}: weight_map['{tensor}'] is not a string",
-                index.display()
-            )
-        };
-        if file.is_empty()
-            || file.contains('/')
-            || file.contains('\\')
-            || file == "."
-            || file == ".."
-        {
-            bail!(
-                "{}: weight_map['{tensor}'] = {file:?} is not a plain file name",
-                index.display()
-            );
+        let Some(file) = file.as_str() else { bail!("{}: weight_map['{tensor}'] is not a string", index.display()) };
+        if file.is_empty() || file.contains('/') || file.contains('\\') || file == "." || file == ".." {
+            bail!("{}: weight_map['{tensor}'] = {file:?} is not a plain file name", index.display());
         }
-        if !files.iter().any(|f| f == file) {
-            files.push(file.to_string());
-        }
+        files.insert(file);
     }
-    files.sort();
-    Ok(files)
+    Ok(files.into_iter().map(str::to_string).collect())
 }

@@ -192,6 +192,8 @@ impl Meta<'_> {
 /// Largest dimension we accept from a file (2^24: far above any model we run,
 /// small enough that products of a few cannot overflow).
 const MAX_DIM: u64 = 1 << 24;
+/// Most decider MLP blocks (`tah.decider.hidden_dims` entries) we accept.
+const MAX_DECIDER_BLOCKS: usize = 64;
 
 impl Config {
     /// Reads and checks the hyper-parameters and the tensor table.
@@ -358,6 +360,21 @@ impl Config {
     }
 
     fn check_tensors(&self, f: &GgufFile, file: &str) -> Result<(), ModelError> {
+        // Every layer has at least 9 tensors. Refuse a layer count the tensor
+        // table cannot back before listing what it needs: otherwise a few bytes
+        // of metadata (4096 layers) make that list megabytes long.
+        let min = self.n_layers * 9 + 2;
+        if f.tensors().len() < min {
+            return Err(ModelError::BadKey {
+                file: file.into(),
+                key: keys::arch_key(self.arch.name(), keys::arch::BLOCK_COUNT),
+                why: format!(
+                    "{} layers need at least {min} tensors, the file has {}",
+                    self.n_layers,
+                    f.tensors().len()
+                ),
+            });
+        }
         for (name, want) in self.required_tensors() {
             let t = f.tensor(&name).ok_or_else(|| ModelError::MissingTensor {
                 file: file.into(),
@@ -443,6 +460,18 @@ fn read_tah(m: &Meta, cfg: &Config) -> Result<TahConfig, ModelError> {
         Some(_) => return Err(m.bad(keys::LORA_TARGETS, "expected an array of strings")),
         None => return Err(m.missing(keys::LORA_TARGETS)),
     };
+    // Each target adds two tensors per layer to the list of required tensors:
+    // repeats would let a few bytes of metadata make that list huge.
+    if let Some((i, t)) = targets
+        .iter()
+        .enumerate()
+        .find(|(i, t)| targets[..*i].contains(t))
+    {
+        return Err(m.bad(
+            keys::LORA_TARGETS,
+            format!("'{t}' appears twice (entry {i})"),
+        ));
+    }
     let t = TahConfig {
         max_iter: m.usize(keys::MAX_ITER, 16)?,
         input_topk: m.usize(keys::INPUT_TOPK, cfg.vocab as u64)?,
@@ -475,6 +504,17 @@ fn read_tah(m: &Meta, cfg: &Config) -> Result<TahConfig, ModelError> {
     }
     if t.decider_hidden_dims.is_empty() || t.decider_hidden_dims.contains(&0) {
         return Err(m.bad(keys::DECIDER_HIDDEN_DIMS, "empty or has a zero width"));
+    }
+    // Each block adds 6-8 tensors to the list of required tensors, which is
+    // built before any is looked up: bound it (real deciders have a few blocks).
+    if t.decider_hidden_dims.len() > MAX_DECIDER_BLOCKS {
+        return Err(m.bad(
+            keys::DECIDER_HIDDEN_DIMS,
+            format!(
+                "{} blocks (at most {MAX_DECIDER_BLOCKS})",
+                t.decider_hidden_dims.len()
+            ),
+        ));
     }
     Ok(t)
 }

@@ -28,6 +28,18 @@ use crate::format::{keys, GgufFile};
 
 const NAME: &str = "chat_template";
 
+/// Most template instructions one render may execute. The template comes from
+/// the model file, which is untrusted: without a budget, nested loops
+/// (`range()` allows 100,000 items each) run for hours. Qwen3's template spends
+/// about 70 per message, so this allows ~140,000 messages, far more than any
+/// context window holds; a hostile template stops within about a second.
+pub const MAX_FUEL: u64 = 10_000_000;
+/// Most template recursion (macros, nested blocks): minijinja's own default cap.
+pub const MAX_RECURSION: usize = 500;
+/// Longest rendered prompt, in bytes (a 1 MiB string repeated in a loop would
+/// otherwise fill memory): far more text than any context window holds.
+pub const MAX_OUTPUT: usize = 64 << 20;
+
 /// One turn of a conversation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
@@ -90,6 +102,8 @@ impl ChatTemplate {
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_keep_trailing_newline(false);
+        env.set_fuel(Some(MAX_FUEL));
+        env.set_recursion_limit(MAX_RECURSION);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_filter("tojson", tojson);
@@ -136,8 +150,37 @@ impl ChatTemplate {
             .env
             .get_template(NAME)
             .map_err(|e| TextError::TemplateRender(describe(&e)))?;
-        tmpl.render(ctx)
-            .map_err(|e| TextError::TemplateRender(describe(&e)))
+        let mut out = CappedOutput {
+            buf: Vec::new(),
+            cap: MAX_OUTPUT,
+        };
+        tmpl.render_captured_to(ctx, &mut out)
+            .map_err(|e| TextError::TemplateRender(describe(&e)))?;
+        // The template writes whole UTF-8 strings, so the bytes are UTF-8.
+        String::from_utf8(out.buf)
+            .map_err(|e| TextError::TemplateRender(format!("rendered text is not UTF-8: {e}")))
+    }
+}
+
+/// The render's output, refusing to grow past `cap` bytes.
+struct CappedOutput {
+    buf: Vec<u8>,
+    cap: usize,
+}
+
+impl std::io::Write for CappedOutput {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + b.len() > self.cap {
+            return Err(std::io::Error::other(format!(
+                "the rendered prompt exceeds {} MiB",
+                self.cap >> 20
+            )));
+        }
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

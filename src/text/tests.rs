@@ -497,3 +497,61 @@ fn qwen25_template_matches_llama_cpp() {
         ]
     );
 }
+
+/// A hostile template (the file is untrusted) must fail, not run for hours:
+/// two nested 100,000-item loops are 10^10 steps without the fuel budget.
+#[test]
+fn endless_template_runs_out_of_fuel() {
+    let t = ChatTemplate::new(
+        "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}",
+        None,
+        None,
+    )
+    .unwrap();
+    let start = std::time::Instant::now();
+    let err = t.render(&[], true, None).unwrap_err();
+    assert!(err.to_string().contains("fuel"), "{err}");
+    assert!(start.elapsed().as_secs() < 60, "took {:?}", start.elapsed());
+}
+
+/// Output is capped: a 100 MB string printed in a loop must fail early.
+#[test]
+fn huge_template_output_is_refused() {
+    let t = ChatTemplate::new(
+        "{% set s = 'x' * 10000000 %}{% for i in range(100000) %}{{ s }}{% endfor %}",
+        None,
+        None,
+    )
+    .unwrap();
+    let err = t.render(&[], true, None).unwrap_err();
+    assert!(err.to_string().contains("exceeds"), "{err}");
+}
+
+/// Unbounded recursion through a macro is an error, not a stack overflow.
+#[test]
+fn recursive_template_is_an_error() {
+    let t = ChatTemplate::new(
+        "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+        None,
+        None,
+    )
+    .unwrap();
+    assert!(t.render(&[], true, None).is_err());
+}
+
+/// The fuel budget leaves room for very long real conversations: 20,000
+/// Qwen3 turns (with thinking blocks) render (~70 fuel per message).
+#[test]
+fn long_conversation_fits_the_fuel_budget() {
+    let t = qwen3_template();
+    let mut msgs = vec![ChatMessage::new("system", "You are helpful.")];
+    for i in 0..10_000 {
+        msgs.push(ChatMessage::new("user", format!("Question {i}?")));
+        msgs.push(ChatMessage::new(
+            "assistant",
+            format!("<think>\nhm {i}\n</think>\n\nAnswer {i}."),
+        ));
+    }
+    let out = t.render(&msgs, true, Some(false)).unwrap();
+    assert!(out.contains("Question 9999?"));
+}
