@@ -40,8 +40,9 @@ impl fmt::Display for EvalError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             EvalError::NoTokenizer => f.write_str(
-                "this model has no tokenizer (a checkpoint converted without tokenizer.json): \
-                 eval needs text; convert the checkpoint with its tokenizer files",
+                "this model carries no tokenizer tah can run (a checkpoint converted without \
+                 tokenizer.json, or a .gguf not written by tah-convert): eval needs text; \
+                 convert it with `tah-convert INPUT -o OUT.tah`",
             ),
             EvalError::NoChatTemplate => f.write_str("this model has no chat template"),
             EvalError::Text(e) => write!(f, "{e}"),
@@ -88,9 +89,13 @@ pub fn prompt_text(
     template.render(&msgs, true, enable_thinking)
 }
 
-/// The grade of one answer: what was extracted and whether it matches.
-pub fn grade_answer(expected: &str, output: &str) -> (Option<String>, bool) {
-    let got = grade::extract_answer(output);
+/// The grade of one answer: what was extracted and whether it matches. The
+/// answer is looked for after the model's thinking (`<think>…</think>`; the
+/// output starts inside it when `starts_thinking`), and in the whole output
+/// when the part after the thinking has none.
+pub fn grade_answer(expected: &str, output: &str, starts_thinking: bool) -> (Option<String>, bool) {
+    let answer = crate::tutor::strip_thinking(output, starts_thinking);
+    let got = grade::extract_answer(&answer).or_else(|| grade::extract_answer(output));
     let ok = got
         .as_deref()
         .is_some_and(|g| grade::answers_match(expected, g));
@@ -176,7 +181,8 @@ pub fn run_problem(
         .filter(|&t| !tok.is_eog(t))
         .collect();
     let output = tok.decode(&answer);
-    let (extracted, correct) = grade_answer(&problem.expected, &output);
+    let starts_thinking = crate::tutor::prompt_opens_thinking(&text);
+    let (extracted, correct) = grade_answer(&problem.expected, &output, starts_thinking);
     let s = &g.stats;
     let r = ProblemResult {
         index,
@@ -363,10 +369,19 @@ mod tests {
         let (got, ok) = grade_answer(
             "18",
             "She sells 16 - 3 - 4 = 9 eggs for $2 each: \\boxed{\\$18}",
+            false,
         );
         assert_eq!(got.as_deref(), Some("\\$18"));
         assert!(ok);
-        let (got, ok) = grade_answer("18", "I do not know");
+        let (got, ok) = grade_answer("18", "I do not know", false);
         assert!(got.is_none() && !ok);
+        // The box after the thinking counts, not the one inside it.
+        let out = "<think>maybe \\boxed{17}</think>It is \\boxed{18}.";
+        assert_eq!(grade_answer("18", out, false), (Some("18".into()), true));
+        let out = "maybe \\boxed{17}</think>So 18 eggs.";
+        assert_eq!(grade_answer("18", out, true), (Some("18".into()), true));
+        // Thinking that ran out of tokens: its last box still counts.
+        let out = "<think>so it is \\boxed{18}";
+        assert_eq!(grade_answer("18", out, false), (Some("18".into()), true));
     }
 }
