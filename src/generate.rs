@@ -202,7 +202,8 @@ pub fn generate(
     if let (Some(b), Some(seen)) = (session.budget(), budget_seen) {
         let skip = (crate::tah::budget::WARMUP as u64).saturating_sub(seen) as usize;
         let counted = &g.depths[skip.min(g.depths.len())..];
-        s.budget_target = Some(b.target() as f64);
+        // The f32 target as its shortest decimal (0.06, not 0.0599999986).
+        s.budget_target = b.target().to_string().parse().ok();
         s.budget_tokens = Some(counted.len());
         s.budget_rate =
             Some(counted.iter().filter(|&&d| d >= 2).count() as f64 / counted.len().max(1) as f64);
