@@ -67,6 +67,14 @@ pub struct Stats {
     pub decode_tokens_per_s: f64,
     /// KV cache bytes in use per depth at the end.
     pub kv_bytes_per_depth: Vec<usize>,
+    /// `--think budget:R`: the target share R of depth-2 tokens.
+    pub budget_target: Option<f64>,
+    /// `--think budget:R`: the achieved share of depth-2 tokens among the
+    /// generated tokens decided after the controller's warm-up (the first
+    /// `tah::budget::WARMUP` decided tokens of the session, prompt included).
+    pub budget_rate: Option<f64>,
+    /// The generated tokens `budget_rate` counts.
+    pub budget_tokens: Option<usize>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -119,6 +127,8 @@ pub fn generate(
     }
     let prefill_s = t0.elapsed().as_secs_f64();
     let prompt_info: Vec<TokenInfo> = session.token_info()[start_pos..].to_vec();
+    // Decisions the budget controller had made before the first generated token.
+    let budget_seen = session.budget().map(|b| b.seen());
 
     let mut g = Generation {
         prompt_ids: prompt.to_vec(),
@@ -189,5 +199,14 @@ pub fn generate(
     s.prefill_tokens_per_s = prompt.len() as f64 / prefill_s.max(1e-9);
     s.decode_tokens_per_s = g.tokens.len() as f64 / decode_s.max(1e-9);
     s.kv_bytes_per_depth = session.cache.bytes_per_depth();
+    if let (Some(b), Some(seen)) = (session.budget(), budget_seen) {
+        let skip = (crate::tah::budget::WARMUP as u64).saturating_sub(seen) as usize;
+        let counted = &g.depths[skip.min(g.depths.len())..];
+        // The f32 target as its shortest decimal (0.06, not 0.0599999986).
+        s.budget_target = b.target().to_string().parse().ok();
+        s.budget_tokens = Some(counted.len());
+        s.budget_rate =
+            Some(counted.iter().filter(|&&d| d >= 2).count() as f64 / counted.len().max(1) as f64);
+    }
     Ok(g)
 }

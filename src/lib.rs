@@ -3,8 +3,10 @@
 //! A `.tah` file is a GGUF v3 file (see [`format`]); weights are read in place
 //! from a memory mapping, in the block formats of [`quant`].
 
+pub mod eval;
 pub mod format;
 pub mod generate;
+pub mod html;
 pub mod info;
 pub mod kernels;
 pub mod model;
@@ -14,3 +16,4 @@ pub mod sample;
 pub mod session;
 pub mod tah;
 pub mod text;
+pub mod tutor;

@@ -9,6 +9,7 @@ use crate::model::forward::{self, Capture, Scratch};
 use crate::model::kv_cache::{KvCache, KvType};
 use crate::model::Model;
 use crate::sample::Rng;
+use crate::tah::budget::Budget;
 use crate::tah::decider::{self, DeciderScratch};
 use crate::tah::soft_input;
 use crate::tah::{TahOptions, ThinkMode, TokenInfo};
@@ -98,6 +99,8 @@ pub struct Session {
     /// Decider input: the captured hidden states (batch × layers × dim).
     hidden: Vec<f32>,
     decider: Option<DeciderScratch>,
+    /// The adaptive threshold of `ThinkMode::Budget`.
+    budget: Option<Budget>,
     /// Rows of the chunk still going deeper, and the ones that continue.
     active: Vec<usize>,
     next: Vec<usize>,
@@ -132,7 +135,7 @@ impl Session {
         );
         let scratch = Scratch::new(&model, batch);
         let deep = think.max_depth > 1;
-        let auto = deep && think.mode == ThinkMode::Auto;
+        let auto = deep && think.mode.uses_decider();
         let tah = c.tah.as_ref();
         let n_sel = tah.map_or(0, |t| t.decider_layers.len());
         let decider = match (&model.decider, auto) {
@@ -160,6 +163,10 @@ impl Session {
                 Vec::new()
             },
             decider,
+            budget: match think.mode {
+                ThinkMode::Budget(r) if auto => Some(Budget::new(r, think.threshold)),
+                _ => None,
+            },
             active: Vec::with_capacity(batch),
             next: Vec::with_capacity(batch),
             positions: Vec::with_capacity(batch),
@@ -191,6 +198,11 @@ impl Session {
     /// Depth and decider probability of every token consumed.
     pub fn token_info(&self) -> &[TokenInfo] {
         &self.info
+    }
+
+    /// The think-budget controller (`ThinkMode::Budget` on a TaH model).
+    pub fn budget(&self) -> Option<&Budget> {
+        self.budget.as_ref()
     }
 
     /// Forgets everything (keeps the buffers).
@@ -348,7 +360,7 @@ impl Session {
                 let go = match self.think.mode {
                     ThinkMode::Always => true,
                     ThinkMode::Never => false,
-                    ThinkMode::Auto => {
+                    ThinkMode::Auto | ThinkMode::Budget(_) => {
                         let w = model.decider.as_ref().expect("TaH model has a decider");
                         let cum = &self.chunk_logits[row * vocab..(row + 1) * vocab];
                         soft_input::top_k(
@@ -366,9 +378,10 @@ impl Session {
                         if depth == 1 {
                             self.info[first_info + row].prob = p;
                         }
-                        match self.think.hard_rate {
-                            Some(rate) => self.rng.next_f64() < rate as f64,
-                            None => p > self.think.threshold,
+                        match (self.think.hard_rate, self.budget.as_mut()) {
+                            (Some(rate), _) => self.rng.next_f64() < rate as f64,
+                            (None, Some(b)) if depth == 1 => b.decide(p),
+                            _ => p > self.think.threshold,
                         }
                     }
                 };

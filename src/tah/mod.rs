@@ -4,6 +4,7 @@
 //! are the sum over depths. `max_iter` > 2 repeats the step on the cumulative
 //! logits; the decider is never consulted at the last depth.
 
+pub mod budget;
 pub mod decider;
 pub mod soft_input;
 
@@ -19,6 +20,16 @@ pub enum ThinkMode {
     Never,
     /// Every token to the maximum depth (the paper's AlwaysThink baseline).
     Always,
+    /// The decider ranks the tokens, and an adaptive threshold keeps the share
+    /// of depth-2 tokens near the given rate in [0, 1] ([`budget`]).
+    Budget(f32),
+}
+
+impl ThinkMode {
+    /// Whether the decider runs in this mode.
+    pub fn uses_decider(self) -> bool {
+        matches!(self, ThinkMode::Auto | ThinkMode::Budget(_))
+    }
 }
 
 impl FromStr for ThinkMode {
@@ -28,18 +39,27 @@ impl FromStr for ThinkMode {
             "auto" => Ok(ThinkMode::Auto),
             "never" => Ok(ThinkMode::Never),
             "always" => Ok(ThinkMode::Always),
-            _ => Err(format!("unknown think mode '{s}' (auto, never, always)")),
+            _ => match s.strip_prefix("budget:").map(str::parse::<f32>) {
+                Some(Ok(r)) if (0.0..=1.0).contains(&r) => Ok(ThinkMode::Budget(r)),
+                Some(_) => Err(format!(
+                    "bad think budget '{s}': give a share of depth-2 tokens in [0, 1], e.g. budget:0.06"
+                )),
+                None => Err(format!(
+                    "unknown think mode '{s}' (auto, never, always, budget:R)"
+                )),
+            },
         }
     }
 }
 
 impl fmt::Display for ThinkMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ThinkMode::Auto => "auto",
-            ThinkMode::Never => "never",
-            ThinkMode::Always => "always",
-        })
+        match self {
+            ThinkMode::Auto => f.write_str("auto"),
+            ThinkMode::Never => f.write_str("never"),
+            ThinkMode::Always => f.write_str("always"),
+            ThinkMode::Budget(r) => write!(f, "budget:{r}"),
+        }
     }
 }
 

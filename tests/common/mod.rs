@@ -104,6 +104,93 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 /// A real model from models/fetch.sh (`$TAH_MODELS` or ~/.cache/tah/models).
 /// Missing files fail the test unless TAH_SKIP_REAL_MODELS=1.
 pub fn real_model(file: &str) -> Option<PathBuf> {
+
+/// A byte-level BPE tokenizer.json with no merges: ids 0..256 are the bytes (in
+/// GPT-2's printable byte alphabet), 256 `<|im_start|>`, 257 `<|im_end|>`. Fits
+/// the fixture's 512-token vocabulary.
+pub fn byte_tokenizer_json() -> serde_json::Value {
+    // GPT-2's bytes_to_unicode.
+    let mut printable: Vec<u32> = (b'!' as u32..=b'~' as u32).collect();
+    printable.extend(0xA1..=0xAC);
+    printable.extend(0xAE..=0xFF);
+    let mut vocab = serde_json::Map::new();
+    let mut extra = 0;
+    for b in 0..256u32 {
+        let c = if printable.contains(&b) {
+            char::from_u32(b).unwrap()
+        } else {
+            extra += 1;
+            char::from_u32(255 + extra).unwrap()
+        };
+        vocab.insert(c.to_string(), b.into());
+    }
+    let special = |id: u32, s: &str| {
+        serde_json::json!({"id": id, "content": s, "single_word": false, "lstrip": false,
+            "rstrip": false, "normalized": false, "special": true})
+    };
+    serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [special(256, "<|im_start|>"), special(257, "<|im_end|>")],
+        "normalizer": null,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+        "post_processor": null,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+            "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+            "vocab": vocab, "merges": []}
+    })
+}
+
+/// ChatML, as Qwen models use it.
+pub const CHATML: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+/// The fixture's TaH checkpoint (random weights) with a byte-level tokenizer and
+/// a ChatML template added, converted at f32 (once per test binary): a TaH model
+/// that takes text.
+pub fn tah_text_model() -> PathBuf {
+    static ONCE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        let dir = scratch("tah-text");
+        let ckpt = dir.join("tah-tiny-text");
+        std::fs::create_dir_all(&ckpt).unwrap();
+        for f in [
+            "config.json",
+            "generation_config.json",
+            "model.safetensors",
+            "iter_decider.bin",
+            "tah_config.json",
+            "lora",
+        ] {
+            let dst = ckpt.join(f);
+            if !dst.exists() {
+                std::os::unix::fs::symlink(fixture_dir().join(f), dst).unwrap();
+            }
+        }
+        std::fs::write(
+            ckpt.join("tokenizer.json"),
+            serde_json::to_string(&byte_tokenizer_json()).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(
+            ckpt.join("tokenizer_config.json"),
+            serde_json::json!({"chat_template": CHATML, "eos_token": "<|im_end|>",
+                "add_bos_token": false})
+            .to_string(),
+        )
+        .unwrap();
+        let out = dir.join("tah-tiny-text.tah");
+        convert(&ckpt, &out, None);
+        out
+    })
+    .clone()
+}
+
+/// A real model from models/fetch.sh's directory (`$TAH_MODELS` or
+/// ~/.cache/tah/models). When it is absent: `None` (skip) with
+/// `TAH_SKIP_REAL_MODELS=1`, else a panic telling to run models/fetch.sh.
+pub fn real_model(name: &str) -> Option<PathBuf> {
     let dir = std::env::var("TAH_MODELS")
         .map(PathBuf::from)
         .unwrap_or_else(|_| {
@@ -148,4 +235,16 @@ pub fn ids(v: &serde_json::Value) -> Vec<u32> {
         .iter()
         .map(|x| x.as_u64().unwrap() as u32)
         .collect()
+
+    let p = dir.join(name);
+    if !p.is_file() && std::env::var("TAH_SKIP_REAL_MODELS").is_ok_and(|v| v == "1") {
+        eprintln!("skipping: {} absent (TAH_SKIP_REAL_MODELS=1)", p.display());
+        return None;
+    }
+    assert!(
+        p.is_file(),
+        "{} is missing: run models/fetch.sh (or set TAH_SKIP_REAL_MODELS=1 to skip real-model tests)",
+        p.display()
+    );
+    Some(p)
 }

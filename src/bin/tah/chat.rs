@@ -3,13 +3,16 @@
 //! longest prefix already in the cache are fed, so the cache (both depths) stays
 //! consistent even when a template rewrites earlier turns.
 
-use crate::common::{Error, ModelArgs};
-use crate::run::{depth_colour, print_stats};
+use crate::common::{Error, HtmlCollector, ModelArgs};
+use crate::run::{depth_colour, print_stats, stats_line};
 use clap::Args;
 use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
 use tah::generate::{generate, GenerateOptions, TokenEvent};
+use tah::html::HtmlPage;
 use tah::sample::SamplingParams;
 use tah::text::ChatMessage;
+use tah::tutor::{prompt_opens_thinking, ThinkFilter, TUTOR_SYSTEM_PROMPT};
 
 #[derive(Args, Debug)]
 pub struct ChatArgs {
@@ -40,9 +43,23 @@ pub struct ChatArgs {
     /// Print statistics after each answer.
     #[arg(long)]
     pub stats: bool,
+    /// Math tutor: a system prompt that works step by step, checks the
+    /// student's reasoning and asks guiding questions instead of giving the
+    /// answer away (--system is appended to it).
+    #[arg(long)]
+    pub tutor: bool,
+    /// Stream the model's thinking (<think>…</think>, dimmed) too; by default it
+    /// is hidden (toggle with /show-thinking).
+    #[arg(long)]
+    pub show_thinking: bool,
+    /// Write the whole conversation, each answer token shaded by its depth, to
+    /// this HTML page (rewritten after every answer).
+    #[arg(long)]
+    pub html: Option<PathBuf>,
 }
 
-const HELP: &str = "commands: /reset (new conversation), /think on|off, /stats, /exit";
+const HELP: &str =
+    "commands: /reset (new conversation), /think on|off, /show-thinking (toggle), /stats, /exit";
 
 pub fn chat(a: ChatArgs) -> Result<(), Error> {
     let (model, mut session) = a.model.open()?;
@@ -55,9 +72,32 @@ pub fn chat(a: ChatArgs) -> Result<(), Error> {
         .as_ref()
         .ok_or("this model has no chat template")?;
     let mut messages: Vec<ChatMessage> = Vec::new();
-    if let Some(s) = &a.system {
-        messages.push(ChatMessage::new("system", s.clone()));
+    let system = match (a.tutor, &a.system) {
+        (true, Some(s)) => Some(format!("{TUTOR_SYSTEM_PROMPT}\n\n{s}")),
+        (true, None) => Some(TUTOR_SYSTEM_PROMPT.to_string()),
+        (false, s) => s.clone(),
+    };
+    if let Some(s) = system {
+        messages.push(ChatMessage::new("system", s));
     }
+    let mut show_thinking = a.show_thinking;
+    let dim = std::io::stdout().is_terminal();
+    let mut page = a.html.as_ref().map(|_| {
+        let mut p = HtmlPage::new(if a.tutor {
+            "tah chat (tutor)"
+        } else {
+            "tah chat"
+        });
+        p.subtitle(format!(
+            "model {}, think {}",
+            a.model.model.display(),
+            session.think.mode
+        ));
+        if let Some(m) = messages.first() {
+            p.plain("system", m.content.clone());
+        }
+        p
+    });
     let base = messages.clone();
     let mut thinking = !a.no_think;
     let mut show_stats = a.stats;
@@ -83,6 +123,9 @@ pub fn chat(a: ChatArgs) -> Result<(), Error> {
             "/reset" => {
                 messages = base.clone();
                 session.reset();
+                if let Some(p) = page.as_mut() {
+                    p.heading("new conversation");
+                }
                 eprintln!("[tah] new conversation");
                 continue;
             }
@@ -92,6 +135,14 @@ pub fn chat(a: ChatArgs) -> Result<(), Error> {
             }
             "/think off" => {
                 thinking = false;
+                continue;
+            }
+            "/show-thinking" => {
+                show_thinking = !show_thinking;
+                eprintln!(
+                    "[tah] thinking {}",
+                    if show_thinking { "shown" } else { "hidden" }
+                );
                 continue;
             }
             "/stats" => {
@@ -134,17 +185,39 @@ pub fn chat(a: ChatArgs) -> Result<(), Error> {
             stop_at_eog: true,
         };
         let mut out = std::io::stdout().lock();
+        let opens = prompt_opens_thinking(&text);
+        let mut filter = ThinkFilter::new(opens);
+        let mut collect = page.as_ref().map(|_| HtmlCollector::new(opens, true));
+        let mut announced = false;
         let mut on_token = |e: &TokenEvent| {
-            if !tok.is_eog(e.id) {
-                let colour = if a.show_depth {
-                    depth_colour(e.depth)
+            if let Some(c) = collect.as_mut() {
+                c.push(e);
+            }
+            if tok.is_eog(e.id) {
+                return true;
+            }
+            let colour = if a.show_depth {
+                depth_colour(e.depth)
+            } else {
+                ""
+            };
+            filter.push(e.piece, &mut |thinking, t| {
+                if thinking && !show_thinking {
+                    if !announced && interactive {
+                        eprint!("\x1b[2m[thinking…]\x1b[0m ");
+                        announced = true;
+                    }
+                    return;
+                }
+                let colour = if thinking && dim && colour.is_empty() {
+                    "\x1b[2m"
                 } else {
-                    ""
+                    colour
                 };
                 let reset = if colour.is_empty() { "" } else { "\x1b[0m" };
-                let _ = write!(out, "{colour}{}{reset}", e.piece);
-                let _ = out.flush();
-            }
+                let _ = write!(out, "{colour}{t}{reset}");
+            });
+            let _ = out.flush();
             true
         };
         let g = generate(
@@ -156,6 +229,11 @@ pub fn chat(a: ChatArgs) -> Result<(), Error> {
             &mut on_token,
         )?;
         drop(on_token);
+        filter.flush(&mut |thinking, t| {
+            if !thinking || show_thinking {
+                let _ = write!(out, "{t}");
+            }
+        });
         writeln!(std::io::stdout())?;
         let answer = g
             .tokens
@@ -164,6 +242,18 @@ pub fn chat(a: ChatArgs) -> Result<(), Error> {
             .filter(|&t| !tok.is_eog(t))
             .collect::<Vec<_>>();
         messages.push(ChatMessage::new("assistant", tok.decode(&answer)));
+        if let (Some(path), Some(page), Some(c)) = (&a.html, page.as_mut(), collect) {
+            page.plain("user", input);
+            let tokens = c
+                .finish(&g.text)
+                .into_iter()
+                .filter(|t| !tok.is_eog(t.id))
+                .collect();
+            page.tokens("assistant", tokens);
+            page.note(stats_line(&g));
+            page.write(path)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
         if show_stats {
             print_stats(&g, session.think.mode);
         }

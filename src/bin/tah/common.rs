@@ -26,7 +26,9 @@ pub struct ModelArgs {
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
     /// Which tokens get the second pass: auto (the decider), never (base model),
-    /// always (every token to the maximum depth).
+    /// always (every token to the maximum depth), budget:R (the decider ranks
+    /// tokens; an adaptive threshold keeps the share of depth-2 tokens near R,
+    /// e.g. budget:0.06).
     #[arg(long, default_value = "auto", value_parser = parse_think)]
     pub think: ThinkMode,
     /// Decider threshold override, in [0, 1] (continue iff probability > threshold).
@@ -95,5 +97,53 @@ impl ModelArgs {
         }
         let session = Session::new(Arc::clone(&model), &opts)?;
         Ok((model, session))
+    }
+}
+
+/// Collects the generated tokens of one answer for an `--html` page, marking
+/// the ones inside `<think>…</think>`.
+pub struct HtmlCollector {
+    pub tokens: Vec<tah::html::HtmlToken>,
+    filter: tah::tutor::ThinkFilter,
+    has_text: bool,
+}
+
+impl HtmlCollector {
+    /// `starts_thinking`: the prompt left a `<think>` span open. `has_text`:
+    /// the model has a tokenizer (else tokens show as `[id]`).
+    pub fn new(starts_thinking: bool, has_text: bool) -> HtmlCollector {
+        HtmlCollector {
+            tokens: Vec::new(),
+            filter: tah::tutor::ThinkFilter::new(starts_thinking),
+            has_text,
+        }
+    }
+
+    pub fn push(&mut self, e: &tah::generate::TokenEvent) {
+        let mut thinking = self.filter.inside();
+        self.filter.push(e.piece, &mut |t, _| thinking |= t);
+        let text = if self.has_text {
+            e.piece.to_string()
+        } else {
+            format!("[{}] ", e.id)
+        };
+        self.tokens.push(tah::html::HtmlToken {
+            id: e.id,
+            text,
+            depth: e.depth,
+            prob: (!e.prob.is_nan()).then_some(e.prob),
+            thinking,
+        });
+    }
+
+    /// Appends what the decoder flushed at the end (text not yet in a token).
+    pub fn finish(mut self, full_text: &str) -> Vec<tah::html::HtmlToken> {
+        if self.has_text {
+            let seen: usize = self.tokens.iter().map(|t| t.text.len()).sum();
+            if let (Some(rest), Some(last)) = (full_text.get(seen..), self.tokens.last_mut()) {
+                last.text.push_str(rest);
+            }
+        }
+        self.tokens
     }
 }

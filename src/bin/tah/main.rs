@@ -3,6 +3,7 @@
 mod bench;
 mod chat;
 mod common;
+mod eval;
 mod perplexity;
 mod run;
 
@@ -27,6 +28,9 @@ enum Command {
     Run(run::RunArgs),
     /// Chat interactively (multi-turn; the cache is kept between turns).
     Chat(chat::ChatArgs),
+    /// Answer a set of word problems (JSON lines) and grade them: accuracy,
+    /// speed, hard-token rate.
+    Eval(eval::EvalArgs),
     /// Perplexity of a text file, computed as llama.cpp's llama-perplexity does.
     Perplexity(perplexity::PerplexityArgs),
     /// Prompt-processing and generation speed (llama-bench style).
@@ -47,6 +51,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(a) => run::run(a),
         Command::Chat(a) => chat::chat(a),
+        Command::Eval(a) => eval::eval(a),
         Command::Perplexity(a) => perplexity::perplexity(a),
         Command::Bench(a) => bench::bench(a),
         Command::Info { file, json } => info(&file, json),

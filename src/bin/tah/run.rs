@@ -1,6 +1,6 @@
 //! `tah run`: one prompt, streamed answer.
 
-use crate::common::{Error, ModelArgs};
+use crate::common::{Error, HtmlCollector, ModelArgs};
 use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
@@ -60,6 +60,10 @@ pub struct RunArgs {
     /// Write the final logits (prefill_logits [T, V], decode_logits [n, V], f32) to this safetensors file.
     #[arg(long)]
     pub logits_out: Option<PathBuf>,
+    /// Write the prompt and the answer, each token shaded by its depth (decider
+    /// probability on hover), to this self-contained HTML page.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
 }
 
 /// ANSI colour of a depth for --show-depth.
@@ -83,8 +87,13 @@ pub fn sampling(a: &RunArgs) -> SamplingParams {
 
 pub fn run(a: RunArgs) -> Result<(), Error> {
     let (model, mut session) = a.model.open()?;
+    // The prompt as the HTML page shows it, and whether it opens a <think> span.
+    let mut prompt_shown = String::new();
     let prompt: Vec<u32> = match (&a.prompt_ids, &a.prompt, &a.file) {
-        (Some(ids), _, _) => ids.clone(),
+        (Some(ids), _, _) => {
+            prompt_shown = format!("token ids: {ids:?}");
+            ids.clone()
+        }
         (None, text, file) => {
             let text = match (text, file) {
                 (Some(t), _) => t.clone(),
@@ -113,6 +122,7 @@ pub fn run(a: RunArgs) -> Result<(), Error> {
             } else {
                 text
             };
+            prompt_shown.clone_from(&text);
             tok.encode(&text, true)?
         }
     };
@@ -135,7 +145,16 @@ pub fn run(a: RunArgs) -> Result<(), Error> {
     let mut log = a.logits_out.as_ref().map(|_| LogitsLog::default());
     let stream = !a.json;
     let mut out = std::io::stdout().lock();
+    let mut collect = a.html.as_ref().map(|_| {
+        HtmlCollector::new(
+            tah::tutor::prompt_opens_thinking(&prompt_shown),
+            model.tokenizer.is_some(),
+        )
+    });
     let mut on_token = |e: &TokenEvent| {
+        if let Some(c) = collect.as_mut() {
+            c.push(e);
+        }
         if stream {
             let colour = if a.show_depth {
                 depth_colour(e.depth)
@@ -165,6 +184,19 @@ pub fn run(a: RunArgs) -> Result<(), Error> {
     if let (Some(path), Some(log)) = (&a.logits_out, &log) {
         write_logits(path, log, model.cfg.vocab)?;
     }
+    if let (Some(path), Some(c)) = (&a.html, collect) {
+        let mut page = tah::html::HtmlPage::new("tah run");
+        page.subtitle(format!(
+            "model {}, think {}",
+            a.model.model.display(),
+            session.think.mode
+        ));
+        page.plain("prompt", prompt_shown);
+        page.tokens("answer", c.finish(&g.text));
+        page.note(stats_line(&g));
+        page.write(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
     print_stats(&g, session.think.mode);
     Ok(())
 }
@@ -183,6 +215,35 @@ pub fn print_stats(g: &Generation, mode: tah::tah::ThinkMode) {
         s.avg_depth,
         s.kv_bytes_per_depth
     );
+    if let (Some(t), Some(r), Some(n)) = (s.budget_target, s.budget_rate, s.budget_tokens) {
+        eprintln!(
+            "[tah] think budget: target {:.2}%, achieved {:.2}% over {n} generated tokens after warm-up",
+            100.0 * t,
+            100.0 * r
+        );
+    }
+}
+
+/// One line of statistics for the HTML page.
+pub fn stats_line(g: &Generation) -> String {
+    let s = &g.stats;
+    let mut line = format!(
+        "{} generated tokens at {:.1} tokens/s; tokens per depth {:?}; hard rate {:.1}%; average depth {:.3}; stop: {:?}",
+        s.generated_tokens,
+        s.decode_tokens_per_s,
+        s.tokens_per_depth,
+        100.0 * s.hard_rate,
+        s.avg_depth,
+        g.stop
+    );
+    if let (Some(t), Some(r)) = (s.budget_target, s.budget_rate) {
+        line += &format!(
+            "; think budget {:.1}%, achieved {:.1}% after warm-up",
+            100.0 * t,
+            100.0 * r
+        );
+    }
+    line
 }
 
 fn write_logits(path: &std::path::Path, log: &LogitsLog, vocab: usize) -> Result<(), Error> {

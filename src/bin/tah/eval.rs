@@ -1,0 +1,223 @@
+//! `tah eval`: answer a JSON-lines set of word problems and grade the answers
+//! (see `tah::eval`).
+
+use crate::common::{Error, HtmlCollector, ModelArgs};
+use clap::Args;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+use tah::eval::data::{self, DataFormat};
+use tah::eval::{run_problem, EvalOptions, Summary};
+use tah::generate::{GenerateOptions, TokenEvent};
+use tah::html::HtmlPage;
+use tah::sample::SamplingParams;
+use tah::tah::ThinkMode;
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The problems: JSON lines with "question" and "answer".
+    #[arg(long)]
+    pub data: PathBuf,
+    /// How the answer field gives the ground truth: gsm8k ("#### N" at the end)
+    /// or boxed (the last \boxed{…}, else the whole field). Default: gsm8k for
+    /// lines with "####", boxed for the others.
+    #[arg(long, value_parser = parse_format)]
+    pub format: Option<DataFormat>,
+    /// Evaluate only the first N problems.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Most new tokens per answer.
+    #[arg(short = 'n', long, default_value_t = 512)]
+    pub n_predict: usize,
+    /// Sampling temperature; 0 = greedy (the default).
+    #[arg(long, default_value_t = 0.0)]
+    pub temp: f32,
+    #[arg(long, default_value_t = 20)]
+    pub top_k: usize,
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = 0.0)]
+    pub min_p: f32,
+    /// Random seed (problem i uses seed + i).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// A system message before each question.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Ask a thinking model (Qwen3) not to think (enable_thinking=false).
+    #[arg(long)]
+    pub no_think: bool,
+    /// Print the summary as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Write one JSON line per problem (question, expected, extracted, correct,
+    /// output, tokens, depth summary, time) to this file.
+    #[arg(long)]
+    pub log: Option<PathBuf>,
+    /// Write every answer, each token shaded by its depth, to this HTML page.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+}
+
+fn parse_format(s: &str) -> Result<DataFormat, String> {
+    s.parse()
+}
+
+/// The progress line on stderr.
+struct Progress {
+    tty: bool,
+    total: usize,
+    last: Instant,
+}
+
+impl Progress {
+    fn draw(&mut self, done: usize, s: &Summary, tokens_now: usize, force: bool) {
+        if !self.tty || (!force && self.last.elapsed().as_millis() < 200) {
+            return;
+        }
+        self.last = Instant::now();
+        let width = 24;
+        let filled = width * done / self.total.max(1);
+        eprint!(
+            "\r\x1b[2K[{}{}] {done}/{} correct {} ({:.1}%) hard {:.1}% | answer {} tokens",
+            "#".repeat(filled),
+            "-".repeat(width - filled),
+            self.total,
+            s.correct,
+            100.0 * s.accuracy,
+            100.0 * s.hard_rate,
+            tokens_now
+        );
+    }
+}
+
+pub fn eval(a: EvalArgs) -> Result<(), Error> {
+    let mut problems = data::load(&a.data, a.format)?;
+    if let Some(n) = a.limit {
+        problems.truncate(n);
+    }
+    if problems.is_empty() {
+        return Err("--limit 0: nothing to evaluate".into());
+    }
+    let (model, mut session) = a.model.open()?;
+    if model.tokenizer.is_none() {
+        return Err(format!(
+            "{}: {}",
+            a.model.model.display(),
+            tah::eval::EvalError::NoTokenizer
+        )
+        .into());
+    }
+    let mode = session.think.mode;
+    let budget = match mode {
+        ThinkMode::Budget(r) if session.budget().is_some() => Some(r as f64),
+        _ => None,
+    };
+    let mut log = match &a.log {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?,
+        )),
+        None => None,
+    };
+    let mut page = a.html.as_ref().map(|_| {
+        let mut p = HtmlPage::new(format!("tah eval: {}", a.data.display()));
+        p.subtitle(format!("model {}, think {mode}", a.model.model.display()));
+        p
+    });
+    let mut summary = Summary::new(mode.to_string(), budget);
+    let mut progress = Progress {
+        tty: std::io::stderr().is_terminal(),
+        total: problems.len(),
+        last: Instant::now(),
+    };
+    let tok = model.tokenizer.as_ref();
+    for (i, p) in problems.iter().enumerate() {
+        let opts = EvalOptions {
+            generate: GenerateOptions {
+                max_tokens: a.n_predict,
+                sampling: SamplingParams {
+                    temperature: a.temp,
+                    top_k: a.top_k,
+                    top_p: a.top_p,
+                    min_p: a.min_p,
+                    seed: a.seed.wrapping_add(i as u64),
+                },
+                stop_at_eog: true,
+            },
+            system: a.system.clone(),
+            enable_thinking: a.no_think.then_some(false),
+        };
+        let mut collect = page.as_ref().map(|_| HtmlCollector::new(false, true));
+        let mut n_tok = 0;
+        let mut on_token = |e: &TokenEvent| {
+            n_tok += 1;
+            if let Some(c) = collect.as_mut() {
+                c.push(e);
+            }
+            progress.draw(i, &summary, n_tok, false);
+            true
+        };
+        let (r, g) = run_problem(
+            &mut session,
+            tok,
+            model.chat_template.as_ref(),
+            i,
+            p,
+            &opts,
+            &mut on_token,
+        )?;
+        summary.add(&r);
+        if let Some(l) = log.as_mut() {
+            writeln!(l, "{}", serde_json::to_string(&r)?)?;
+            l.flush()?;
+        }
+        if let (Some(page), Some(c)) = (page.as_mut(), collect) {
+            let mark = if r.correct { "correct" } else { "wrong" };
+            page.heading(format!("Problem {} (line {}): {mark}", i + 1, r.line));
+            page.plain("question", &p.question);
+            let tokens: Vec<_> = c
+                .finish(&g.text)
+                .into_iter()
+                .filter(|t| !tok.is_some_and(|k| k.is_eog(t.id)))
+                .collect();
+            page.tokens("answer", tokens);
+            page.note(format!(
+                "expected {}, extracted {}; {} tokens, hard rate {:.1}%, {:.1} s",
+                r.expected,
+                r.extracted.as_deref().unwrap_or("(nothing)"),
+                r.tokens,
+                100.0 * r.hard_rate,
+                r.time_s
+            ));
+        }
+        if progress.tty {
+            progress.draw(i + 1, &summary, 0, true);
+        } else if !a.json {
+            eprintln!(
+                "[{}/{}] {} expected {} extracted {} ({} tokens, {:.1} s)",
+                i + 1,
+                problems.len(),
+                if r.correct { "correct" } else { "wrong  " },
+                r.expected,
+                r.extracted.as_deref().unwrap_or("-"),
+                r.tokens,
+                r.time_s
+            );
+        }
+    }
+    if progress.tty {
+        eprintln!();
+    }
+    if let (Some(path), Some(page)) = (&a.html, &page) {
+        page.write(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if a.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        print!("{}", summary.render());
+    }
+    Ok(())
+}
