@@ -1,5 +1,5 @@
 //! The C ABI, declared in `include/tah.h` (generated from this file by cbindgen:
-//! `cbindgen --config cbindgen.toml --crate tah --output include/tah.h`).
+//! `cbindgen --config cbindgen.toml --output include/tah.h src/ffi.rs`).
 //!
 //! Conventions, for every function:
 //! - **Errors.** Functions returning `int32_t` return 0 (or a count) on success and
