@@ -3,7 +3,9 @@
 //! A `.tah` file is a GGUF v3 file (see [`format`]); weights are read in place
 //! from a memory mapping, in the block formats of [`quant`].
 
+pub mod embed;
 pub mod eval;
+pub mod ffi;
 pub mod format;
 pub mod generate;
 pub mod html;

@@ -1,0 +1,404 @@
+//! The embedding API: what the C ABI ([`crate::ffi`]) and the Android JNI bridge
+//! (`android/jni-bridge`) both wrap, in safe Rust.
+//!
+//! An [`EmbedModel`] is a loaded model plus its own rayon thread pool (not the
+//! global one, so an app can run two models with different thread counts); it is
+//! immutable and shared through `Arc`. An [`EmbedSession`] is one conversation:
+//! prompts are queued ([`EmbedSession::prompt_text`], [`EmbedSession::prompt_tokens`],
+//! [`EmbedSession::chat`]) and fed by the next [`EmbedSession::generate`], which
+//! runs the forward passes inside the model's pool and calls the per-token
+//! callback on the caller's thread (JNI and UI code rely on that).
+
+use crate::generate::{generate, GenerateOptions, StopReason, TokenEvent};
+use crate::model::kv_cache::KvType;
+use crate::model::Model;
+use crate::sample::SamplingParams;
+use crate::session::{Session, SessionOptions};
+use crate::tah::{TahOptions, ThinkMode};
+use crate::text::{ChatMessage, Tokenizer};
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::Arc;
+
+/// Errors of the embedding API are messages for a person (the C ABI hands them
+/// out through `tah_last_error`).
+pub type Error = String;
+
+/// How a model is loaded and how its sessions think.
+#[derive(Clone, Debug)]
+pub struct ModelParams {
+    /// Worker threads of the model's pool; 0 = one per core.
+    pub threads: usize,
+    /// Default context length of its sessions; 0 = the model's, capped at 4096.
+    pub ctx: usize,
+    pub think: ThinkMode,
+    /// Decider threshold; `None` = the file's.
+    pub threshold: Option<f32>,
+    /// Deepest depth; `None` = the file's `max_iter`.
+    pub max_depth: Option<usize>,
+    pub kv_type: KvType,
+}
+
+impl Default for ModelParams {
+    fn default() -> Self {
+        ModelParams {
+            threads: 0,
+            ctx: 0,
+            think: ThinkMode::Auto,
+            threshold: None,
+            max_depth: None,
+            kv_type: KvType::F16,
+        }
+    }
+}
+
+/// Per-session settings.
+#[derive(Clone, Debug, Default)]
+pub struct SessionParams {
+    /// Context length; 0 = the model's default ([`ModelParams::ctx`]).
+    pub ctx: usize,
+    /// Most prompt tokens per forward pass; 0 = 64.
+    pub batch: usize,
+}
+
+pub struct EmbedModel {
+    pub model: Arc<Model>,
+    pub params: ModelParams,
+    pool: rayon::ThreadPool,
+}
+
+impl std::fmt::Debug for EmbedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbedModel")
+            .field("params", &self.params)
+            .field("threads", &self.pool.current_num_threads())
+            .finish()
+    }
+}
+
+impl EmbedModel {
+    /// Maps the file, checks the think settings against it and starts the pool.
+    pub fn load(path: impl AsRef<Path>, params: ModelParams) -> Result<Arc<EmbedModel>, Error> {
+        let path = path.as_ref();
+        let model = Arc::new(Model::load(path).map_err(|e| e.to_string())?);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(params.threads)
+            .thread_name(|i| format!("tah-worker-{i}"))
+            .build()
+            .map_err(|e| format!("cannot start the thread pool: {e}"))?;
+        let m = EmbedModel {
+            model,
+            params,
+            pool,
+        };
+        // A one-token session checks threshold / max depth / think mode against
+        // the file (plain models have no depth 2) at load time, not at first use.
+        Session::new(Arc::clone(&m.model), &m.session_options(1, 1))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Arc::new(m))
+    }
+
+    fn session_options(&self, ctx: usize, batch: usize) -> SessionOptions {
+        SessionOptions {
+            ctx,
+            kv_type: self.params.kv_type,
+            batch,
+            tah: TahOptions {
+                mode: self.params.think,
+                threshold: self.params.threshold,
+                max_depth: self.params.max_depth,
+                hard_rate: None,
+            },
+        }
+    }
+
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    pub fn tokenizer(&self) -> Result<&Tokenizer, Error> {
+        self.model
+            .tokenizer
+            .as_ref()
+            .ok_or_else(|| "this model has no tokenizer: feed token ids".to_string())
+    }
+
+    pub fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<u32>, Error> {
+        self.tokenizer()?
+            .encode(text, add_special)
+            .map_err(|e| e.to_string())
+    }
+
+    pub fn detokenize(&self, ids: &[u32]) -> Result<String, Error> {
+        self.check_ids(ids)?;
+        Ok(self.tokenizer()?.decode(ids))
+    }
+
+    fn check_ids(&self, ids: &[u32]) -> Result<(), Error> {
+        let vocab = self.model.cfg.vocab;
+        match ids.iter().find(|&&t| t as usize >= vocab) {
+            Some(id) => Err(format!(
+                "token id {id} is outside the vocabulary (size {vocab})"
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What the last [`EmbedSession::generate`] did.
+#[derive(Clone, Debug, Default)]
+pub struct EmbedStats {
+    pub prompt_tokens: usize,
+    pub prompt_hard_tokens: usize,
+    pub generated_tokens: usize,
+    pub hard_tokens: usize,
+    pub hard_rate: f64,
+    pub avg_depth: f64,
+    pub prefill_tokens_per_s: f64,
+    pub decode_tokens_per_s: f64,
+    /// KV cache bytes in use now, at depth 1 and depth 2.
+    pub kv_bytes: [usize; 2],
+    /// Tokens in the session's cache now, and its capacity.
+    pub n_past: usize,
+    pub ctx: usize,
+    /// `None` before the first generation.
+    pub stop: Option<StopReason>,
+}
+
+/// One generated token, as the embedding callback sees it.
+pub struct Piece<'a> {
+    pub id: u32,
+    /// The text the token completes (may be empty while a character is split,
+    /// and always is for a model without tokenizer).
+    pub text: &'a str,
+    pub depth: u8,
+}
+
+pub struct EmbedSession {
+    model: Arc<EmbedModel>,
+    session: Session,
+    /// Tokens queued for the next generation.
+    pending: Vec<u32>,
+    last: EmbedStats,
+}
+
+impl EmbedSession {
+    pub fn new(model: Arc<EmbedModel>, p: &SessionParams) -> Result<EmbedSession, Error> {
+        let ctx = if p.ctx == 0 { model.params.ctx } else { p.ctx };
+        let batch = if p.batch == 0 { 64 } else { p.batch };
+        let opts = model.session_options(ctx, batch);
+        let session = Session::new(Arc::clone(&model.model), &opts).map_err(|e| e.to_string())?;
+        Ok(EmbedSession {
+            model,
+            session,
+            pending: Vec::new(),
+            last: EmbedStats::default(),
+        })
+    }
+
+    pub fn model(&self) -> &Arc<EmbedModel> {
+        &self.model
+    }
+
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// Forgets the conversation and anything queued.
+    pub fn reset(&mut self) {
+        self.session.reset();
+        self.pending.clear();
+    }
+
+    /// Tokens in the cache plus tokens queued.
+    pub fn n_tokens(&self) -> usize {
+        self.session.n_past() + self.pending.len()
+    }
+
+    fn queue(&mut self, ids: &[u32]) -> Result<(), Error> {
+        self.model.check_ids(ids)?;
+        let ctx = self.session.ctx();
+        if self.n_tokens() + ids.len() > ctx {
+            return Err(format!(
+                "context full: {} of {ctx} tokens used or queued, {} more do not fit",
+                self.n_tokens(),
+                ids.len()
+            ));
+        }
+        self.pending.extend_from_slice(ids);
+        Ok(())
+    }
+
+    /// Queues `text` (after what the session holds). With `add_special` the
+    /// tokenizer adds BOS where the model wants one; returns the token count.
+    pub fn prompt_text(&mut self, text: &str, add_special: bool) -> Result<usize, Error> {
+        let ids = self.model.tokenize(text, add_special)?;
+        self.queue(&ids)?;
+        Ok(ids.len())
+    }
+
+    /// Queues token ids (after what the session holds).
+    pub fn prompt_tokens(&mut self, ids: &[u32]) -> Result<(), Error> {
+        self.queue(ids)
+    }
+
+    /// Sets the conversation to `messages`, rendered with the model's chat
+    /// template. The cached tokens the rendering shares are kept; the rest is
+    /// queued (so a follow-up turn feeds only the new suffix, as `tah chat` does).
+    /// `enable_thinking` is passed to the template only when `Some`. Returns the
+    /// number of tokens queued.
+    pub fn chat(
+        &mut self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        enable_thinking: Option<bool>,
+    ) -> Result<usize, Error> {
+        let tmpl = self
+            .model
+            .model
+            .chat_template
+            .as_ref()
+            .ok_or("this model has no chat template")?;
+        let text = tmpl
+            .render(messages, add_generation_prompt, enable_thinking)
+            .map_err(|e| e.to_string())?;
+        let ids = self.model.tokenize(&text, true)?;
+        if ids.is_empty() {
+            return Err("the conversation renders to no tokens".into());
+        }
+        if ids.len() > self.session.ctx() {
+            return Err(format!(
+                "the conversation ({} tokens) does not fit the context ({} tokens)",
+                ids.len(),
+                self.session.ctx()
+            ));
+        }
+        // Feed at least one token: generation starts from its logits.
+        let keep = self
+            .session
+            .tokens()
+            .iter()
+            .zip(&ids)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(ids.len() - 1);
+        self.session.truncate(keep);
+        self.pending.clear();
+        self.pending.extend_from_slice(&ids[keep..]);
+        Ok(self.pending.len())
+    }
+
+    /// Feeds the queued tokens and generates up to `max_tokens`, calling
+    /// `on_token` on this thread for each one (false stops). The end-of-generation
+    /// token ends generation without a call (it is counted in the statistics).
+    /// With nothing queued it continues after the last token in the cache.
+    /// Returns the number of tokens generated.
+    pub fn generate(
+        &mut self,
+        max_tokens: usize,
+        sampling: SamplingParams,
+        on_token: &mut dyn FnMut(&Piece) -> bool,
+    ) -> Result<usize, Error> {
+        if self.pending.is_empty() {
+            // Re-feeding the last token gives its logits again (same forward).
+            let Some(&last) = self.session.tokens().last() else {
+                return Err("nothing to generate from: queue a prompt first".into());
+            };
+            self.session.truncate(self.session.n_past() - 1);
+            self.pending.push(last);
+        }
+        let prompt = std::mem::take(&mut self.pending);
+        let opts = GenerateOptions {
+            max_tokens,
+            sampling,
+            stop_at_eog: true,
+        };
+        let model = Arc::clone(&self.model);
+        let tokenizer = model.model.tokenizer.as_ref();
+        let session = &mut self.session;
+
+        // The forward passes run on a worker of the model's pool (so their
+        // parallel loops use that pool); each token is handed to this thread
+        // and the worker waits for the answer.
+        struct Event {
+            id: u32,
+            piece: String,
+            depth: u8,
+        }
+        let (ev_tx, ev_rx) = mpsc::sync_channel::<Event>(0);
+        let (ack_tx, ack_rx) = mpsc::sync_channel::<bool>(0);
+        let mut result = None;
+        model.pool.in_place_scope(|s| {
+            let result = &mut result;
+            s.spawn(move |_| {
+                let mut forward = |e: &TokenEvent| {
+                    if tokenizer.is_some_and(|t| t.is_eog(e.id)) {
+                        return true; // generate() stops after it
+                    }
+                    let ev = Event {
+                        id: e.id,
+                        piece: e.piece.to_string(),
+                        depth: e.depth,
+                    };
+                    ev_tx.send(ev).is_ok() && ack_rx.recv().unwrap_or(false)
+                };
+                *result = Some(generate(
+                    session,
+                    tokenizer,
+                    &prompt,
+                    &opts,
+                    None,
+                    &mut forward,
+                ));
+                // ev_tx drops here: the loop below ends.
+            });
+            for ev in ev_rx.iter() {
+                let go_on = on_token(&Piece {
+                    id: ev.id,
+                    text: &ev.piece,
+                    depth: ev.depth,
+                });
+                if ack_tx.send(go_on).is_err() {
+                    break;
+                }
+            }
+        });
+        let g = result
+            .expect("the generation job ran")
+            .map_err(|e| e.to_string())?;
+        let s = &g.stats;
+        let kv = self.session.cache.bytes_per_depth();
+        self.last = EmbedStats {
+            prompt_tokens: s.prompt_tokens,
+            prompt_hard_tokens: s.prompt_hard_tokens,
+            generated_tokens: s.generated_tokens,
+            hard_tokens: s.hard_tokens,
+            hard_rate: s.hard_rate,
+            avg_depth: s.avg_depth,
+            prefill_tokens_per_s: s.prefill_tokens_per_s,
+            decode_tokens_per_s: s.decode_tokens_per_s,
+            kv_bytes: [
+                kv.first().copied().unwrap_or(0),
+                kv.get(1).copied().unwrap_or(0),
+            ],
+            n_past: self.session.n_past(),
+            ctx: self.session.ctx(),
+            stop: Some(g.stop),
+        };
+        Ok(g.tokens.len())
+    }
+
+    /// Statistics of the last generation (KV bytes and token counts as of now).
+    pub fn stats(&self) -> EmbedStats {
+        let kv = self.session.cache.bytes_per_depth();
+        EmbedStats {
+            kv_bytes: [
+                kv.first().copied().unwrap_or(0),
+                kv.get(1).copied().unwrap_or(0),
+            ],
+            n_past: self.session.n_past(),
+            ctx: self.session.ctx(),
+            ..self.last.clone()
+        }
+    }
+}

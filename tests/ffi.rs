@@ -1,0 +1,392 @@
+//! The C ABI (src/ffi.rs) called as C would call it: null safety, errors,
+//! buffer sizing, the fixture's reference tokens, and N sessions on one model in
+//! N threads giving exactly the tokens of sequential runs (the fixture, and
+//! SmolLM2 through the chat API when the real models are present).
+
+mod common;
+
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::ptr::{null, null_mut};
+use tah::ffi::*;
+
+fn last_error() -> String {
+    unsafe { CStr::from_ptr(tah_last_error()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn cstr(s: &str) -> CString {
+    CString::new(s).unwrap()
+}
+
+/// What the token callback saw.
+#[derive(Default, Debug, PartialEq, Clone)]
+struct Seen {
+    ids: Vec<i32>,
+    depths: Vec<i32>,
+    text: String,
+    /// Stop after this many tokens (0 = never).
+    stop_after: usize,
+    /// Whether a call back into the session from the callback failed as it should.
+    reentry_refused: Option<bool>,
+    session: usize,
+}
+
+unsafe extern "C" fn record(
+    piece: *const c_char,
+    len: usize,
+    id: i32,
+    depth: i32,
+    user: *mut c_void,
+) -> c_int {
+    let seen = &mut *(user as *mut Seen);
+    let bytes = std::slice::from_raw_parts(piece.cast::<u8>(), len);
+    assert_eq!(*piece.add(len), 0, "piece is NUL-terminated");
+    seen.text.push_str(std::str::from_utf8(bytes).unwrap());
+    seen.ids.push(id);
+    seen.depths.push(depth);
+    if seen.reentry_refused.is_none() && seen.session != 0 {
+        let mut st = tah_stats::default();
+        let r = tah_session_stats(seen.session as *const tah_session, &mut st);
+        seen.reentry_refused = Some(r == -1 && last_error().contains("in use"));
+    }
+    (seen.stop_after != 0 && seen.ids.len() >= seen.stop_after) as c_int
+}
+
+fn load(path: &std::path::Path, threads: i32, ctx: i32) -> *mut tah_model {
+    let mut p = tah_model_default_params();
+    p.n_threads = threads;
+    p.n_ctx = ctx;
+    let path = cstr(path.to_str().unwrap());
+    let m = unsafe { tah_model_load(path.as_ptr(), &p) };
+    assert!(!m.is_null(), "load: {}", last_error());
+    m
+}
+
+/// A handle that may cross threads (the model is thread-safe by contract).
+#[derive(Clone, Copy)]
+struct ModelPtr(*const tah_model);
+unsafe impl Send for ModelPtr {}
+unsafe impl Sync for ModelPtr {}
+
+struct Reference {
+    prompt: Vec<i32>,
+    ids: Vec<i32>,
+    depths: Vec<i32>,
+}
+
+fn reference() -> Reference {
+    let r = common::Reference::load();
+    let get = |name: &str| r.i64(name).iter().map(|&v| v as i32).collect();
+    Reference {
+        prompt: get("prefill_input_ids"),
+        ids: get("decode_token_ids"),
+        depths: get("decode_iter_count"),
+    }
+}
+
+/// One generation from token ids on a fresh session.
+fn run_ids(m: ModelPtr, prompt: &[i32], n: i32, sampling: &tah_sampling) -> Seen {
+    unsafe {
+        let s = tah_session_new(m.0, null());
+        assert!(!s.is_null(), "session: {}", last_error());
+        assert_eq!(
+            tah_session_prompt_tokens(s, prompt.as_ptr(), prompt.len()),
+            0,
+            "{}",
+            last_error()
+        );
+        let mut seen = Seen::default();
+        let got = tah_session_generate(s, n, sampling, Some(record), &mut seen as *mut _ as _);
+        assert_eq!(got, n, "generate: {}", last_error());
+        tah_session_free(s);
+        seen
+    }
+}
+
+#[test]
+fn version_and_defaults() {
+    let v = unsafe { CStr::from_ptr(tah_version()) }.to_str().unwrap();
+    assert_eq!(v, env!("CARGO_PKG_VERSION"));
+    let p = tah_model_default_params();
+    assert!(p.threshold.is_nan());
+    assert_eq!(
+        (p.n_threads, p.max_depth, p.think_mode),
+        (0, 0, TAH_THINK_AUTO)
+    );
+    assert_eq!(tah_sampling_greedy().temperature, 0.0);
+}
+
+#[test]
+fn null_and_bad_arguments_are_errors() {
+    unsafe {
+        assert!(tah_model_load(null(), null()).is_null());
+        assert!(last_error().contains("path is NULL"), "{}", last_error());
+        let missing = cstr("/nonexistent/x.tah");
+        assert!(tah_model_load(missing.as_ptr(), null()).is_null());
+        assert!(last_error().contains("/nonexistent/x.tah"));
+        tah_model_free(null_mut());
+        tah_session_free(null_mut());
+        assert!(tah_session_new(null(), null()).is_null());
+        assert_eq!(tah_session_reset(null_mut()), -1);
+        assert_eq!(tah_session_prompt(null_mut(), null(), true), -1);
+        assert_eq!(tah_session_prompt_tokens(null_mut(), null(), 3), -1);
+        assert_eq!(tah_session_chat(null_mut(), null(), 1, true, -1), -1);
+        assert_eq!(
+            tah_session_generate(null_mut(), 4, null(), None, null_mut()),
+            -1
+        );
+        assert_eq!(tah_session_stats(null(), null_mut()), -1);
+        assert_eq!(tah_tokenize(null(), null(), true, null_mut(), 0), -1);
+        assert_eq!(tah_detokenize(null(), null(), 0, null_mut(), 0), -1);
+        assert_eq!(tah_model_n_vocab(null()), -1);
+        assert!(last_error().contains("NULL"));
+
+        let path = common::fixture_tah();
+        let cpath = cstr(path.to_str().unwrap());
+        let mut p = tah_model_default_params();
+        p.threshold = 1.5;
+        assert!(tah_model_load(cpath.as_ptr(), &p).is_null());
+        assert!(last_error().contains("threshold"), "{}", last_error());
+        p = tah_model_default_params();
+        p.think_mode = 7;
+        assert!(tah_model_load(cpath.as_ptr(), &p).is_null());
+        p = tah_model_default_params();
+        p.max_depth = -1;
+        assert!(tah_model_load(cpath.as_ptr(), &p).is_null());
+
+        let m = load(&path, 1, 0);
+        assert_eq!(tah_model_n_vocab(m), 512);
+        assert!(!tah_model_has_tokenizer(m));
+        let s = tah_session_new(m, null());
+        // No tokenizer: text and chat prompts fail cleanly.
+        let hi = cstr("hi");
+        assert_eq!(tah_session_prompt(s, hi.as_ptr(), true), -1);
+        assert!(last_error().contains("no tokenizer"), "{}", last_error());
+        let msg = tah_chat_message {
+            role: hi.as_ptr(),
+            content: null(),
+        };
+        assert_eq!(tah_session_chat(s, &msg, 1, true, -1), -1);
+        assert!(last_error().contains("content is NULL"), "{}", last_error());
+        // Bad ids, nothing queued, negative counts.
+        let bad = [1, -5];
+        assert_eq!(tah_session_prompt_tokens(s, bad.as_ptr(), 2), -1);
+        assert!(last_error().contains("negative"));
+        let bad = [1, 512];
+        assert_eq!(tah_session_prompt_tokens(s, bad.as_ptr(), 2), -1);
+        assert!(last_error().contains("vocabulary"));
+        assert_eq!(tah_session_generate(s, 4, null(), None, null_mut()), -1);
+        assert!(last_error().contains("nothing to generate"));
+        assert_eq!(
+            tah_session_prompt_tokens(s, [1, 2].as_ptr(), 2),
+            0,
+            "{}",
+            last_error()
+        );
+        assert_eq!(tah_session_generate(s, -1, null(), None, null_mut()), -1);
+        // Context overflow is an error, not a crash.
+        let long = vec![3i32; 600];
+        assert_eq!(tah_session_prompt_tokens(s, long.as_ptr(), long.len()), -1);
+        assert!(last_error().contains("context"), "{}", last_error());
+        let mut st = tah_stats::default();
+        assert_eq!(tah_session_stats(s, &mut st), 0);
+        assert_eq!(st.stop_reason, TAH_STOP_NONE);
+        tah_session_free(s);
+        tah_model_free(m);
+    }
+}
+
+#[test]
+fn fixture_reference_stop_continue_and_reentry() {
+    let r = reference();
+    let m = load(&common::fixture_tah(), 2, 0);
+    let mp = ModelPtr(m);
+    let greedy = tah_sampling_greedy();
+    let seen = run_ids(mp, &r.prompt, r.ids.len() as i32, &greedy);
+    assert_eq!(seen.ids, r.ids);
+    assert_eq!(seen.depths, r.depths);
+    unsafe {
+        // Stop from the callback after 5, then continue with nothing queued:
+        // the same 16 tokens as one run. A call into the session from its own
+        // callback is refused.
+        let s = tah_session_new(m, null());
+        tah_session_prompt_tokens(s, r.prompt.as_ptr(), r.prompt.len());
+        let mut a = Seen {
+            stop_after: 5,
+            session: s as usize,
+            ..Seen::default()
+        };
+        assert_eq!(
+            tah_session_generate(s, 16, &greedy, Some(record), &mut a as *mut _ as _),
+            5
+        );
+        assert_eq!(a.reentry_refused, Some(true));
+        let mut st = tah_stats::default();
+        assert_eq!(tah_session_stats(s, &mut st), 0);
+        assert_eq!(st.stop_reason, TAH_STOP_CALLBACK);
+        assert_eq!((st.prompt_tokens, st.generated_tokens), (24, 5));
+        assert_eq!(st.n_past, 29);
+        let mut b = Seen::default();
+        assert_eq!(
+            tah_session_generate(s, 11, &greedy, Some(record), &mut b as *mut _ as _),
+            11,
+            "{}",
+            last_error()
+        );
+        let all: Vec<i32> = a.ids.iter().chain(&b.ids).copied().collect();
+        assert_eq!(all, r.ids);
+        assert_eq!(tah_session_stats(s, &mut st), 0);
+        assert_eq!(st.stop_reason, TAH_STOP_MAX_TOKENS);
+        assert_eq!(st.n_past, 40);
+        assert!(st.kv_bytes_depth1 > 0 && st.kv_bytes_depth2 > 0);
+        assert_eq!(
+            st.hard_tokens as usize,
+            b.depths.iter().filter(|&&d| d > 1).count()
+        );
+        // Reset forgets everything.
+        assert_eq!(tah_session_reset(s), 0);
+        assert_eq!(tah_session_stats(s, &mut st), 0);
+        assert_eq!(st.n_past, 0);
+        tah_session_free(s);
+        tah_model_free(m);
+    }
+}
+
+/// N threads, one session each, on one model: each produces exactly what the
+/// same request produced alone.
+fn concurrent_matches_sequential(m: ModelPtr, requests: &[Box<dyn Fn(ModelPtr) -> Seen + Sync>]) {
+    let sequential: Vec<Seen> = requests.iter().map(|f| f(m)).collect();
+    let parallel: Vec<Seen> = std::thread::scope(|sc| {
+        let hs: Vec<_> = requests.iter().map(|f| sc.spawn(move || f(m))).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, (a, b)) in sequential.iter().zip(&parallel).enumerate() {
+        assert!(!a.ids.is_empty(), "request {i} generated nothing");
+        assert_eq!(
+            a, b,
+            "request {i}: parallel run differs from the sequential one"
+        );
+    }
+}
+
+#[test]
+fn fixture_sessions_in_threads_match_sequential_runs() {
+    let r = reference();
+    let m = load(&common::fixture_tah(), 2, 0);
+    let mp = ModelPtr(m);
+    let mut requests: Vec<Box<dyn Fn(ModelPtr) -> Seen + Sync>> = Vec::new();
+    for k in 0..4u64 {
+        let prompt: Vec<i32> = r.prompt[..12 + 3 * k as usize].to_vec();
+        requests.push(Box::new(move |m| {
+            let mut s = tah_sampling_default();
+            s.temperature = 1.0;
+            s.seed = k;
+            run_ids(m, &prompt, 24, &s)
+        }));
+    }
+    let prompt = r.prompt.clone();
+    let ids = r.ids.clone();
+    requests.push(Box::new(move |m| {
+        let seen = run_ids(m, &prompt, 16, &tah_sampling_greedy());
+        assert_eq!(seen.ids, ids, "greedy tokens in a thread");
+        seen
+    }));
+    concurrent_matches_sequential(mp, &requests);
+    unsafe { tah_model_free(m) };
+}
+
+fn smollm2_gguf() -> Option<std::path::PathBuf> {
+    if std::env::var("TAH_SKIP_REAL_MODELS").is_ok_and(|v| v == "1") {
+        eprintln!("TAH_SKIP_REAL_MODELS=1: SmolLM2 C ABI tests skipped");
+        return None;
+    }
+    let dir = std::env::var_os("TAH_MODELS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME unset"))
+                .join(".cache/tah/models")
+        });
+    let f = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        f.exists(),
+        "{} is missing: run models/fetch.sh (or set TAH_SKIP_REAL_MODELS=1 to skip)",
+        f.display()
+    );
+    Some(f)
+}
+
+fn chat(m: ModelPtr, question: &str, n: i32) -> Seen {
+    unsafe {
+        let s = tah_session_new(m.0, null());
+        assert!(!s.is_null(), "{}", last_error());
+        let (role, content) = (cstr("user"), cstr(question));
+        let msg = tah_chat_message {
+            role: role.as_ptr(),
+            content: content.as_ptr(),
+        };
+        let q = tah_session_chat(s, &msg, 1, true, TAH_THINKING_DEFAULT);
+        assert!(q > 0, "chat: {}", last_error());
+        let mut seen = Seen::default();
+        let g = tah_session_generate(
+            s,
+            n,
+            &tah_sampling_greedy(),
+            Some(record),
+            &mut seen as *mut _ as _,
+        );
+        assert!(g > 0, "generate: {}", last_error());
+        tah_session_free(s);
+        seen
+    }
+}
+
+#[test]
+fn smollm2_chat_tokenize_and_threads() {
+    let Some(gguf) = smollm2_gguf() else { return };
+    let path = common::scratch("ffi-smol").join("smol.tah");
+    common::convert(&gguf, &path, None);
+    let m = load(&path, 2, 256);
+    unsafe {
+        assert!(tah_model_has_tokenizer(m));
+        // Tokenize: too small a buffer gives the size needed and writes nothing.
+        let text = cstr("What is 12 * 7?");
+        let need = tah_tokenize(m, text.as_ptr(), false, null_mut(), 0);
+        assert!(need > 3, "{}", last_error());
+        let mut small = vec![-7i32; 2];
+        assert_eq!(
+            tah_tokenize(m, text.as_ptr(), false, small.as_mut_ptr(), 2),
+            need
+        );
+        assert_eq!(small, [-7, -7]);
+        let mut ids = vec![0i32; need as usize];
+        assert_eq!(
+            tah_tokenize(m, text.as_ptr(), false, ids.as_mut_ptr(), ids.len()),
+            need
+        );
+        let len = tah_detokenize(m, ids.as_ptr(), ids.len(), null_mut(), 0);
+        assert_eq!(len, 15);
+        let mut buf = vec![1 as c_char; len as usize]; // no room for the NUL
+        assert_eq!(
+            tah_detokenize(m, ids.as_ptr(), ids.len(), buf.as_mut_ptr(), buf.len()),
+            len
+        );
+        assert!(buf.iter().all(|&c| c == 1));
+        let mut buf = vec![1 as c_char; len as usize + 1];
+        tah_detokenize(m, ids.as_ptr(), ids.len(), buf.as_mut_ptr(), buf.len());
+        assert_eq!(
+            CStr::from_ptr(buf.as_ptr()).to_str().unwrap(),
+            "What is 12 * 7?"
+        );
+    }
+    let mp = ModelPtr(m);
+    // Two short requests: a real model's prefill is slow in the dev profile (and
+    // much slower under qemu); the fixture test above runs five threads.
+    let questions = ["What is 12 * 7?", "What is 9 + 10?"];
+    let requests: Vec<Box<dyn Fn(ModelPtr) -> Seen + Sync>> = questions
+        .iter()
+        .map(|&q| Box::new(move |m| chat(m, q, 6)) as Box<dyn Fn(ModelPtr) -> Seen + Sync>)
+        .collect();
+    concurrent_matches_sequential(mp, &requests);
+    unsafe { tah_model_free(m) };
+}
