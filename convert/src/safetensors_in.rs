@@ -70,7 +70,10 @@ impl Safetensors {
                 st.add_file(&dir.join(shard))?;
             }
         } else {
-            bail!("{}: no model.safetensors or model.safetensors.index.json", dir.display());
+            bail!(
+                "{}: no model.safetensors or model.safetensors.index.json",
+                dir.display()
+            );
         }
         Ok(st)
     }
@@ -89,10 +92,12 @@ impl Safetensors {
     }
 
     fn add_file(&mut self, path: &Path) -> Result<()> {
-        let file = std::fs::File::open(path).map_err(|e| Error::new(format!("{}: {e}", path.display())))?;
+        let file = std::fs::File::open(path)
+            .map_err(|e| Error::new(format!("{}: {e}", path.display())))?;
         // SAFETY: read-only private mapping of an input file we do not modify; the
         // safetensors header is validated against the mapping's length below.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::new(format!("{}: {e}", path.display())))?;
+        let map = unsafe { memmap2::Mmap::map(&file) }
+            .map_err(|e| Error::new(format!("{}: {e}", path.display())))?;
         self.add_bytes(path.to_path_buf(), FileBytes::Mmap(map))
     }
 
@@ -103,7 +108,10 @@ impl Safetensors {
         let file_no = self.files.len();
         for (name, info) in meta.tensors() {
             if self.tensors.contains_key(&name) {
-                bail!("{}: tensor '{name}' appears in more than one file", path.display());
+                bail!(
+                    "{}: tensor '{name}' appears in more than one file",
+                    path.display()
+                );
             }
             let (s, e) = info.data_offsets;
             self.tensors.insert(
@@ -135,14 +143,19 @@ impl Safetensors {
 
     /// The tensor's values as converter input (f32/f16/bf16 pass through as-is).
     pub fn data(&self, name: &str) -> Result<Data<'_>> {
-        let t = self.get(name).ok_or_else(|| Error::new(format!("missing tensor '{name}'")))?;
+        let t = self
+            .get(name)
+            .ok_or_else(|| Error::new(format!("missing tensor '{name}'")))?;
         let bytes = self.bytes(t);
         let ty = match t.dtype {
             Dtype::F32 => GgmlType::F32,
             Dtype::F16 => GgmlType::F16,
             Dtype::BF16 => GgmlType::Bf16,
             Dtype::F64 => {
-                let v = bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect();
+                let v = bytes
+                    .chunks_exact(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
+                    .collect();
                 return Ok(Data::F32(v));
             }
             other => bail!("tensor '{name}': unsupported dtype {other:?}"),
@@ -174,8 +187,8 @@ fn shard_files(index: &Path) -> Result<Vec<String>> {
 /// The distinct shard file names of the index text `text` (as
 /// `model.safetensors.index.json` holds it), sorted; `index` names it in errors.
 pub fn parse_shard_index(index: &Path, text: &[u8]) -> Result<Vec<String>> {
-    let v: serde_json::Value =
-        serde_json::from_slice(text).map_err(|e| Error::new(format!("{}: {e}", index.display())))?;
+    let v: serde_json::Value = serde_json::from_slice(text)
+        .map_err(|e| Error::new(format!("{}: {e}", index.display())))?;
     let map = v
         .get("weight_map")
         .and_then(|m| m.as_object())
@@ -184,9 +197,22 @@ pub fn parse_shard_index(index: &Path, text: &[u8]) -> Result<Vec<String>> {
     // quadratic time on an index naming many shards.
     let mut files = std::collections::BTreeSet::new();
     for (tensor, file) in map {
-        let Some(file) = file.as_str() else { bail!("{}: weight_map['{tensor}'] is not a string", index.display()) };
-        if file.is_empty() || file.contains('/') || file.contains('\\') || file == "." || file == ".." {
-            bail!("{}: weight_map['{tensor}'] = {file:?} is not a plain file name", index.display());
+        let Some(file) = file.as_str() else {
+            bail!(
+                "{}: weight_map['{tensor}'] is not a string",
+                index.display()
+            )
+        };
+        if file.is_empty()
+            || file.contains('/')
+            || file.contains('\\')
+            || file == "."
+            || file == ".."
+        {
+            bail!(
+                "{}: weight_map['{tensor}'] = {file:?} is not a plain file name",
+                index.display()
+            );
         }
         files.insert(file);
     }
