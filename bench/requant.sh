@@ -21,7 +21,8 @@
 # output_type is null when the model ties output to token_embd.
 #
 # Environment: TAH_MODELS, LLAMA_CACHE, LLAMA_VARIANT (default noamx), PPL_TEXT,
-#              PPL_THREADS (default 2), OUT (default bench/llama-ppl.json).
+#              PPL_THREADS (default 2), OUT (default bench/llama-ppl.json),
+#              COLLECT_ONLY=1 (no new perplexity runs: write the JSON from the logs so far).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
@@ -61,7 +62,9 @@ done
 
 # Tensor types llama-quantize chose (plus the originals, for reference).
 types_json=$LOGS/types.json
-python3 - "$M" "${FILES[@]}" > "$types_json" <<'PY'
+fresh=1
+for f in "${FILES[@]}"; do [ "$types_json" -nt "$M/$f" ] || fresh=0; done
+[ "$fresh" = 1 ] || python3 - "$M" "${FILES[@]}" > "$types_json.part" <<'PY'
 import json, sys, collections
 from gguf import GGUFReader
 d, files = sys.argv[1], sys.argv[2:]
@@ -74,6 +77,7 @@ for f in files:
               "counts": dict(collections.Counter(t.values()))}
 print(json.dumps(res))
 PY
+[ "$fresh" = 1 ] || mv "$types_json.part" "$types_json"
 python3 - "$types_json" <<'PY' >&2
 import json, sys
 for f, v in json.load(open(sys.argv[1])).items():
@@ -88,6 +92,7 @@ for f in "${FILES[@]}"; do
   if [ "${FORCE:-0}" != 1 ] && grep -q 'Final estimate' "$lg" 2>/dev/null; then
     log "ppl $f: cached ($lg)"; continue
   fi
+  if [ "${COLLECT_ONLY:-0}" = 1 ]; then log "ppl $f: not measured yet, left out"; continue; fi
   log "llama-perplexity $f"
   t0=$(date +%s)
   "$B/llama-perplexity" -m "$M/$f" -f "$PPL_TEXT" -c 512 -b 512 -t "$PPL_THREADS" > "$lg" 2>&1 \
@@ -101,9 +106,14 @@ out, variant, thr, text, types_json, logs, files = sys.argv[1], sys.argv[2], sys
 types = json.load(open(types_json))
 res = {}
 for f in files:
-    s = open(f"{logs}/ppl-{variant}-{f}.log", errors="replace").read()
+    try:
+        s = open(f"{logs}/ppl-{variant}-{f}.log", errors="replace").read()
+    except FileNotFoundError:
+        continue
     m = re.search(r"Final estimate: PPL = ([0-9.]+) \+/- ([0-9.]+)", s)
     c = re.search(r"calculating perplexity over (\d+) chunks", s)
+    if not (m and c):
+        continue
     res[f] = {"ppl": float(m.group(1)), "stderr": float(m.group(2)), "chunks": int(c.group(1)),
               "build": variant,
               "command": f"llama-perplexity -m ~/.cache/tah/models/{f} -f {text} -c 512 -b 512 -t {thr}",
