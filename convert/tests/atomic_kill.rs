@@ -144,11 +144,17 @@ fn sigkill_mid_write_leaves_no_output_and_next_run_cleans_up() {
 
     // 1. Start a conversion; kill it once its temporary holds data.
     let mut child = converter(&input, &out).spawn().unwrap();
-    let tmp = dir.join(format!(".model.tah.tmp-{}", child.id()));
+    // The writer names its temporary `.NAME.tmp-PID-N`.
+    let tmp_prefix = format!(".model.tah.tmp-{}-", child.id());
     let start = Instant::now();
-    loop {
-        if std::fs::metadata(&tmp).is_ok_and(|m| m.len() > 1 << 20) {
-            break;
+    let tmp = loop {
+        let found = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().starts_with(&tmp_prefix))
+            .map(|e| e.path());
+        if let Some(t) = found.filter(|t| std::fs::metadata(t).is_ok_and(|m| m.len() > 1 << 20)) {
+            break t;
         }
         if let Some(status) = child.try_wait().unwrap() {
             panic!("the converter ended ({status}) before it could be killed mid-write; make the input larger");
@@ -158,7 +164,7 @@ fn sigkill_mid_write_leaves_no_output_and_next_run_cleans_up() {
             "the converter never started writing"
         );
         std::thread::sleep(Duration::from_millis(5));
-    }
+    };
     let written = std::fs::metadata(&tmp).unwrap().len();
     child.kill().unwrap(); // SIGKILL
     let status = child.wait().unwrap();

@@ -261,10 +261,11 @@ fn remove_stale_temporaries(dir: &Path, name: &str) {
     };
     for e in entries.flatten() {
         let file_name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = file_name
+        // `.NAME.tmp-PID-N`: the PID names the writer.
+        let pid = file_name
             .strip_prefix(&prefix)
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
+            .and_then(|p| p.split('-').next()?.parse::<u32>().ok());
+        let Some(pid) = pid else {
             continue;
         };
         if pid != std::process::id() && !process_alive(pid) {
