@@ -146,6 +146,11 @@ def train_lora(base, examples, args, mode, dec_shape=None):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
+        if mode == "tah" and step == 0:
+            b0 = ans[0] >= 0
+            toks = [(args.tok.decode([int(t)]), bool(h)) for t, h in zip(ans[0][b0], out["hard"][0][b0])]
+            log("[tah] oracle on a sample answer ([x] = hard): "
+                + "".join(f"[{t}]" if h else t for t, h in toks).replace("\n", "\\n"))
         if step % args.log_every == 0 or step == args.steps - 1:
             extra = ""
             if mode == "tah":
@@ -283,6 +288,7 @@ def main():
 
     base = tm.load_base(args.base)
     enc = ChatEncoder(args.base)
+    args.tok = enc.tok
     train_ex = [enc.example(r) for r in load_rows(os.path.join(args.data, "train.jsonl"))]
     val_ex = [enc.example(r) for r in load_rows(os.path.join(args.data, "val.jsonl"), args.n_val)]
     log(f"{len(train_ex)} train examples, mean length "
@@ -299,7 +305,7 @@ def main():
                      expansion_factor=args.dec_expansion, dropout_rate=0.0,
                      normalize_input=False, threshold=0.5, dtype=torch.float32, max_iter=2)
     os.makedirs(args.out, exist_ok=True)
-    report = {"args": vars(args), "lora_params": n_lora}
+    report = {"args": {k: v for k, v in vars(args).items() if k != "tok"}, "lora_params": n_lora}
 
     feats = train_lora(base, train_ex, args, args.mode, dec_shape if args.mode == "tah" else None)
     report["stage1_seconds"] = time.time() - t_start
