@@ -54,6 +54,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out")
     ap.add_argument("--label", default="")
+    ap.add_argument("--summary-only", action="store_true", help="summarize --out, run nothing")
     a = ap.parse_args()
     rows = [json.loads(x) for x in open(a.data)]
     if a.limit:
@@ -61,6 +62,9 @@ def main():
     done = []
     if a.out and os.path.exists(a.out):  # resume
         done = [json.loads(x) for x in open(a.out)]
+    if a.summary_only:
+        summarize(done[:len(rows)], a.label or a.model, a.think)
+        return
     outf = open(a.out, "a") if a.out else None
     t0 = time.time()
     for i, row in enumerate(rows):
@@ -104,11 +108,11 @@ def summarize(done, label, think):
     hard = sum(sum(1 for d in r["depths"] if d >= 2) for r in done)
     ph = sum(r["prompt_hard"] or 0 for r in done)
     pt = sum(r["prompt_tokens"] or 0 for r in done)
-    tps = [r["decode_tps"] for r in done if r["decode_tps"]]
+    tps = sorted(r["decode_tps"] for r in done if r["decode_tps"])
     res = {"label": label, "think": think, "n": n, "correct": k, "accuracy": k / max(n, 1),
            "wilson95": [lo, hi], "generated_tokens": gen,
            "hard_rate_generated": hard / max(gen, 1), "hard_rate_prompt": ph / max(pt, 1),
-           "decode_tokens_per_s_mean": sum(tps) / max(len(tps), 1)}
+           "decode_tokens_per_s_median": tps[len(tps) // 2] if tps else None}
     print(json.dumps(res))
     return res
 

@@ -3,7 +3,9 @@
 
 TaH recipe (LoRA-only stage 1, base frozen):
   oracle   a token is hard where the frozen base's greedy next-token prediction
-           (depth 1) differs from the label.
+           (depth 1) differs from the label. Only the assistant turn has labels
+           (as in SFT), so prompt tokens are never hard; the decider still sees
+           them, as negatives, so that it learns to leave the prompt at depth 1.
   stage 1  LoRA trained under the oracle policy (hard tokens run depth 2 with the
            soft input and duo-causal attention; final logits = l1 + l2 there),
            next-token cross-entropy on the final logits of the assistant turn.
@@ -126,8 +128,8 @@ def train_lora(base, examples, args, mode, dec_shape=None):
             g["lr"] = args.lr * sched(step)
         ids, valid, nxt, ans = collate(next(it))
         if mode == "tah":
-            def oracle(l1):
-                return (l1.argmax(-1) != nxt) & (nxt >= 0)
+            def oracle(l1):  # labelled (= answer) positions only; prompt tokens never hard
+                return (l1.argmax(-1) != ans) & (ans >= 0)
             out = tm.tah_forward(base, ids, valid=valid, hard=oracle, decider=probe,
                                  input_topk=args.input_topk, want_decider_inputs=True)
             logits = out["logits"]
@@ -168,7 +170,7 @@ def collect_features(base, dec, examples, bs, input_topk):
     feats = {"hc": [], "tv": [], "y": [], "ans": []}
     for i in range(0, len(examples), bs):
         ids, valid, nxt, ans = collate(examples[i:i + bs])
-        out = tm.tah_forward(base, ids, valid=valid, hard=lambda l1: (l1.argmax(-1) != nxt) & (nxt >= 0),
+        out = tm.tah_forward(base, ids, valid=valid, hard=lambda l1: (l1.argmax(-1) != ans) & (ans >= 0),
                              decider=dec, input_topk=input_topk, want_decider_inputs=True)
         m = nxt >= 0
         # only depth 1 matters here; depth 2 ran needlessly — cheap enough on val
