@@ -16,8 +16,29 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from eval_engine import wilson  # noqa: E402
 
 
-def load(path):
-    return [json.loads(x) for x in open(path)]
+KINDS = ["digit", "operator", "newline", "end", "word"]
+
+
+def kind_of(t):
+    if t.strip().isdigit():
+        return "digit"
+    if t.strip() in ("+", "-", "*", "/", "=", "") and "\n" not in t:
+        return "operator"  # operators, '=' and the bare space before a number
+    if "\n" in t:
+        return "newline"
+    if t.startswith("<|"):
+        return "end"
+    return "word"
+
+
+def load(paths):
+    """FILE or FILE+FILE+… (workers over parts of one run); merged by problem index."""
+    recs = {}
+    for p in paths.split("+"):
+        for x in open(p):
+            r = json.loads(x)
+            recs.setdefault(r["i"], r)
+    return [recs[i] for i in sorted(recs)]
 
 
 def main():
@@ -25,10 +46,14 @@ def main():
     ap.add_argument("--tokenizer")
     ap.add_argument("--sample", type=int, default=0)
     ap.add_argument("--n", type=int, help="use the first N problems of every file")
+    ap.add_argument("--common", action="store_true", help="only problems present in every run")
     ap.add_argument("runs", nargs="+")
     a = ap.parse_args()
-    runs = [(r.split("=", 1)[0], load(r.split("=", 1)[1])) for r in a.runs]
-    n = a.n or min(len(x) for _, x in runs)
+    runs = [(r.rsplit("=", 1)[0], load(r.rsplit("=", 1)[1])) for r in a.runs]
+    if a.common:
+        ids = set.intersection(*[{r["i"] for r in x} for _, x in runs])
+        runs = [(lab, [r for r in x if r["i"] in ids]) for lab, x in runs]
+    n = a.n or max(len(x) for _, x in runs)
     print(f"| model | think | n | accuracy | Wilson 95% | hard rate (generated) | hard rate (prompt) | mean generated tokens | decode tok/s (median) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for label, rs in runs:
@@ -54,17 +79,19 @@ def main():
             tot = collections.Counter()
             for r in rs[:n]:
                 for i in range(1, len(r["tokens"])):
-                    kind = "digit" if tok.decode([r["tokens"][i]]).strip().isdigit() else "other"
+                    kind = kind_of(tok.decode([r["tokens"][i]], skip_special_tokens=False))
                     tot[kind] += 1
                     cnt[kind] += r["depths"][i - 1] >= 2
-            print(f"\n{label}: tokens predicted at depth 2: digits {cnt['digit']}/{tot['digit']}"
-                  f" ({cnt['digit'] / max(tot['digit'], 1):.1%}), other {cnt['other']}/{tot['other']}"
-                  f" ({cnt['other'] / max(tot['other'], 1):.1%}); share of depth-2 predictions that are digits"
-                  f" {cnt['digit'] / max(cnt['digit'] + cnt['other'], 1):.1%}")
-            r = rs[a.sample]
+            allh = sum(cnt.values())
+            print(f"\n{label}: generated tokens predicted by a depth-2 pass, by kind"
+                  " (depth-2 / all of that kind, share of all depth-2 predictions):")
+            for kd in KINDS:
+                print(f"    {kd:9s} {cnt[kd]:5d} / {tot[kd]:5d} ({cnt[kd] / max(tot[kd], 1):6.1%})"
+                      f"  share {cnt[kd] / max(allh, 1):6.1%}")
+            r = next((x for x in rs if x["i"] == a.sample), rs[0])
             out = [tok.decode([r["tokens"][0]])]
             for i in range(1, len(r["tokens"])):
-                t = tok.decode([r["tokens"][i]])
+                t = tok.decode([r["tokens"][i]], skip_special_tokens=False)
                 out.append(f"[{t}]" if r["depths"][i - 1] >= 2 else t)
             print(f"sample (problem {r['i']}, gold {r['gold']}, pred {r['pred']}):\n    "
                   + "".join(out).replace("\n", "\\n"))

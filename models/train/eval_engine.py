@@ -51,6 +51,7 @@ def main():
     ap.add_argument("--threshold", type=float)
     ap.add_argument("-n", type=int, default=96)
     ap.add_argument("--limit", type=int)
+    ap.add_argument("--start", type=int, default=0, help="first problem (to split a run over workers)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out")
     ap.add_argument("--label", default="")
@@ -68,7 +69,7 @@ def main():
     outf = open(a.out, "a") if a.out else None
     t0 = time.time()
     for i, row in enumerate(rows):
-        if i < len(done):
+        if i < a.start + len(done):
             continue
         cmd = [a.tah, "run", "-m", a.model, "--chat", "-p", row["question"], "--temp", "0",
                "-n", str(a.n), "--json", "--think", a.think, "-t", str(a.threads)]
