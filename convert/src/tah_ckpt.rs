@@ -204,12 +204,28 @@ fn add_tah<'a>(plan: &mut Plan<'a>, c: &HfConfig, t: &'a TahParts) -> Result<()>
                 if got != shape {
                     bail!("lora: tensor '{key}' has shape {got:?}, expected {shape:?}");
                 }
-                plan.push(
-                    name,
-                    vec![shape[1], shape[0]],
-                    GgmlType::F32,
-                    Box::new(move || t.lora.data(&key)),
-                );
+                // llama: the converter stores q/k rows in ggml's adjacent-pair RoPE
+                // order (hf::permute_rows_for_rope), so the output rows of the q/k
+                // LoRA B matrices must be permuted the same way.
+                let rope_heads = match (c.model_type.as_str(), *stem, ab) {
+                    ("llama", "attn_q", "B") => Some(c.num_attention_heads),
+                    ("llama", "attn_k", "B") => Some(c.n_kv_heads()),
+                    _ => None,
+                };
+                let loader: crate::plan::Loader<'a> = match rope_heads {
+                    Some(heads) => {
+                        let cols = t.rank;
+                        Box::new(move || {
+                            Ok(Data::F32(hf::permute_rows_for_rope(
+                                &t.lora.f32(&key)?,
+                                heads,
+                                cols,
+                            )))
+                        })
+                    }
+                    None => Box::new(move || t.lora.data(&key)),
+                };
+                plan.push(name, vec![shape[1], shape[0]], GgmlType::F32, loader);
             }
         }
     }

