@@ -478,6 +478,15 @@ fn resolve_think(model: &Model, o: &TahOptions) -> Result<Think, SessionError> {
             "max depth must be at least 1".into(),
         ));
     }
+    if let Some(d) = o
+        .max_depth
+        .filter(|&d| d > crate::model::forward::MAX_DEPTH)
+    {
+        return Err(SessionError::BadOption(format!(
+            "max depth {d} is above the engine's limit of {}",
+            crate::model::forward::MAX_DEPTH
+        )));
+    }
     let Some(t) = tah else {
         if o.max_depth.is_some_and(|d| d > 1) {
             return Err(SessionError::BadOption(

@@ -114,38 +114,74 @@ fn greedy_continuations_equal_llama_cpp() {
     }
 }
 
+/// Perplexity of `m` on gpl-3.txt at ctx 512 (llama-perplexity's method: 14 chunks,
+/// the second half of each scored), and its chunk count.
+fn gpl3_perplexity(m: &Arc<Model>) -> (f64, usize) {
+    let text = std::fs::read_to_string(shared().join("anchors/gpl-3.txt")).unwrap();
+    let tokens = m.tokenizer.as_ref().unwrap().encode(&text, true).unwrap();
+    let mut s = Session::new(
+        Arc::clone(m),
+        &SessionOptions {
+            ctx: 512,
+            batch: 128,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let p = tah::perplexity::perplexity(&mut s, &tokens, 512, None, &mut |_, _, _| {}).unwrap();
+    (p.ppl, p.chunks)
+}
+
 /// Perplexity on gpl-3.txt at ctx 512 within 1% of llama.cpp's figure
 /// (anchors/README.md: 18.3645 and 5.3103, 14 chunks each).
-///
-/// Not yet run to completion (the machine was saturated all session): ignored in
-/// the default run until it has been seen to pass; `cargo test --release --test
-/// real_models -- --ignored` runs it.
 #[test]
-#[ignore]
 fn perplexity_within_one_percent_of_llama_cpp() {
     for (name, want) in [(MODELS[0], 18.3645), (MODELS[1], 5.3103)] {
         let Some(m) = model(name) else { return };
-        let text = std::fs::read_to_string(shared().join("anchors/gpl-3.txt")).unwrap();
-        let tok = m.tokenizer.as_ref().unwrap();
-        let tokens = tok.encode(&text, true).unwrap();
-        let mut s = Session::new(
-            Arc::clone(&m),
-            &SessionOptions {
-                ctx: 512,
-                batch: 128,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let p = tah::perplexity::perplexity(&mut s, &tokens, 512, None, &mut |_, _, _| {}).unwrap();
-        let rel = (p.ppl - want).abs() / want;
+        let (ppl, chunks) = gpl3_perplexity(&m);
+        let rel = (ppl - want).abs() / want;
         eprintln!(
-            "{name}: ppl {:.4} (llama.cpp {want}), {} chunks, rel. diff {:.3}%",
-            p.ppl,
-            p.chunks,
+            "{name}: ppl {ppl:.4} (llama.cpp {want}), {chunks} chunks, rel. diff {:.3}%",
             100.0 * rel
         );
-        assert_eq!(p.chunks, 14);
-        assert!(rel < 0.01, "{name}: ppl {} vs llama.cpp {want}", p.ppl);
+        assert_eq!(chunks, 14);
+        assert!(rel < 0.01, "{name}: ppl {ppl} vs llama.cpp {want}");
+    }
+}
+
+/// The original files re-quantized by tah-convert (`--quant q8_0` / `q4_0`, the
+/// default embedding policy) against llama-quantize's own re-quantization of the
+/// same files (`--allow-requantize`), whose perplexities bench/requant.sh measured
+/// with llama-perplexity into bench/llama-ppl.json: within 2%.
+#[test]
+fn requantized_perplexity_within_two_percent_of_llama_cpp() {
+    use tah::quant::GgmlType;
+    let refs: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/llama-ppl.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    for name in MODELS {
+        for (q, tag) in [(GgmlType::Q8_0, "Q8_0"), (GgmlType::Q4_0, "Q4_0")] {
+            let Some(path) = real_tah(&format!("{name}.gguf"), Some(q)) else {
+                return;
+            };
+            let m = load(&path);
+            let base = name.rsplit_once('.').unwrap().0;
+            let key = format!("{base}.llama-{tag}.gguf");
+            let want = refs[&key]["ppl"]
+                .as_f64()
+                .unwrap_or_else(|| panic!("bench/llama-ppl.json has no {key}"));
+            let (ppl, chunks) = gpl3_perplexity(&m);
+            let rel = (ppl - want).abs() / want;
+            eprintln!(
+                "{name} → {tag}: tah ppl {ppl:.4}, llama.cpp {want} ({key}), rel. diff {:.3}%",
+                100.0 * rel
+            );
+            assert_eq!(chunks, 14);
+            assert!(rel < 0.02, "{name} → {tag}: ppl {ppl} vs llama.cpp {want}");
+        }
     }
 }

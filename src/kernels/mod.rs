@@ -52,6 +52,7 @@ use std::sync::OnceLock;
 
 #[cfg(target_arch = "aarch64")]
 pub mod aarch64;
+pub mod attn_f16;
 pub mod generic;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
@@ -190,6 +191,11 @@ pub struct Kernels {
     /// `Σ a[i]·b[i]` over f32 slices of equal length (attention, decider);
     /// any summation order.
     pub dot_f32: fn(&[f32], &[f32]) -> f32,
+    /// Attention scores over an f16 cache ([`attn_f16::dot_f16`]'s arithmetic,
+    /// bit-exact).
+    pub dot_f16: fn(&[half::f16], &[half::f16]) -> f32,
+    /// The f16 value accumulator's update ([`attn_f16::mad_f16`], bit-exact).
+    pub mad_f16: fn(&mut [half::f16], &[half::f16], f32, f32),
 }
 
 impl Kernels {

@@ -51,6 +51,8 @@ pub static AVX2: Kernels = Kernels {
     q4_k: avx2::tile_q4_k,
     q6_k: avx2::tile_q6_k,
     dot_f32: avx2::dot_f32,
+    dot_f16: super::attn_f16::x86::dot_f16_avx2,
+    mad_f16: super::attn_f16::x86::mad_f16_avx2,
 };
 
 /// AVX-512 F/BW/VL + VNNI (on top of AVX2 + FMA + F16C).
@@ -68,6 +70,8 @@ pub static AVX512: Kernels = Kernels {
     q4_k: avx512::tile_q4_k,
     q6_k: avx512::tile_q6_k,
     dot_f32: avx512_dot_f32,
+    dot_f16: super::attn_f16::x86::dot_f16_avx512,
+    mad_f16: super::attn_f16::x86::mad_f16_avx512,
 };
 
 // Keep the generic module referenced for documentation links.

@@ -473,7 +473,7 @@ fn read_tah(m: &Meta, cfg: &Config) -> Result<TahConfig, ModelError> {
         ));
     }
     let t = TahConfig {
-        max_iter: m.usize(keys::MAX_ITER, 16)?,
+        max_iter: m.usize(keys::MAX_ITER, crate::model::forward::MAX_DEPTH as u64)?,
         input_topk: m.usize(keys::INPUT_TOPK, cfg.vocab as u64)?,
         lora_rank: m.usize(keys::LORA_RANK, MAX_DIM)?,
         lora_alpha: m.f32(keys::LORA_ALPHA)?,

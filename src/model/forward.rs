@@ -357,6 +357,12 @@ fn record(cap: &mut Capture, index: usize, h: &[f32], n: usize, n_sel: usize, di
     }
 }
 
+/// The deepest `max_iter` a file may declare (the loader caps it here).
+pub const MAX_DEPTH: usize = 16;
+
+/// Keys, values and (depth ≥ 2) positions of one depth's cached rows.
+type KvSet<'a> = (Rows<'a>, Rows<'a>, Option<&'a [usize]>);
+
 /// Duo-causal attention: the query of row i (position p, depth d) attends to the
 /// depth-1 keys at positions ≤ p and, for each depth 2..=d, to that depth's keys at
 /// positions ≤ p — one softmax over all of them, computed online (no mask).
@@ -375,22 +381,22 @@ fn attention(
     let kv_dim = n_kv * hd;
     let group = n_heads / n_kv;
     let scale = 1.0 / (hd as f32).sqrt();
-    // Visible slots per depth for the last row; earlier rows see prefixes.
-    let sets: Vec<(Rows, Rows, Option<&[usize]>)> = (1..=depth)
-        .map(|d| {
-            let n = cache.len(d);
-            let (k, v) = cache.rows(d, layer, n);
-            (
-                k,
-                v,
-                if d == 1 {
-                    None
-                } else {
-                    Some(cache.positions(d))
-                },
-            )
-        })
-        .collect();
+    // Visible slots per depth for the last row; earlier rows see prefixes. A
+    // fixed array, not a Vec: this runs per layer per token.
+    let mut sets: [KvSet; MAX_DEPTH] = [(Rows::F32(&[]), Rows::F32(&[]), None); MAX_DEPTH];
+    for d in 1..=depth {
+        let (k, v) = cache.rows(d, layer, cache.len(d));
+        sets[d - 1] = (
+            k,
+            v,
+            if d == 1 {
+                None
+            } else {
+                Some(cache.positions(d))
+            },
+        );
+    }
+    let sets = &sets[..depth];
     out.par_chunks_mut(hd).enumerate().for_each(|(task, o)| {
         let (i, h) = (task / n_heads, task % n_heads);
         let p = positions[i];
@@ -400,13 +406,13 @@ fn attention(
         // (f16 query, f16 value accumulator), so greedy runs agree with llama.cpp;
         // an f32 cache keeps full f32 accumulation (the reference-parity path).
         if matches!(sets[0].0, Rows::F16(_)) {
-            attend_f16(qh, &sets, p, kv_dim, kv_off, scale, o);
+            attend_f16(qh, sets, p, kv_dim, kv_off, scale, o);
             return;
         }
         let mut acc = [0f32; MAX_HEAD_DIM];
         let acc = &mut acc[..hd];
         let (mut m, mut l) = (f32::NEG_INFINITY, 0f32);
-        for (k, v, pos) in &sets {
+        for (k, v, pos) in sets {
             let visible = match pos {
                 None => p + 1,
                 Some(pos) => pos.partition_point(|&pp| pp <= p),
@@ -430,20 +436,20 @@ fn attention(
 
 /// One query head over f16 keys/values, in llama.cpp's CPU flash-attention
 /// arithmetic (its default with an f16 cache), so greedy near-ties resolve as
-/// there: the query rounded to f16, K·Q as exact f16×f16 products summed in f32
-/// (ggml's 4×16-lane tree), online softmax with expf where a new maximum rescales
-/// the accumulator and otherwise weighs the row, and the weighted V sum kept in
-/// an f16 accumulator (rounded after every fused multiply-add and rescale).
-#[allow(clippy::type_complexity)]
+/// there: the query rounded to f16, K·Q by [`kernels::dot_f16`], online softmax
+/// with expf where a new maximum rescales the accumulator and otherwise weighs
+/// the row, and the weighted V sum kept in an f16 accumulator
+/// ([`kernels::mad_f16`]).
 fn attend_f16(
     qh: &[f32],
-    sets: &[(Rows, Rows, Option<&[usize]>)],
+    sets: &[KvSet],
     p: usize,
     kv_dim: usize,
     kv_off: usize,
     scale: f32,
     o: &mut [f32],
 ) {
+    let k = kernels::kernels();
     let hd = qh.len();
     let mut q16 = [f16::ZERO; MAX_HEAD_DIM];
     let q16 = &mut q16[..hd];
@@ -453,8 +459,8 @@ fn attend_f16(
     let mut acc = [f16::ZERO; MAX_HEAD_DIM];
     let acc = &mut acc[..hd];
     let (mut m, mut l) = (f32::NEG_INFINITY, 0f32);
-    for (k, v, pos) in sets {
-        let (Rows::F16(k), Rows::F16(v)) = (k, v) else {
+    for (keys, vals, pos) in sets {
+        let (Rows::F16(keys), Rows::F16(vals)) = (keys, vals) else {
             unreachable!()
         };
         let visible = match pos {
@@ -463,22 +469,17 @@ fn attend_f16(
         };
         for j in 0..visible {
             let at = j * kv_dim + kv_off;
-            let s = dot_f16_ggml(q16, &k[at..at + hd]) * scale;
+            let s = (k.dot_f16)(q16, &keys[at..at + hd]) * scale;
             let mut vs = 1.0f32;
             let mut ms = 1.0f32;
             if s > m {
                 let m_old = m;
                 m = s;
                 ms = (m_old - m).exp();
-                for a in acc.iter_mut() {
-                    *a = f16::from_f32(a.to_f32() * ms);
-                }
             } else {
                 vs = (s - m).exp();
             }
-            for (a, x) in acc.iter_mut().zip(&v[at..at + hd]) {
-                *a = f16::from_f32(x.to_f32().mul_add(vs, a.to_f32()));
-            }
+            (k.mad_f16)(acc, &vals[at..at + hd], ms, vs);
             l = l * ms + vs;
         }
     }
@@ -486,41 +487,6 @@ fn attend_f16(
     for (o, a) in o.iter_mut().zip(acc.iter()) {
         *o = a.to_f32() * inv;
     }
-}
-
-/// f16·f16 dot summed in f32 like ggml's AVX-512 `ggml_vec_dot_f16`: four
-/// 16-lane accumulators over 64-element steps (fused multiply-adds), reduced
-/// pairwise, then the tail added in f64.
-fn dot_f16_ggml(x: &[f16], y: &[f16]) -> f32 {
-    let n = x.len();
-    let np = n & !63;
-    let mut acc = [[0f32; 16]; 4];
-    for c in (0..np).step_by(64) {
-        for (r, a) in acc.iter_mut().enumerate() {
-            for (lane, av) in a.iter_mut().enumerate() {
-                let i = c + r * 16 + lane;
-                *av = x[i].to_f32().mul_add(y[i].to_f32(), *av);
-            }
-        }
-    }
-    let mut t = [0f32; 16];
-    for lane in 0..16 {
-        t[lane] = (acc[0][lane] + acc[2][lane]) + (acc[1][lane] + acc[3][lane]);
-    }
-    // _mm512_reduce_add_ps: 256-bit halves, 128-bit halves, then pairs.
-    let mut t8 = [0f32; 8];
-    for i in 0..8 {
-        t8[i] = t[i] + t[8 + i];
-    }
-    let mut t4 = [0f32; 4];
-    for i in 0..4 {
-        t4[i] = t8[i] + t8[4 + i];
-    }
-    let mut sum = ((t4[0] + t4[2]) + (t4[1] + t4[3])) as f64;
-    for i in np..n {
-        sum += (x[i].to_f32() * y[i].to_f32()) as f64;
-    }
-    sum as f32
 }
 
 fn dot_row(q: &[f32], k: Rows, at: usize, hd: usize) -> f32 {
