@@ -11,17 +11,21 @@ step() { printf '\n=== %s (%s)\n' "$1" "$(date +%T)"; }
 
 step "system packages"
 need=()
-for p in python3:python3 chromium:chromium valgrind:valgrind javac:openjdk-17-jdk-headless; do
+for p in python3:python3 chromium:chromium valgrind:valgrind javac:openjdk-17-jdk-headless \
+         aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu qemu-aarch64:qemu-user; do
   command -v "${p%%:*}" >/dev/null || need+=("${p#*:}")
 done
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+[ -e /usr/aarch64-linux-gnu/lib/libc.so.6 ] || need+=(libc6-dev-arm64-cross)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
 fi
 
 step "rust targets and tools"
-rustup target add aarch64-linux-android >/dev/null
+rustup target add aarch64-linux-android aarch64-unknown-linux-gnu >/dev/null
+# The fuzz targets need nightly (sanitizers) and cargo-fuzz (fuzz/run.sh installs it).
+rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal >/dev/null
 # The C header check compares include/tah.h with a fresh cbindgen run (pinned:
 # its output changes between versions).
 if [ "$(cbindgen --version 2>/dev/null)" != "cbindgen 0.29.4" ]; then
@@ -49,5 +53,29 @@ bash examples/c/check.sh
 step "Android bridge: aarch64-linux-android staticlib symbols, JVM test"
 bash android/check.sh
 bash android/test/run.sh
+
+step "trainer's TaH forward against the fixture (pytest, cached torch venv)"
+bash scripts/test-train.sh
+
+step "aarch64 kernels under qemu: cortex-a72 (neon), cortex-a76 (dotprod), max (i8mm)"
+bash scripts/test-aarch64-kernels.sh --release
+
+# The whole suite cross-built for the Pi, except three real-model tests that take
+# many minutes under emulation and check nothing ISA-specific that the parity step
+# below does not: perplexity (14 × 512 tokens per model), the greedy agreement
+# with llama.cpp's x86 AVX-512 ids (asserted on x86 only), and the SmolLM2 eval
+# plumbing (covered on the fixture under qemu).
+qemu_skip=(--skip perplexity --skip greedy_continuations --skip smollm2_eval_and_tutor)
+step "aarch64 test suite under qemu -cpu cortex-a72 (Raspberry Pi 4)"
+bash scripts/test-aarch64.sh cortex-a72 --release -- "${qemu_skip[@]}"
+
+step "aarch64 test suite under qemu -cpu cortex-a76 (Raspberry Pi 5)"
+bash scripts/test-aarch64.sh cortex-a76 --release -- "${qemu_skip[@]}"
+
+step "greedy generation with a real model: aarch64 (qemu) = x86-64"
+PROFILE=release bash scripts/aarch64-parity.sh cortex-a72 cortex-a76
+
+step "fuzz: each target for 60 s"
+bash fuzz/run.sh 60
 
 step "done"

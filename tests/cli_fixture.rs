@@ -5,20 +5,8 @@ mod common;
 use common::*;
 use std::process::Command;
 
-/// The CLI, through `$TAH_TEST_RUNNER` when set (cross tests: the binary is
-/// for the target, e.g. `qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu cortex-a72`,
-/// and the kernel cannot exec it directly without binfmt_misc).
 fn tah() -> Command {
-    let bin = env!("CARGO_BIN_EXE_tah");
-    match std::env::var("TAH_TEST_RUNNER") {
-        Ok(runner) if !runner.trim().is_empty() => {
-            let mut words = runner.split_whitespace();
-            let mut c = Command::new(words.next().unwrap());
-            c.args(words).arg(bin);
-            c
-        }
-        _ => Command::new(bin),
-    }
+    bin_command(env!("CARGO_BIN_EXE_tah"))
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 fn tah() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tah"))
+    bin_command(env!("CARGO_BIN_EXE_tah"))
 }
 
 fn problems(dir: &Path) -> std::path::PathBuf {

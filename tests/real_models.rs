@@ -101,7 +101,11 @@ fn greedy_continuations_equal_llama_cpp() {
                     "{name} {mode} {tag}: {agree} of {} greedy tokens agree with llama.cpp",
                     want.len()
                 );
-                if mode == "raw" {
+                // The anchors are llama.cpp's x86 AVX-512 path; other ISAs sum
+                // float lanes in another order and may flip a near-tie, as
+                // llama.cpp's own paths do (aarch64 == x86 is checked on a
+                // real model by scripts/aarch64-parity.sh).
+                if mode == "raw" && cfg!(target_arch = "x86_64") {
                     let n = want.len().min(10);
                     assert_eq!(
                         got[..n],

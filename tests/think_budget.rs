@@ -11,7 +11,6 @@
 
 mod common;
 use common::*;
-use std::process::Command;
 use tah::generate::{generate, GenerateOptions};
 use tah::model::kv_cache::KvType;
 use tah::sample::SamplingParams;
@@ -83,7 +82,7 @@ fn budget_holds_the_hard_rate() {
 #[test]
 fn cli_reports_the_budget() {
     let ids: Vec<String> = prompt().iter().map(|t| t.to_string()).collect();
-    let out = Command::new(env!("CARGO_BIN_EXE_tah"))
+    let out = bin_command(env!("CARGO_BIN_EXE_tah"))
         .args(["run", "-m"])
         .arg(fixture_tah())
         .args(["--prompt-ids", &ids.join(","), "-n", "64", "--temp", "0"])
@@ -101,7 +100,7 @@ fn cli_reports_the_budget() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("think budget: target 20.00%"), "{err}");
 
-    let bad = Command::new(env!("CARGO_BIN_EXE_tah"))
+    let bad = bin_command(env!("CARGO_BIN_EXE_tah"))
         .args(["run", "-m"])
         .arg(fixture_tah())
         .args(["--prompt-ids", "1,2", "--think", "budget:1.5"])

@@ -7,6 +7,9 @@
 
 #![cfg(unix)]
 
+#[path = "../../tests/common/runner.rs"]
+mod runner;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -124,7 +127,7 @@ fn temporaries(out: &Path) -> Vec<PathBuf> {
 }
 
 fn converter(input: &Path, out: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_tah-convert"));
+    let mut c = runner::bin_command(env!("CARGO_BIN_EXE_tah-convert"));
     c.arg(input)
         .arg("-o")
         .arg(out)

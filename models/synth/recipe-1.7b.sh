@@ -19,12 +19,24 @@ fi
 out="$dir.$quant.tah"
 /usr/bin/time -f "convert: %e s, peak RSS %M KiB" "$bin/tah-convert" "$dir" -o "$out" --quant "$quant" --quiet
 ls -l "$out"
-for think in never auto always; do
-  /usr/bin/time -f "$think: peak RSS %M KiB" "$bin/tah" run -m "$out" --prompt-ids 1,2,3,4,5,6,7,8 \
-    -n 32 --temp 0 --think "$think" --json --ctx 256 | python3 -c '
+report() {
+  python3 -c '
 import json, sys
 g = json.load(sys.stdin)
 s = g["stats"]
 print("  tokens/s decode %.2f, prefill %.2f, tokens per depth %s, KV bytes per depth %s" % (
     s["decode_tokens_per_s"], s["prefill_tokens_per_s"], s["tokens_per_depth"], s["kv_bytes_per_depth"]))'
+}
+# Random weights: the decider sends (nearly) every token deeper in auto mode, so
+# "hard-rate 0.06" (a fixed random 6% of tokens, the paper's typical share) shows
+# what TaH costs at its intended rate.
+for think in never auto always "auto --hard-rate 0.06"; do
+  # shellcheck disable=SC2086 # $think may carry a second option
+  /usr/bin/time -f "$think: peak RSS %M KiB" "$bin/tah" run -m "$out" --prompt-ids 1,2,3,4,5,6,7,8 \
+    -n 32 --temp 0 --think $think --json --ctx 256 | report
 done
+# The cache after a 512-token generation at a 6% hard rate: depth 2 holds only
+# the hard tokens.
+echo "512 tokens, hard-rate 0.06:"
+"$bin/tah" run -m "$out" --prompt-ids 1,2,3,4,5,6,7,8 -n 512 --ignore-eos --temp 0 \
+  --think auto --hard-rate 0.06 --json --ctx 1024 | report

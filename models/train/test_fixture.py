@@ -8,9 +8,8 @@ import os
 
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("safetensors")
-
+# Plain imports: a missing torch is a failure, not a skip (CI runs this).
+import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 import tah_model as tm  # noqa: E402
@@ -26,7 +25,7 @@ def fixture_dir():
         d = os.path.join(c, "tah-tiny")
         if c and os.path.exists(os.path.join(d, "reference.safetensors")):
             return d
-    pytest.skip("fixtures/tah-tiny not found (set TAH_FIXTURES)")
+    pytest.fail("fixtures/tah-tiny not found (set TAH_FIXTURES)")
 
 
 @pytest.fixture(scope="module")

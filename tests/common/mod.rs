@@ -232,3 +232,7 @@ pub fn ids(v: &serde_json::Value) -> Vec<u32> {
         .map(|x| x.as_u64().unwrap() as u32)
         .collect()
 }
+
+mod runner;
+#[allow(unused_imports)] // not every test binary spawns a binary
+pub use runner::bin_command;

@@ -27,10 +27,6 @@ pub struct BenchArgs {
     /// Thread counts to test, comma-separated (default: all cores).
     #[arg(long = "threads-list", value_delimiter = ',')]
     pub threads_list: Option<Vec<usize>>,
-    /// Send this random fraction of tokens to depth 2, whatever the decider says
-    /// (TaH cost on any TaH file).
-    #[arg(long)]
-    pub hard_rate: Option<f32>,
     /// One JSON object per line per test.
     #[arg(long)]
     pub json: bool,
@@ -100,7 +96,7 @@ pub fn bench(a: BenchArgs) -> Result<(), Error> {
             mode: args.think,
             threshold: args.threshold,
             max_depth: args.max_depth,
-            hard_rate: a.hard_rate,
+            hard_rate: a.model.hard_rate,
         },
     };
     let mut rng = Rng::new(42);
@@ -120,8 +116,8 @@ pub fn bench(a: BenchArgs) -> Result<(), Error> {
                 test: format!("{test}{n}"),
                 threads: t,
                 tokens_per_s: speed(speeds),
-                think: if a.hard_rate.is_some() {
-                    format!("hard-rate:{}", a.hard_rate.unwrap())
+                think: if a.model.hard_rate.is_some() {
+                    format!("hard-rate:{}", a.model.hard_rate.unwrap())
                 } else {
                     args.think.to_string()
                 },

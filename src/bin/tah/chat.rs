@@ -147,6 +147,10 @@ pub fn chat(a: ChatArgs) -> Result<(), Error> {
             }
             "/stats" => {
                 show_stats = !show_stats;
+                eprintln!(
+                    "[tah] statistics after each answer: {}",
+                    if show_stats { "on" } else { "off" }
+                );
                 continue;
             }
             s if s.starts_with('/') => {

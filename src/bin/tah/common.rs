@@ -37,6 +37,10 @@ pub struct ModelArgs {
     /// Maximum depth override (1 = base model only).
     #[arg(long)]
     pub max_depth: Option<usize>,
+    /// Send this random fraction of tokens to depth 2, whatever the decider says
+    /// (measures TaH's cost on any TaH file, e.g. with random weights).
+    #[arg(long)]
+    pub hard_rate: Option<f32>,
 }
 
 fn parse_kv(s: &str) -> Result<KvType, String> {
@@ -82,7 +86,7 @@ impl ModelArgs {
                 mode: self.think,
                 threshold: self.threshold,
                 max_depth: self.max_depth,
-                hard_rate: None,
+                hard_rate: self.hard_rate,
             },
         };
         if model.cfg.tah.is_none()
