@@ -80,6 +80,8 @@ pub(crate) fn q8_row(
     assert_blocks(name, src.len(), out.len(), QK, bb);
     #[cfg(target_arch = "x86_64")]
     let simd = simd && super::x86::has_avx2();
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = simd;
     for (x, b) in src.chunks_exact(QK).zip(out.chunks_exact_mut(bb)) {
         #[cfg(target_arch = "x86_64")]
         if simd {
