@@ -356,11 +356,15 @@ pub fn matmul_with(
             .for_each(|(o, wc)| run(o, wc));
     }
     if n > 1 {
-        // rows × n → n × rows
+        // rows × n → n × rows, 16 rows at a time: the source block stays in
+        // L1 and every output row gets a whole cache line per block
         let yt = &scratch.yt[..n * rows];
-        for (r, col) in yt.chunks_exact(n).enumerate() {
-            for (i, &v) in col.iter().enumerate() {
-                y[i * rows + r] = v;
+        for (b, blk) in yt.chunks(16 * n).enumerate() {
+            for i in 0..n {
+                let dst = &mut y[i * rows + 16 * b..][..blk.len() / n];
+                for (k, d) in dst.iter_mut().enumerate() {
+                    *d = blk[k * n + i];
+                }
             }
         }
     }

@@ -21,6 +21,8 @@ pub mod q8_0;
 // tensor types of our files, so they are not in `GgmlType`.
 pub mod q8_1;
 pub mod q8_k;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 /// A tensor element type, numbered as in ggml's `enum ggml_type` (the numbers are
 /// what GGUF files store).

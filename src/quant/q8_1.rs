@@ -14,7 +14,8 @@
 //! `q4_1` / `q5_1` dot product add the weight block's minimum times the sum of
 //! the activations in one multiply.
 
-use super::{assert_blocks, c_trunc, read_f16, write_f16};
+use super::q8_0::q8_row;
+use super::{assert_blocks, read_f16, write_f16};
 
 /// ggml's type id (`GGML_TYPE_Q8_1`).
 pub const GGML_ID: u32 = 9;
@@ -23,26 +24,21 @@ pub const QK: usize = 32;
 /// Bytes per block.
 pub const BLOCK_BYTES: usize = 36;
 
-/// Encodes whole blocks of `src` into `out`, byte-identical to ggml.
+/// Encodes whole blocks of `src` into `out`, byte-identical to ggml (with
+/// AVX2 where the CPU has it; same bytes as [`quantize_row_scalar`]).
 pub fn quantize_row(src: &[f32], out: &mut [u8]) {
-    assert_blocks("q8_1", src.len(), out.len(), QK, BLOCK_BYTES);
-    for (x, b) in src.chunks_exact(QK).zip(out.chunks_exact_mut(BLOCK_BYTES)) {
-        let mut amax = 0.0f32;
-        for &v in x {
-            let a = v.abs();
-            amax = if amax > a { amax } else { a };
-        }
-        let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        write_f16(&mut b[0..2], d);
-        let mut sum = 0i32;
-        for (q, &v) in b[4..].iter_mut().zip(x) {
-            let qi = c_trunc((v * id).round()) as i8;
-            *q = qi as u8;
-            sum += qi as i32;
-        }
-        write_f16(&mut b[2..4], sum as f32 * d);
-    }
+    q8_row("q8_1", src, out, BLOCK_BYTES, 4, finish, true)
+}
+
+/// The scalar [`quantize_row`] (the reference for the SIMD code).
+pub fn quantize_row_scalar(src: &[f32], out: &mut [u8]) {
+    q8_row("q8_1", src, out, BLOCK_BYTES, 4, finish, false)
+}
+
+/// q8_0's block rule, plus `s = d · Σq`.
+fn finish(b: &mut [u8], d: f32, sum: i32) {
+    write_f16(&mut b[0..2], d);
+    write_f16(&mut b[2..4], sum as f32 * d);
 }
 
 /// Decodes whole blocks (`qs[j] * d`), for tests.

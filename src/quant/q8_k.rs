@@ -30,8 +30,26 @@ pub const QS: usize = 4;
 pub const BSUMS: usize = 4 + 256;
 
 /// Encodes whole blocks of `src` into `out`, byte-identical to ggml (except
-/// the `bsums` of all-zero blocks, which ggml leaves unwritten).
+/// the `bsums` of all-zero blocks, which ggml leaves unwritten); with AVX2
+/// where the CPU has it (same bytes as [`quantize_row_scalar`]).
 pub fn quantize_row(src: &[f32], out: &mut [u8]) {
+    assert_blocks("q8_K", src.len(), out.len(), QK_K, BLOCK_BYTES);
+    #[cfg(target_arch = "x86_64")]
+    if super::x86::has_avx2() {
+        for (x, b) in src
+            .chunks_exact(QK_K)
+            .zip(out.chunks_exact_mut(BLOCK_BYTES))
+        {
+            // SAFETY: AVX2 detected above; the chunks have exactly these sizes.
+            unsafe { super::x86::q8k_block(x.try_into().unwrap(), b.try_into().unwrap()) }
+        }
+        return;
+    }
+    quantize_row_scalar(src, out)
+}
+
+/// The scalar [`quantize_row`] (the reference for the SIMD code).
+pub fn quantize_row_scalar(src: &[f32], out: &mut [u8]) {
     assert_blocks("q8_K", src.len(), out.len(), QK_K, BLOCK_BYTES);
     for (x, b) in src
         .chunks_exact(QK_K)
