@@ -4,13 +4,18 @@
 //!
 //! Two kinds, chosen at run time by the environment variable `TAH_POOL`:
 //!
-//! * `spin` (the default): [`SpinPool`], N−1 dedicated workers plus the
+//! * `rayon` (the default): a rayon pool (work stealing, sleeping workers).
+//! * `spin`: [`SpinPool`], N−1 dedicated workers plus the
 //!   calling thread. A job is a parallel-for over task indices handed out by an
 //!   atomic counter; between jobs the workers spin for [`SPIN`] (decode runs a
 //!   parallel section every few tens of µs; they yield the core now and then)
 //!   and then park, so an idle engine burns no CPU. The caller never waits
 //!   for a worker that has not joined its job.
-//! * `rayon`: a rayon pool (work stealing, sleeping workers).
+//!
+//! Measured on decode and prefill (bench/README.md, "Threads"), neither won
+//! on the shared 2-core development box (within ±4 %, inside the noise), so
+//! rayon, the incumbent, stays the default; `TAH_POOL=spin` selects the spin
+//! pool for measuring on a quiet device.
 //!
 //! Which pool is current: the one a [`Threads`] made current with
 //! [`Threads::install`] (the benchmark's per-thread-count pools, each
@@ -44,13 +49,13 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// `TAH_POOL` (`rayon` or `spin`), else [`Kind::Spin`]. Read once; panics
+    /// `TAH_POOL` (`rayon` or `spin`), else [`Kind::Rayon`]. Read once; panics
     /// on another value (a benchmark asked for something that is not there).
     pub fn from_env() -> Kind {
         static KIND: OnceLock<Kind> = OnceLock::new();
         *KIND.get_or_init(|| match std::env::var("TAH_POOL").as_deref() {
-            Ok("rayon") => Kind::Rayon,
-            Ok("spin") | Ok("") | Err(_) => Kind::Spin,
+            Ok("rayon") | Ok("") | Err(_) => Kind::Rayon,
+            Ok("spin") => Kind::Spin,
             Ok(other) => panic!("TAH_POOL={other}: expected rayon or spin"),
         })
     }
