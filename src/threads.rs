@@ -365,7 +365,7 @@ impl Shared {
                 return r;
             }
             spins = spins.wrapping_add(1);
-            if spins % 32 == 0 {
+            if spins.is_multiple_of(32) {
                 if start.elapsed() > SPIN {
                     break;
                 }
@@ -487,7 +487,7 @@ impl SpinPool {
         unsafe { *s.job.get() = job };
         s.next.store(0, Ordering::Relaxed);
         let epoch = s.state.load(Ordering::Relaxed) / EPOCH + 1;
-        s.state.store(epoch * EPOCH | OPEN, Ordering::SeqCst);
+        s.state.store((epoch * EPOCH) | OPEN, Ordering::SeqCst);
         for (asleep, t) in s.sleeping.iter().zip(&self.handles) {
             if asleep.load(Ordering::SeqCst) {
                 t.unpark();
