@@ -5,7 +5,7 @@
 //! TAH_KERNELS=avx2 cargo run --release --example matvec_bench   # force a path
 //! ```
 //!
-//! For each type and shape, at 1 and 2 threads (a rayon pool of that size, as
+//! For each type and shape, at 1 and 2 threads (a pool of that size, as
 //! the CLI's `-t` does): one activation row (`n = 1`) times the matrix.
 //! * `hot`: the same matrix every time (it stays in L2/L3: a compute bound);
 //! * `cold`: a different copy each time, cycling through ≥ 512 MiB of copies,
@@ -105,10 +105,7 @@ fn main() {
             let x: Vec<f32> = (0..cols).map(|_| splitmix(&mut seed) * 10.0).collect();
             let mut y = vec![0f32; rows];
             for threads in [1usize, 2] {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .unwrap();
+                let pool = tah::threads::Threads::new(threads).unwrap();
                 let mut scratch = MatmulScratch::default();
                 let hot = pool.install(|| {
                     time_calls(0.4, |_| {

@@ -1,12 +1,12 @@
 //! The embedding API: what the C ABI ([`crate::ffi`]) and the Android JNI bridge
 //! (`android/jni-bridge`) both wrap, in safe Rust.
 //!
-//! An [`EmbedModel`] is a loaded model plus its own rayon thread pool (not the
-//! global one, so an app can run two models with different thread counts); it is
+//! An [`EmbedModel`] is a loaded model plus its own thread pool
+//! ([`crate::threads::Threads`], not the global one, so an app can run two models with different thread counts); it is
 //! immutable and shared through `Arc`. An [`EmbedSession`] is one conversation:
 //! prompts are queued ([`EmbedSession::prompt_text`], [`EmbedSession::prompt_tokens`],
 //! [`EmbedSession::chat`]) and fed by the next [`EmbedSession::generate`], which
-//! runs the forward passes inside the model's pool and calls the per-token
+//! runs the forward passes with the model's pool and calls the per-token
 //! callback on the caller's thread (JNI and UI code rely on that).
 
 use crate::generate::{generate, GenerateOptions, StopReason, TokenEvent};
@@ -16,8 +16,8 @@ use crate::sample::SamplingParams;
 use crate::session::{Session, SessionOptions};
 use crate::tah::{TahOptions, ThinkMode};
 use crate::text::{ChatMessage, Tokenizer};
+use crate::threads::Threads;
 use std::path::Path;
-use std::sync::mpsc;
 use std::sync::Arc;
 
 /// Errors of the embedding API are messages for a person (the C ABI hands them
@@ -64,14 +64,14 @@ pub struct SessionParams {
 pub struct EmbedModel {
     pub model: Arc<Model>,
     pub params: ModelParams,
-    pool: rayon::ThreadPool,
+    pool: Threads,
 }
 
 impl std::fmt::Debug for EmbedModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EmbedModel")
             .field("params", &self.params)
-            .field("threads", &self.pool.current_num_threads())
+            .field("threads", &self.pool)
             .finish()
     }
 }
@@ -81,11 +81,7 @@ impl EmbedModel {
     pub fn load(path: impl AsRef<Path>, params: ModelParams) -> Result<Arc<EmbedModel>, Error> {
         let path = path.as_ref();
         let model = Arc::new(Model::load(path).map_err(|e| e.to_string())?);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(params.threads)
-            .thread_name(|i| format!("tah-worker-{i}"))
-            .build()
-            .map_err(|e| format!("cannot start the thread pool: {e}"))?;
+        let pool = Threads::new(params.threads)?;
         let m = EmbedModel {
             model,
             params,
@@ -113,7 +109,7 @@ impl EmbedModel {
     }
 
     pub fn threads(&self) -> usize {
-        self.pool.current_num_threads()
+        self.pool.threads()
     }
 
     pub fn tokenizer(&self) -> Result<&Tokenizer, Error> {
@@ -317,55 +313,37 @@ impl EmbedSession {
         let tokenizer = model.model.tokenizer.as_ref();
         let session = &mut self.session;
 
-        // The forward passes run on a worker of the model's pool (so their
-        // parallel loops use that pool); each token is handed to this thread
-        // and the worker waits for the answer.
+        // The forward passes run with the model's pool current (a rayon pool
+        // runs them on one of its workers); each token reaches `on_token` on
+        // this thread.
         struct Event {
             id: u32,
             piece: String,
             depth: u8,
         }
-        let (ev_tx, ev_rx) = mpsc::sync_channel::<Event>(0);
-        let (ack_tx, ack_rx) = mpsc::sync_channel::<bool>(0);
-        let mut result = None;
-        model.pool.in_place_scope(|s| {
-            let result = &mut result;
-            s.spawn(move |_| {
+        let result = model.pool.install_with_events(
+            |emit: &mut dyn FnMut(Event) -> bool| {
                 let mut forward = |e: &TokenEvent| {
                     if tokenizer.is_some_and(|t| t.is_eog(e.id)) {
                         return true; // generate() stops after it
                     }
-                    let ev = Event {
+                    emit(Event {
                         id: e.id,
                         piece: e.piece.to_string(),
                         depth: e.depth,
-                    };
-                    ev_tx.send(ev).is_ok() && ack_rx.recv().unwrap_or(false)
+                    })
                 };
-                *result = Some(generate(
-                    session,
-                    tokenizer,
-                    &prompt,
-                    &opts,
-                    None,
-                    &mut forward,
-                ));
-                // ev_tx drops here: the loop below ends.
-            });
-            for ev in ev_rx.iter() {
-                let go_on = on_token(&Piece {
+                generate(session, tokenizer, &prompt, &opts, None, &mut forward)
+            },
+            &mut |ev: Event| {
+                on_token(&Piece {
                     id: ev.id,
                     text: &ev.piece,
                     depth: ev.depth,
-                });
-                if ack_tx.send(go_on).is_err() {
-                    break;
-                }
-            }
-        });
-        let g = result
-            .expect("the generation job ran")
-            .map_err(|e| e.to_string())?;
+                })
+            },
+        );
+        let g = result.map_err(|e| e.to_string())?;
         let s = &g.stats;
         let kv = self.session.cache.bytes_per_depth();
         self.last = EmbedStats {

@@ -18,4 +18,5 @@ pub mod sample;
 pub mod session;
 pub mod tah;
 pub mod text;
+pub mod threads;
 pub mod tutor;

@@ -11,7 +11,7 @@
 //!    f16 for f16, bf16 for bf16, f32 for f32. The quantizers are the ones in
 //!    [`crate::quant`], bit-identical to ggml's `quantize_row_*_ref`.
 //! 2. Output rows are split into chunks that run in parallel on the current
-//!    rayon pool (the caller installs a pool of `-t` threads).
+//!    pool ([`crate::threads`]; the caller sets up a pool of `-t` threads).
 //! 3. Each chunk calls the weight type's [`TileFn`] from the selected
 //!    [`Kernels`] table, which computes the integer (or float) dot products of
 //!    its weight rows against all activation rows, scaled per block as ggml does.
@@ -47,7 +47,6 @@
 //! (`generic`, `avx2`, `avx512`, ... — for tests and benchmarks).
 
 use crate::quant::{self, GgmlType};
-use rayon::prelude::*;
 use std::sync::OnceLock;
 
 #[cfg(target_arch = "aarch64")]
@@ -338,7 +337,7 @@ pub fn matmul_with(
 
     // 2. parallel over chunks of output rows; 3. the tile kernel
     let tile = k.tile(w.ty);
-    let per = rows_per_task(rows, row_bytes, rayon::current_num_threads());
+    let per = rows_per_task(rows, row_bytes, crate::threads::current_threads());
     let run = |out: &mut [f32], wchunk: &[u8]| tile(cols, wchunk, row_bytes, act, xs, n, out);
     let out: &mut [f32] = if n == 1 {
         &mut *y
@@ -351,9 +350,10 @@ pub fn matmul_with(
     if per >= rows {
         run(out, w.data);
     } else {
-        out.par_chunks_mut(per * n)
-            .zip(w.data.par_chunks(per * row_bytes))
-            .for_each(|(o, wc)| run(o, wc));
+        let wchunk = per * row_bytes;
+        crate::threads::for_each_chunk_mut(out, per * n, |i, o| {
+            run(o, &w.data[i * wchunk..w.data.len().min((i + 1) * wchunk)])
+        });
     }
     if n > 1 {
         // rows × n → n × rows, 16 rows at a time: the source block stays in

@@ -8,7 +8,6 @@ use super::kv_cache::{KvCache, Rows};
 use super::weights::{Lora, MatRef, Model};
 use crate::kernels::{self, MatmulScratch};
 use half::f16;
-use rayon::prelude::*;
 
 /// Largest head dimension the attention kernel handles (stack accumulators).
 pub const MAX_HEAD_DIM: usize = 512;
@@ -397,7 +396,7 @@ fn attention(
         );
     }
     let sets = &sets[..depth];
-    out.par_chunks_mut(hd).enumerate().for_each(|(task, o)| {
+    crate::threads::for_each_chunk_mut(out, hd, |task, o| {
         let (i, h) = (task / n_heads, task % n_heads);
         let p = positions[i];
         let qh = &q[i * n_heads * hd + h * hd..][..hd];

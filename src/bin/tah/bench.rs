@@ -105,7 +105,7 @@ pub fn bench(a: BenchArgs) -> Result<(), Error> {
         .map(|_| (rng.next_u64() % vocab) as u32)
         .collect();
     for &t in &threads {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build()?;
+        let pool = tah::threads::Threads::new(t)?;
         for (test, n) in [("pp", a.n_prompt), ("tg", a.n_gen)] {
             if n == 0 {
                 continue;
