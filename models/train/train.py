@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Trains a TaH model (or the plain-LoRA SFT baseline) on a HF llama/qwen base.
 
-TaH recipe (LoRA-only stage 1, base frozen):
+TaH recipe (stage 1 trains LoRAs only; the initial base weights stay as loaded):
   oracle   a token is hard where the frozen base's greedy next-token prediction
            (depth 1) differs from the label. Only the assistant turn has labels
            (as in SFT), so prompt tokens are never hard; the decider still sees
@@ -13,6 +13,15 @@ TaH recipe (LoRA-only stage 1, base frozen):
            labels and the decider's input features (cached for stage 2).
   stage 2  decider trained with BCE on the oracle labels (backbone frozen),
            pos_weight = n_neg / n_pos; the threshold is chosen on validation.
+With --r1 R (> 0) depth 1 learns too, as in the paper's stage 1 (which trains all
+weights): a second, depth-1 LoRA changes the base weights themselves (it acts at
+every depth); it is merged into the base when the checkpoint is written, so the
+checkpoint's model.safetensors = base + s1·B1·A1 and depth 1 is an ordinary model.
+The oracle is then *static*: hard = the frozen initial model (depth-1 LoRA off)
+mispredicts the label (the paper's oracle uses a reference LLM's first-pass
+mismatch; the spec and notes do not define it for a training backbone). The
+decider's features come from the final (merged) depth-1 model in stage 2, its
+labels from that static oracle, which is the set depth 2 was trained on.
 SFT baseline (--mode sft): the same LoRA (rank, targets, data, steps, lr) on in a
 single pass, next-token loss on the assistant turn; saved merged as a plain HF model.
 
@@ -109,10 +118,27 @@ def collate(batch):
 
 # ----------------------------------------------------------------------------- stage 1
 
+@torch.no_grad()
+def static_oracle(base, ids, valid, ans):
+    """Hard = the initial model (depth-1 LoRA off) mispredicts an answer token."""
+    T = ids.shape[1]
+    pos = torch.arange(T).expand_as(ids)
+    mask = torch.ones(T, T, dtype=torch.bool).tril()[None] & valid[:, None]
+    base.set_d1(False)
+    try:
+        l1, _, _ = base.stack(base.model.embed_tokens(ids), pos, mask, lora=False)
+    finally:
+        base.set_d1(True)
+    return (l1.argmax(-1) != ans) & (ans >= 0)
+
+
 def train_lora(base, examples, args, mode, dec_shape=None):
     """Stage 1 (mode tah) or the SFT baseline (mode sft). Returns decider features
-    (hc, tv, oracle) collected from the frozen depth-1 pass in tah mode."""
-    params = list(base.lora_parameters())
+    (hc, tv, oracle) collected from the frozen depth-1 pass in tah mode with a
+    frozen depth 1; with a depth-1 LoRA it returns the static oracle labels of
+    the examples seen ({id(example): bool tensor over the answer tokens})."""
+    d1 = args.r1 > 0
+    params = list(base.lora_parameters()) + list(base.lora_d1_parameters())
     for p in base.parameters():
         p.requires_grad_(False)
     for p in params:
@@ -120,14 +146,23 @@ def train_lora(base, examples, args, mode, dec_shape=None):
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     sched = lambda s: min(1.0, (s + 1) / args.warmup) * 0.5 * (1 + math.cos(math.pi * s / args.steps))  # noqa
     feats = {"hc": [], "tv": [], "y": [], "ans": []}
-    probe = tm.MLPIterDecider(**dec_shape) if dec_shape else None
+    seen = {}
+    probe = tm.MLPIterDecider(**dec_shape) if dec_shape and not d1 else None
     it = batches(examples, args.batch, args.seed)
     t0 = time.time()
     for step in range(args.steps):
         for g in opt.param_groups:
             g["lr"] = args.lr * sched(step)
-        ids, valid, nxt, ans = collate(next(it))
-        if mode == "tah":
+        batch = next(it)
+        ids, valid, nxt, ans = collate(batch)
+        if mode == "tah" and d1:
+            hard = static_oracle(base, ids, valid, ans)
+            for b, (p, a) in enumerate(batch):
+                seen[id(batch[b])] = hard[b, len(p) - 1:len(p) - 1 + len(a)].clone()
+            out = tm.tah_forward(base, ids, valid=valid, hard=hard, input_topk=args.input_topk,
+                                 depth1_grad=True)
+            logits = out["logits"]
+        elif mode == "tah":
             def oracle(l1):  # labelled (= answer) positions only; prompt tokens never hard
                 return (l1.argmax(-1) != ans) & (ans >= 0)
             out = tm.tah_forward(base, ids, valid=valid, hard=oracle, decider=probe,
@@ -162,7 +197,34 @@ def train_lora(base, examples, args, mode, dec_shape=None):
             log(f"[{mode}] step {step} loss {loss.item():.4f} lr {args.lr * sched(step):.2e}"
                 f" tokens {int(valid.sum())}{extra} {(time.time() - t0) / (step + 1):.2f}s/step")
     log(f"[{mode}] stage done in {time.time() - t0:.0f}s")
+    if mode == "tah" and d1:
+        return seen
     return {k: torch.cat(v) for k, v in feats.items()} if mode == "tah" else None
+
+
+@torch.no_grad()
+def depth1_features(base, dec, examples, bs, labels):
+    """Decider inputs from a depth-1 pass of the current model, labels from
+    `labels` ({id(example): bool over its answer tokens}); prompt positions are
+    negatives, like in collect_features."""
+    feats = {"hc": [], "tv": [], "y": [], "ans": []}
+    for i in range(0, len(examples), bs):
+        batch = examples[i:i + bs]
+        ids, valid, nxt, ans = collate(batch)
+        T = ids.shape[1]
+        pos = torch.arange(T).expand_as(ids)
+        mask = torch.ones(T, T, dtype=torch.bool).tril()[None] & valid[:, None]
+        l1, hs, _ = base.stack(base.model.embed_tokens(ids), pos, mask, lora=False, want_hidden=True)
+        hc, tv = dec.features(hs, l1)
+        y = torch.zeros_like(valid)
+        for b, (p, a) in enumerate(batch):
+            y[b, len(p) - 1:len(p) - 1 + len(a)] = labels[id(batch[b])]
+        m = nxt >= 0
+        feats["hc"].append(hc[m].half())
+        feats["tv"].append(tv[m].half())
+        feats["y"].append(y[m])
+        feats["ans"].append((ans >= 0)[m])
+    return {k: torch.cat(v) for k, v in feats.items()}
 
 
 @torch.no_grad()
@@ -269,6 +331,9 @@ def main():
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--r", type=int, default=8)
     ap.add_argument("--alpha", type=float, default=16)
+    ap.add_argument("--r1", type=int, default=0,
+                    help="rank of the depth-1 LoRA (merged into the base at the end); 0 = depth 1 frozen")
+    ap.add_argument("--alpha1", type=float, default=None, help="default 2·r1")
     ap.add_argument("--lora-dtype", default="float16",
                     help="LoRA weights are rounded to this dtype before saving (size)")
     ap.add_argument("--input-topk", type=int, default=100)
@@ -280,6 +345,8 @@ def main():
     ap.add_argument("--dec-batch", type=int, default=512)
     ap.add_argument("--dec-lr", type=float, default=1e-3)
     ap.add_argument("--n-val", type=int, default=100)
+    ap.add_argument("--dec-train-problems", type=int, default=0,
+                    help="with --r1: decider features from at most this many of the problems seen (0 = all)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--log-every", type=int, default=5)
@@ -298,6 +365,15 @@ def main():
     base.add_lora(args.r, args.alpha)
     n_lora = sum(p.numel() for p in base.lora_parameters())
     log(f"LoRA r={args.r} alpha={args.alpha}: {n_lora} trainable parameters")
+    n_d1 = 0
+    if args.r1 > 0:
+        if args.mode != "tah":
+            raise SystemExit("--r1 is for --mode tah")
+        args.alpha1 = args.alpha1 if args.alpha1 is not None else 2.0 * args.r1
+        base.add_lora_d1(args.r1, args.alpha1)
+        n_d1 = sum(p.numel() for p in base.lora_d1_parameters())
+        log(f"depth-1 LoRA r={args.r1} alpha={args.alpha1}: {n_d1} trainable parameters"
+            f" (total {n_lora + n_d1})")
     c = base.c
     layers = [int(x) for x in args.dec_layers.split(",")] if args.dec_layers else \
         sorted({round(c.layers * f) for f in (0.2, 0.47, 0.73)} | {c.layers})
@@ -307,13 +383,16 @@ def main():
                      expansion_factor=args.dec_expansion, dropout_rate=0.0,
                      normalize_input=False, threshold=0.5, dtype=torch.float32, max_iter=2)
     os.makedirs(args.out, exist_ok=True)
-    report = {"args": {k: v for k, v in vars(args).items() if k != "tok"}, "lora_params": n_lora}
+    report = {"args": {k: v for k, v in vars(args).items() if k != "tok"}, "lora_params": n_lora,
+              "lora_d1_params": n_d1}
 
     feats = train_lora(base, train_ex, args, args.mode, dec_shape if args.mode == "tah" else None)
     report["stage1_seconds"] = time.time() - t_start
+    torch.save({n: p.detach() for n, p in base.named_parameters() if "lora_" in n},
+               os.path.join(args.out, "stage1_loras.pt"))
     ldt = getattr(torch, args.lora_dtype)
     with torch.no_grad():
-        for p in base.lora_parameters():
+        for p in list(base.lora_parameters()) + list(base.lora_d1_parameters()):
             p.copy_(p.to(ldt).float())
 
     if args.mode == "sft":
@@ -333,7 +412,29 @@ def main():
     else:
         t1 = time.time()
         dec = tm.MLPIterDecider(**dec_shape)
-        val = collect_features(base, dec, val_ex, args.batch, args.input_topk)
+        if args.r1 > 0:
+            # static oracle on val (needs the initial weights), then merge the
+            # depth-1 LoRA and take every decider input from the final depth 1
+            val_lab = {}
+            for i in range(0, len(val_ex), args.batch):
+                batch = val_ex[i:i + args.batch]
+                ids, valid, nxt, ans = collate(batch)
+                hard = static_oracle(base, ids, valid, ans)
+                for b, (p_, a_) in enumerate(batch):
+                    val_lab[id(batch[b])] = hard[b, len(p_) - 1:len(p_) - 1 + len(a_)].clone()
+            tm.save_lora(base, os.path.join(args.out, "lora_depth1"), base_class=Config_arch(base),
+                         dtype=ldt, d1=True)
+            base.merge_d1()
+            seen = feats
+            tr_ex = [e for e in train_ex if id(e) in seen]
+            if args.dec_train_problems:
+                tr_ex = tr_ex[:args.dec_train_problems]
+            log(f"[decider] features from the merged depth 1: {len(tr_ex)} train, {len(val_ex)} val problems")
+            feats = depth1_features(base, dec, tr_ex, args.batch, seen)
+            val = depth1_features(base, dec, val_ex, args.batch, val_lab)
+            log(f"[decider] features done {time.time() - t1:.0f}s")
+        else:
+            val = collect_features(base, dec, val_ex, args.batch, args.input_topk)
         pw = train_decider(dec, feats, val, args)
         p = decider_probs(dec, val)
         f1, thr = pick_threshold(p, val["y"], val["ans"])
@@ -352,7 +453,11 @@ def main():
         shutil.copy(os.path.join(args.base, "config.json"), os.path.join(args.out, "config.json"))
         src = os.path.join(args.base, "model.safetensors")
         dst = os.path.join(args.out, "model.safetensors")
-        if os.path.abspath(src) != os.path.abspath(dst):
+        if args.r1 > 0:  # the base with the depth-1 LoRA merged
+            from safetensors.torch import save_file
+            sd = {k: v.contiguous() for k, v in base.state_dict().items() if "lora_" not in k}
+            save_file(sd, dst, metadata={"format": "pt"})
+        elif os.path.abspath(src) != os.path.abspath(dst):
             shutil.copy(src, dst)
         copy_tokenizer(args.base, args.out)
         arch = Config_arch(base)
