@@ -12,7 +12,7 @@ step() { printf '\n=== %s (%s)\n' "$1" "$(date +%T)"; }
 step "system packages"
 need=()
 for p in python3:python3 chromium:chromium valgrind:valgrind javac:openjdk-17-jdk-headless \
-         aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu qemu-aarch64:qemu-user; do
+         aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu qemu-aarch64:qemu-user /usr/bin/time:time; do
   command -v "${p%%:*}" >/dev/null || need+=("${p#*:}")
 done
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
@@ -53,6 +53,9 @@ bash examples/c/check.sh
 step "Android bridge: aarch64-linux-android staticlib symbols, JVM test"
 bash android/check.sh
 bash android/test/run.sh
+
+step "a synthetic TaH model with the released 1.7B recipe's shapes: convert, load, generate"
+RECIPE_LONG=0 bash models/synth/recipe-1.7b.sh "$cache/recipe-1.7b"
 
 step "trainer's TaH forward against the fixture (pytest, cached torch venv)"
 bash scripts/test-train.sh

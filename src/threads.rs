@@ -123,15 +123,18 @@ fn global_spin() -> &'static SpinPool {
 }
 
 /// Runs `f` with the current pool: `Some(spin pool)` or `None` for rayon's.
+/// The thread-local is not borrowed while `f` runs: a rayon worker waiting in
+/// `f` runs other queued jobs (another session's `install`), which set their
+/// own current pool on this thread.
 fn with_pool<R>(f: impl FnOnce(Option<&SpinPool>) -> R) -> R {
-    CURRENT.with(|cur| match &*cur.borrow() {
-        Some(Current::Spin(p)) => f(Some(p)),
+    match CURRENT.with(|cur| cur.borrow().clone()) {
+        Some(Current::Spin(p)) => f(Some(&p)),
         Some(Current::Rayon) => f(None),
         None => match Kind::from_env() {
             Kind::Spin => f(Some(global_spin())),
             Kind::Rayon => f(None),
         },
-    })
+    }
 }
 
 /// Threads of the current pool (the caller included).

@@ -188,3 +188,36 @@ fn pools_shut_down_when_dropped() {
     t.install(|| threads::for_each(10, &|_| ()));
     drop(t);
 }
+
+/// Sessions on several threads installing one rayon-backed pool: a worker that
+/// waits inside a parallel section runs other threads' queued `install` jobs,
+/// which set their own current pool on that worker. (The first version kept
+/// the current-pool cell borrowed across the section: "RefCell already
+/// borrowed", seen through the C ABI's concurrent-sessions test.)
+#[test]
+fn concurrent_installs_on_one_rayon_pool() {
+    let pool = Threads::with_kind(Kind::Rayon, 2).unwrap();
+    std::thread::scope(|sc| {
+        for t in 0..4usize {
+            let pool = &pool;
+            sc.spawn(move || {
+                for round in 0..200usize {
+                    let sum = pool.install(|| {
+                        let acc = AtomicUsize::new(0);
+                        threads::for_each(16, &|i| {
+                            // a little work, so that workers block and steal
+                            let mut x = i + t + round;
+                            for _ in 0..200 {
+                                x = x.wrapping_mul(31).wrapping_add(7);
+                            }
+                            std::hint::black_box(x);
+                            acc.fetch_add(i, Ordering::Relaxed);
+                        });
+                        acc.into_inner()
+                    });
+                    assert_eq!(sum, (0..16).sum::<usize>());
+                }
+            });
+        }
+    });
+}
