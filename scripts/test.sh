@@ -76,7 +76,7 @@ step "aarch64 test suite under qemu -cpu cortex-a76 (Raspberry Pi 5)"
 bash scripts/test-aarch64.sh cortex-a76 --release -- "${qemu_skip[@]}"
 
 step "greedy generation with a real model: aarch64 (qemu) = x86-64"
-PROFILE=release bash scripts/aarch64-parity.sh cortex-a72 cortex-a76
+PROFILE=release bash scripts/aarch64-parity.sh cortex-a72 cortex-a76 max
 
 step "fuzz: each target for 60 s"
 bash fuzz/run.sh 60
