@@ -358,6 +358,42 @@ macro_rules! x86_kernels {
                 }};
             }
 
+            /// Defines the table's `TileFn` `$tile` (bounds check, then the
+            /// feature-enabled `$imp` running `drive!` with micro-kernel `$micro`)
+            /// for activations of `$xbytes` bytes per `$xblk` values.
+            macro_rules! tile_fn {
+                ($tile:ident, $imp:ident, $micro:ident, $xblk:expr, $xbytes:expr) => {
+                    #[target_feature(enable = $features)]
+                    fn $imp(
+                        cols: usize,
+                        w: &[u8],
+                        ws: usize,
+                        x: &[u8],
+                        xs: usize,
+                        nx: usize,
+                        out: &mut [f32],
+                    ) {
+                        drive!($micro, cols, w, ws, x, xs, nx, out)
+                    }
+
+                    /// [`super::super::TileFn`] for this format.
+                    pub fn $tile(
+                        cols: usize,
+                        w: &[u8],
+                        ws: usize,
+                        x: &[u8],
+                        xs: usize,
+                        nx: usize,
+                        out: &mut [f32],
+                    ) {
+                        assert!(out.len() >= (w.len() / ws) * nx && x.len() >= (nx - 1) * xs + $xbytes * (cols / $xblk));
+                        // SAFETY: reachable only through this module's table, which
+                        // `available()` hands out only after detecting its features.
+                        unsafe { $imp(cols, w, ws, x, xs, nx, out) }
+                    }
+                };
+            }
+
             /// Defines a tile function and its micro-kernel for a format with
             /// blocks of 32 (`$wb` weight bytes, `$xb` activation bytes, the
             /// activation quants at `$xq`). `$unpack(p)` gives the quants of the
@@ -431,34 +467,7 @@ macro_rules! x86_kernels {
                         }
                     }
 
-                    #[target_feature(enable = $features)]
-                    fn tile_impl(
-                        cols: usize,
-                        w: &[u8],
-                        ws: usize,
-                        x: &[u8],
-                        xs: usize,
-                        nx: usize,
-                        out: &mut [f32],
-                    ) {
-                        drive!($micro, cols, w, ws, x, xs, nx, out)
-                    }
-
-                    /// [`super::super::TileFn`] for this format.
-                    pub fn $tile(
-                        cols: usize,
-                        w: &[u8],
-                        ws: usize,
-                        x: &[u8],
-                        xs: usize,
-                        nx: usize,
-                        out: &mut [f32],
-                    ) {
-                        assert!(out.len() >= (w.len() / ws) * nx && x.len() >= (nx - 1) * xs + $xb * (cols / 32));
-                        // SAFETY: reachable only through this module's table, which
-                        // `available()` hands out only after detecting its features.
-                        unsafe { tile_impl(cols, w, ws, x, xs, nx, out) }
-                    }
+                    tile_fn!($tile, tile_impl, $micro, 32, $xb);
                 };
             }
 
@@ -660,39 +669,6 @@ macro_rules! x86_kernels {
                         out[jj * nx + i] = hsum(acc[jj][i]);
                     }
                 }
-            }
-
-            macro_rules! tile_fn {
-                ($tile:ident, $imp:ident, $micro:ident, $xblk:expr, $xbytes:expr) => {
-                    #[target_feature(enable = $features)]
-                    fn $imp(
-                        cols: usize,
-                        w: &[u8],
-                        ws: usize,
-                        x: &[u8],
-                        xs: usize,
-                        nx: usize,
-                        out: &mut [f32],
-                    ) {
-                        drive!($micro, cols, w, ws, x, xs, nx, out)
-                    }
-
-                    /// [`super::super::TileFn`] for this format.
-                    pub fn $tile(
-                        cols: usize,
-                        w: &[u8],
-                        ws: usize,
-                        x: &[u8],
-                        xs: usize,
-                        nx: usize,
-                        out: &mut [f32],
-                    ) {
-                        assert!(out.len() >= (w.len() / ws) * nx && x.len() >= (nx - 1) * xs + $xbytes * (cols / $xblk));
-                        // SAFETY: reachable only through this module's table, which
-                        // `available()` hands out only after detecting its features.
-                        unsafe { $imp(cols, w, ws, x, xs, nx, out) }
-                    }
-                };
             }
 
             tile_fn!(tile_q4_k, tile_q4_k_impl, micro_q4_k, 256, 292);

@@ -406,31 +406,53 @@ fn attention(
         // an f32 cache keeps full f32 accumulation (the reference-parity path).
         if matches!(sets[0].0, Rows::F16(_)) {
             attend_f16(qh, sets, p, kv_dim, kv_off, scale, o);
-            return;
-        }
-        let mut acc = [0f32; MAX_HEAD_DIM];
-        let acc = &mut acc[..hd];
-        let (mut m, mut l) = (f32::NEG_INFINITY, 0f32);
-        for (k, v, pos) in sets {
-            let visible = match pos {
-                None => p + 1,
-                Some(pos) => pos.partition_point(|&pp| pp <= p),
-            };
-            for j in 0..visible {
-                let s = dot_row(qh, *k, j * kv_dim + kv_off, hd) * scale;
-                let m_new = m.max(s);
-                let corr = (m - m_new).exp();
-                let w = (s - m_new).exp();
-                l = l * corr + w;
-                axpy_row(acc, corr, w, *v, j * kv_dim + kv_off);
-                m = m_new;
-            }
-        }
-        let inv = 1.0 / l;
-        for (o, a) in o.iter_mut().zip(acc.iter()) {
-            *o = a * inv;
+        } else {
+            attend_f32(qh, sets, p, kv_dim, kv_off, scale, o);
         }
     });
+}
+
+/// One query head over f32 keys/values: online softmax in f32 (the
+/// reference-parity path).
+fn attend_f32(
+    qh: &[f32],
+    sets: &[KvSet],
+    p: usize,
+    kv_dim: usize,
+    kv_off: usize,
+    scale: f32,
+    o: &mut [f32],
+) {
+    let hd = qh.len();
+    let mut acc = [0f32; MAX_HEAD_DIM];
+    let acc = &mut acc[..hd];
+    let (mut m, mut l) = (f32::NEG_INFINITY, 0f32);
+    for (keys, vals, pos) in sets {
+        let (Rows::F32(keys), Rows::F32(vals)) = (keys, vals) else {
+            unreachable!("one cache type for every depth")
+        };
+        let visible = match pos {
+            None => p + 1,
+            Some(pos) => pos.partition_point(|&pp| pp <= p),
+        };
+        for j in 0..visible {
+            let at = j * kv_dim + kv_off;
+            let s = kernels::dot_f32(qh, &keys[at..at + hd]) * scale;
+            let m_new = m.max(s);
+            let corr = (m - m_new).exp();
+            let w = (s - m_new).exp();
+            l = l * corr + w;
+            // acc = acc·corr + w·v
+            for (a, x) in acc.iter_mut().zip(&vals[at..at + hd]) {
+                *a = *a * corr + w * x;
+            }
+            m = m_new;
+        }
+    }
+    let inv = 1.0 / l;
+    for (o, a) in o.iter_mut().zip(acc.iter()) {
+        *o = a * inv;
+    }
 }
 
 /// One query head over f16 keys/values, in llama.cpp's CPU flash-attention
@@ -485,33 +507,6 @@ fn attend_f16(
     let inv = if l == 0.0 { 0.0 } else { 1.0 / l };
     for (o, a) in o.iter_mut().zip(acc.iter()) {
         *o = a.to_f32() * inv;
-    }
-}
-
-fn dot_row(q: &[f32], k: Rows, at: usize, hd: usize) -> f32 {
-    match k {
-        Rows::F32(k) => kernels::dot_f32(q, &k[at..at + hd]),
-        Rows::F16(k) => q
-            .iter()
-            .zip(&k[at..at + hd])
-            .map(|(a, b)| a * b.to_f32())
-            .sum(),
-    }
-}
-
-/// `acc = acc·corr + w·v_row`.
-fn axpy_row(acc: &mut [f32], corr: f32, w: f32, v: Rows, at: usize) {
-    match v {
-        Rows::F32(v) => {
-            for (a, x) in acc.iter_mut().zip(&v[at..]) {
-                *a = *a * corr + w * x;
-            }
-        }
-        Rows::F16(v) => {
-            for (a, x) in acc.iter_mut().zip(&v[at..]) {
-                *a = *a * corr + w * x.to_f32();
-            }
-        }
     }
 }
 
