@@ -412,6 +412,12 @@ fn attention(
     });
 }
 
+/// Cached rows a query at position `p` sees: depth 1 holds every position
+/// (`None`), a deeper depth only its own, sorted.
+fn visible(positions: Option<&[usize]>, p: usize) -> usize {
+    positions.map_or(p + 1, |pos| pos.partition_point(|&pp| pp <= p))
+}
+
 /// One query head over f32 keys/values: online softmax in f32 (the
 /// reference-parity path).
 fn attend_f32(
@@ -431,10 +437,7 @@ fn attend_f32(
         let (Rows::F32(keys), Rows::F32(vals)) = (keys, vals) else {
             unreachable!("one cache type for every depth")
         };
-        let visible = match pos {
-            None => p + 1,
-            Some(pos) => pos.partition_point(|&pp| pp <= p),
-        };
+        let visible = visible(*pos, p);
         for j in 0..visible {
             let at = j * kv_dim + kv_off;
             let s = kernels::dot_f32(qh, &keys[at..at + hd]) * scale;
@@ -484,10 +487,7 @@ fn attend_f16(
         let (Rows::F16(keys), Rows::F16(vals)) = (keys, vals) else {
             unreachable!()
         };
-        let visible = match pos {
-            None => p + 1,
-            Some(pos) => pos.partition_point(|&pp| pp <= p),
-        };
+        let visible = visible(*pos, p);
         for j in 0..visible {
             let at = j * kv_dim + kv_off;
             let s = (k.dot_f16)(q16, &keys[at..at + hd]) * scale;
