@@ -60,6 +60,7 @@ macro_rules! table {
             q4_k: $m::q4_k,
             q6_k: $m::q6_k,
             dot_f32,
+            panel: super::no_panel,
             dot_f16: super::attn_f16::dot_f16,
             mad_f16: super::attn_f16::mad_f16,
         };

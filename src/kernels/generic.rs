@@ -26,6 +26,7 @@ pub static KERNELS: Kernels = Kernels {
     q4_k: tile_q4_k,
     q6_k: tile_q6_k,
     dot_f32,
+    panel: super::no_panel,
     dot_f16: super::attn_f16::dot_f16,
     mad_f16: super::attn_f16::mad_f16,
 };

@@ -195,6 +195,58 @@ pub struct Kernels {
     pub dot_f16: fn(&[half::f16], &[half::f16]) -> f32,
     /// The f16 value accumulator's update ([`attn_f16::mad_f16`], bit-exact).
     pub mad_f16: fn(&mut [half::f16], &[half::f16], f32, f32),
+    /// A prefill product for weights of this type that writes `y` row-major
+    /// ([`PanelFn`]), if the table has one; used for [`PANEL_MIN_ROWS`] or
+    /// more activation rows.
+    pub panel: fn(GgmlType) -> Option<PanelFn>,
+}
+
+/// [`Kernels::panel`] of a table without panel products.
+pub fn no_panel(_: GgmlType) -> Option<PanelFn> {
+    None
+}
+
+/// Fewest activation rows for which [`matmul`] uses a table's panel product.
+pub const PANEL_MIN_ROWS: usize = 4;
+
+/// A panel product: output rows `r0..r1` of `job`, for every activation row.
+/// Block-32 weight types only (`cols` a multiple of 32).
+pub type PanelFn = fn(job: &PanelJob, r0: usize, r1: usize);
+
+/// One [`matmul`] for a [`PanelFn`]: the weights, the activation rows in the
+/// type's activation format (q8_0 or q8_1) with per-block figures, and the
+/// output. Only [`matmul_with`] makes one, and it hands each task its own
+/// rows, so the tasks' writes never overlap.
+pub struct PanelJob<'a> {
+    pub cols: usize,
+    pub rows: usize,
+    /// `rows` weight rows of `ws` bytes.
+    pub w: &'a [u8],
+    pub ws: usize,
+    /// `n` activation rows, `xs` bytes apart.
+    pub x: &'a [u8],
+    pub xs: usize,
+    pub n: usize,
+    /// Per activation row and block (`i · cols/32 + b`): the scale `d`,
+    pub xd: &'a [f32],
+    /// the sum of the quants (q8_0 activations),
+    pub xsum: &'a [i32],
+    /// and `s` (q8_1 activations).
+    pub xm: &'a [f32],
+    /// `n × rows` outputs, row-major.
+    y: *mut f32,
+}
+
+// SAFETY: `y` is written only through `out`, by tasks that own disjoint row
+// ranges (see `matmul_with`); everything else is shared read-only data.
+unsafe impl Sync for PanelJob<'_> {}
+
+impl PanelJob<'_> {
+    /// A pointer to `y[i][r..r + len]`, after checking it is within `y`.
+    pub fn out(&self, i: usize, r: usize, len: usize) -> *mut f32 {
+        assert!(i < self.n && r + len <= self.rows);
+        self.y.wrapping_add(i * self.rows + r)
+    }
 }
 
 impl Kernels {
@@ -272,6 +324,10 @@ pub struct MatmulScratch {
     act: Vec<u8>,
     /// For n > 1: the output transposed (rows × n), as the tiles produce it.
     yt: Vec<f32>,
+    /// For panel products: per activation block, `d`, `Σq` and `s`.
+    xd: Vec<f32>,
+    xsum: Vec<i32>,
+    xm: Vec<f32>,
 }
 
 /// Smallest amount of weight bytes worth a parallel task.
@@ -284,11 +340,11 @@ const TASKS_PER_THREAD: usize = 4;
 fn rows_per_task(rows: usize, row_bytes: usize, threads: usize) -> usize {
     let by_threads = rows.div_ceil(threads.max(1) * TASKS_PER_THREAD);
     let by_bytes = MIN_TASK_BYTES.div_ceil(row_bytes.max(1));
-    // multiples of 4 keep the kernels' row tiles whole
+    // multiples of 8 keep the kernels' row tiles and panels whole
     by_threads
         .max(by_bytes)
         .max(1)
-        .next_multiple_of(4)
+        .next_multiple_of(8)
         .min(rows.max(1))
 }
 
@@ -334,10 +390,36 @@ pub fn matmul_with(
         at.quantize(xr, ar);
     }
     let act = &scratch.act[..n * xs];
+    let per = rows_per_task(rows, row_bytes, crate::threads::current_threads());
+
+    if n >= PANEL_MIN_ROWS {
+        if let Some(panel) = (k.panel)(w.ty) {
+            let nb = cols / 32;
+            let (xd, xsum, xm) = (&mut scratch.xd, &mut scratch.xsum, &mut scratch.xm);
+            block_figures(at, act, xs, n * nb, xd, xsum, xm);
+            let job = PanelJob {
+                cols,
+                rows,
+                w: w.data,
+                ws: row_bytes,
+                x: act,
+                xs,
+                n,
+                xd: &xd[..n * nb],
+                xsum: &xsum[..n * nb],
+                xm: &xm[..n * nb],
+                y: y.as_mut_ptr(),
+            };
+            // each task its own rows (`PanelJob`'s contract); `y` stays
+            // borrowed until all are done
+            let tasks = rows.div_ceil(per);
+            crate::threads::for_each(tasks, &|t| panel(&job, t * per, rows.min((t + 1) * per)));
+            return;
+        }
+    }
 
     // 2. parallel over chunks of output rows; 3. the tile kernel
     let tile = k.tile(w.ty);
-    let per = rows_per_task(rows, row_bytes, crate::threads::current_threads());
     let run = |out: &mut [f32], wchunk: &[u8]| tile(cols, wchunk, row_bytes, act, xs, n, out);
     let out: &mut [f32] = if n == 1 {
         &mut *y
@@ -367,6 +449,46 @@ pub fn matmul_with(
                 }
             }
         }
+    }
+}
+
+/// Per block of 32 of the q8_0/q8_1 activation rows in `act` (blocks of
+/// `nblocks` in all): its scale `d`, the sum of its quants, and (q8_1) `s`.
+fn block_figures(
+    at: ActType,
+    act: &[u8],
+    xs: usize,
+    nblocks: usize,
+    xd: &mut Vec<f32>,
+    xsum: &mut Vec<i32>,
+    xm: &mut Vec<f32>,
+) {
+    let (bb, q) = match at {
+        ActType::Q8_0 => (34, 2),
+        ActType::Q8_1 => (quant::q8_1::BLOCK_BYTES, 4),
+        _ => unreachable!("panel products take q8_0/q8_1 activations"),
+    };
+    for v in [&mut *xd, &mut *xm] {
+        if v.len() < nblocks {
+            v.resize(nblocks, 0.0);
+        }
+    }
+    if xsum.len() < nblocks {
+        xsum.resize(nblocks, 0);
+    }
+    let per_row = xs / bb;
+    for (k, ((d, sum), m)) in xd
+        .iter_mut()
+        .zip(xsum.iter_mut())
+        .zip(xm.iter_mut())
+        .take(nblocks)
+        .enumerate()
+    {
+        let blk = &act[(k / per_row) * xs + (k % per_row) * bb..][..bb];
+        let f16 = |at: usize| quant::f16::to_f32(u16::from_le_bytes([blk[at], blk[at + 1]]));
+        *d = f16(0);
+        *m = if q == 4 { f16(2) } else { 0.0 };
+        *sum = blk[q..].iter().map(|&v| v as i8 as i32).sum();
     }
 }
 

@@ -21,6 +21,8 @@
 //! block and tile); `q8_0` uses the sign trick (`|w| · sign(y, w)`).
 
 use super::{generic, Kernels};
+
+pub mod panel;
 use core::arch::x86_64::*;
 
 fn has_avx2() -> bool {
@@ -52,6 +54,7 @@ pub static AVX2: Kernels = Kernels {
     q4_k: avx2::tile_q4_k,
     q6_k: avx2::tile_q6_k,
     dot_f32: avx2::dot_f32,
+    panel: super::no_panel,
     dot_f16: super::attn_f16::x86::dot_f16_avx2,
     mad_f16: super::attn_f16::x86::mad_f16_avx2,
 };
@@ -71,6 +74,7 @@ pub static AVX512: Kernels = Kernels {
     q4_k: avx512::tile_q4_k,
     q6_k: avx512::tile_q6_k,
     dot_f32: avx512_dot_f32,
+    panel: panel::for_type,
     dot_f16: super::attn_f16::x86::dot_f16_avx512,
     mad_f16: super::attn_f16::x86::mad_f16_avx512,
 };
