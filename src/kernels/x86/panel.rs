@@ -75,6 +75,19 @@ const PB: usize = 320;
 /// vectors fit AVX-512's 32 registers.
 const RX: usize = 8;
 
+/// `$body` for `$i` = 0, 1, … 7 while `$i < $n` (a constant), written out.
+macro_rules! unroll8 {
+    ($i:ident < $n:expr, $body:block) => {
+        unroll8!(@ $i, $n, $body, 0 1 2 3 4 5 6 7)
+    };
+    (@ $i:ident, $n:expr, $body:block, $($k:literal)*) => {
+        $({
+            let $i: usize = $k;
+            if $i < $n $body
+        })*
+    };
+}
+
 /// The panel product for weights of type `ty`, if there is one.
 pub fn for_type(ty: GgmlType) -> Option<PanelFn> {
     Some(match ty {
@@ -269,28 +282,40 @@ unsafe fn tile<const K: u8, const N: usize>(
                 _mm256_load_ps(blk.add(256).cast()),
             )
         };
-        for (i, acc) in acc.iter_mut().enumerate() {
+        // Written out (not loops) so the sums and accumulators stay in
+        // registers, and group-major so the N dependency chains interleave.
+        let mut s = [_mm256_setzero_si256(); N];
+        let mut xp = [x; N];
+        unroll8!(i < N, {
             let a = (i0 + i) * nb + b;
-            // SAFETY: activation row i0 + i, block b (caller); aux arrays hold n·nb.
+            // SAFETY: activation row i0 + i, block b (caller); the aux arrays
+            // hold n·nb values.
             unsafe {
-                let xp = x.add((i0 + i) * job.xs + b * xbytes + xq);
-                let mut s = if offset(K) != 0 {
-                    _mm256_set1_epi32(-offset(K) * *job.xsum.get_unchecked(a))
-                } else {
-                    _mm256_setzero_si256()
-                };
-                for (g, &wg) in wv.iter().enumerate() {
-                    let y4 = xp.add(4 * g).cast::<i32>().read_unaligned();
-                    s = _mm256_dpbusd_epi32(s, wg, _mm256_set1_epi32(y4));
-                }
-                let d = _mm256_mul_ps(dw, _mm256_set1_ps(*job.xd.get_unchecked(a)));
-                *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, *acc);
-                if has_min(K) {
-                    let mw = _mm256_load_ps(blk.add(288).cast());
-                    *acc = _mm256_fmadd_ps(mw, _mm256_set1_ps(*job.xm.get_unchecked(a)), *acc);
+                xp[i] = x.add((i0 + i) * job.xs + b * xbytes + xq);
+                if offset(K) != 0 {
+                    s[i] = _mm256_set1_epi32(-offset(K) * *job.xsum.get_unchecked(a));
                 }
             }
-        }
+        });
+        unroll8!(g < 8, {
+            unroll8!(i < N, {
+                // SAFETY: 4 of the block's 32 quants (caller).
+                let y4 = unsafe { xp[i].add(4 * g).cast::<i32>().read_unaligned() };
+                s[i] = _mm256_dpbusd_epi32(s[i], wv[g], _mm256_set1_epi32(y4));
+            });
+        });
+        unroll8!(i < N, {
+            let a = (i0 + i) * nb + b;
+            // SAFETY: as above.
+            unsafe {
+                let d = _mm256_mul_ps(dw, _mm256_set1_ps(*job.xd.get_unchecked(a)));
+                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[i]), d, acc[i]);
+                if has_min(K) {
+                    let mw = _mm256_load_ps(blk.add(288).cast());
+                    acc[i] = _mm256_fmadd_ps(mw, _mm256_set1_ps(*job.xm.get_unchecked(a)), acc[i]);
+                }
+            }
+        });
     }
     for (i, &v) in acc.iter().enumerate() {
         let p = job.out(i0 + i, r, m);

@@ -1,0 +1,110 @@
+//! Prefill matrix-product throughput per weight type: the selected table with
+//! and without its panel products, alternating, one thread.
+//!
+//! ```text
+//! cargo run --release --example matmul_bench [-- TYPES [N [ROWSxCOLS ...]]]
+//! ```
+//!
+//! `N` activation rows (default 128) times each matrix (hot: it stays in
+//! cache, so this measures compute). Reported: median multiply-adds per
+//! second (10⁹) of each path over 7 alternating rounds, and their ratio.
+
+use std::time::Instant;
+
+use tah::kernels::{self, Kernels, MatmulScratch, Matrix};
+use tah::quant::{self, GgmlType};
+
+fn splitmix(state: &mut u64) -> f32 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let types: Vec<GgmlType> = args
+        .first()
+        .map_or("q4_0,q4_1,q5_0,q8_0,q4_k,q6_k", |s| s.as_str())
+        .split(',')
+        .map(|s| GgmlType::from_name(s).expect("type"))
+        .collect();
+    let n: usize = args.get(1).map_or(128, |s| s.parse().expect("N"));
+    let shapes: Vec<(usize, usize)> = if args.len() > 2 {
+        args[2..]
+            .iter()
+            .map(|s| {
+                let (r, c) = s.split_once('x').expect("ROWSxCOLS");
+                (r.parse().unwrap(), c.parse().unwrap())
+            })
+            .collect()
+    } else {
+        vec![(1536, 576), (576, 1536), (4864, 896), (896, 4864)]
+    };
+    let with = kernels::kernels();
+    let without = Kernels {
+        panel: kernels::no_panel,
+        ..*with
+    };
+    println!("kernels: {}, {n} activation rows, 1 thread", with.name);
+    println!(
+        "{:<6} {:>10} {:>12} {:>12} {:>7}",
+        "type", "shape", "tiles GMAC/s", "panel GMAC/s", "ratio"
+    );
+    let pool = tah::threads::Threads::new(1).unwrap();
+    for &ty in &types {
+        for &(rows, cols) in &shapes {
+            let Some(rb) = ty.row_bytes(cols as u64) else {
+                continue;
+            };
+            let rb = rb as usize;
+            let mut seed = 7u64;
+            let vals: Vec<f32> = (0..rows * cols).map(|_| splitmix(&mut seed)).collect();
+            let mut data = vec![0u8; rows * rb];
+            for r in 0..rows {
+                quant::quantize(ty, &vals[r * cols..][..cols], &mut data[r * rb..][..rb]);
+            }
+            let w = Matrix {
+                ty,
+                data: &data,
+                rows,
+                cols,
+            };
+            let x: Vec<f32> = (0..n * cols).map(|_| splitmix(&mut seed)).collect();
+            let mut y = vec![0f32; n * rows];
+            let mut scratch = MatmulScratch::default();
+            let mut time = |k: &Kernels| {
+                pool.install(|| {
+                    kernels::matmul_with(k, &w, &x, n, &mut y, &mut scratch);
+                    let t = Instant::now();
+                    let mut calls = 0;
+                    while calls < 3 || t.elapsed().as_secs_f64() < 0.15 {
+                        kernels::matmul_with(k, &w, &x, n, &mut y, &mut scratch);
+                        calls += 1;
+                    }
+                    (rows * cols * n) as f64 * calls as f64 / t.elapsed().as_secs_f64() / 1e9
+                })
+            };
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            for _ in 0..7 {
+                a.push(time(&without));
+                b.push(time(with));
+            }
+            let (a, b) = (median(a), median(b));
+            println!(
+                "{:<6} {:>10} {:>12.1} {:>12.1} {:>7.2}",
+                ty.name(),
+                format!("{rows}x{cols}"),
+                a,
+                b,
+                b / a
+            );
+        }
+    }
+}
