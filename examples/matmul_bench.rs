@@ -11,8 +11,11 @@
 
 use std::time::Instant;
 
+#[path = "common/args.rs"]
+mod args;
+
 use tah::kernels::{self, Kernels, MatmulScratch, Matrix};
-use tah::quant::{self, GgmlType};
+use tah::quant;
 
 fn splitmix(state: &mut u64) -> f32 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -29,24 +32,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let types: Vec<GgmlType> = args
-        .first()
-        .map_or("q4_0,q4_1,q5_0,q8_0,q4_k,q6_k", |s| s.as_str())
-        .split(',')
-        .map(|s| GgmlType::from_name(s).expect("type"))
-        .collect();
+    let types = args::types(args.first(), "q4_0,q4_1,q5_0,q8_0,q4_k,q6_k");
     let n: usize = args.get(1).map_or(128, |s| s.parse().expect("N"));
-    let shapes: Vec<(usize, usize)> = if args.len() > 2 {
-        args[2..]
-            .iter()
-            .map(|s| {
-                let (r, c) = s.split_once('x').expect("ROWSxCOLS");
-                (r.parse().unwrap(), c.parse().unwrap())
-            })
-            .collect()
-    } else {
-        vec![(1536, 576), (576, 1536), (4864, 896), (896, 4864)]
-    };
+    let shapes = args::shapes(
+        args.get(2..).unwrap_or(&[]),
+        &[(1536, 576), (576, 1536), (4864, 896), (896, 4864)],
+    );
     let with = kernels::kernels();
     let without = Kernels {
         panel: kernels::no_panel,

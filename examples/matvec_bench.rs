@@ -15,8 +15,11 @@
 
 use std::time::Instant;
 
+#[path = "common/args.rs"]
+mod args;
+
 use tah::kernels::{self, MatmulScratch, Matrix};
-use tah::quant::{self, GgmlType};
+use tah::quant;
 
 fn splitmix(state: &mut u64) -> f32 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -51,27 +54,11 @@ fn time_calls(budget: f64, mut f: impl FnMut(usize)) -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let types: Vec<GgmlType> = match args.first() {
-        Some(t) => t
-            .split(',')
-            .map(|s| GgmlType::from_name(s).expect("type"))
-            .collect(),
-        None => ["q4_0", "q4_1", "q5_0", "q8_0", "q4_k", "q6_k"]
-            .iter()
-            .map(|s| GgmlType::from_name(s).unwrap())
-            .collect(),
-    };
-    let shapes: Vec<(usize, usize)> = if args.len() > 1 {
-        args[1..]
-            .iter()
-            .map(|s| {
-                let (r, c) = s.split_once('x').expect("ROWSxCOLS");
-                (r.parse().unwrap(), c.parse().unwrap())
-            })
-            .collect()
-    } else {
-        vec![(4864, 896), (896, 4864), (896, 896)]
-    };
+    let types = args::types(args.first(), "q4_0,q4_1,q5_0,q8_0,q4_k,q6_k");
+    let shapes = args::shapes(
+        args.get(1..).unwrap_or(&[]),
+        &[(4864, 896), (896, 4864), (896, 896)],
+    );
     println!("kernels: {}", kernels::kernels().name);
     println!(
         "{:<6} {:>10} {:>9} {:>4} {:>10} {:>10} {:>10}",
