@@ -176,7 +176,9 @@ pub mod x86 {
                 _mm256_storeu_si256(pa, _mm512_cvtps_ph::<RNE_SAE>(_mm512_fmadd_ps(x, vsv, a)));
             }
         }
-        super::mad_f16(&mut acc[n16..], &v[n16..], ms, vs);
+        if n16 < acc.len() {
+            super::mad_f16(&mut acc[n16..], &v[n16..], ms, vs);
+        }
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -195,7 +197,9 @@ pub mod x86 {
                 _mm_storeu_si128(pa, _mm256_cvtps_ph::<RNE>(_mm256_fmadd_ps(x, vsv, a)));
             }
         }
-        super::mad_f16(&mut acc[n8..], &v[n8..], ms, vs);
+        if n8 < acc.len() {
+            super::mad_f16(&mut acc[n8..], &v[n8..], ms, vs);
+        }
     }
 
     /// [`super::dot_f16`] with AVX-512.

@@ -27,6 +27,7 @@ pub static KERNELS: Kernels = Kernels {
     q6_k: tile_q6_k,
     dot_f32,
     panel: super::no_panel,
+    swiglu: super::swiglu::swiglu,
     dot_f16: super::attn_f16::dot_f16,
     mad_f16: super::attn_f16::mad_f16,
 };

@@ -53,6 +53,7 @@ use std::sync::OnceLock;
 pub mod aarch64;
 pub mod attn_f16;
 pub mod generic;
+pub mod swiglu;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 
@@ -199,6 +200,9 @@ pub struct Kernels {
     /// ([`PanelFn`]), if the table has one; used for [`PANEL_MIN_ROWS`] or
     /// more activation rows.
     pub panel: fn(GgmlType) -> Option<PanelFn>,
+    /// The feed-forward gate `g = silu(g) · u` ([`swiglu::swiglu`]; within a
+    /// few ulp of it).
+    pub swiglu: fn(&mut [f32], &[f32]),
 }
 
 /// [`Kernels::panel`] of a table without panel products.
@@ -490,6 +494,12 @@ fn block_figures(
         *m = if q == 4 { f16(2) } else { 0.0 };
         *sum = blk[q..].iter().map(|&v| v as i8 as i32).sum();
     }
+}
+
+/// `g[i] = silu(g[i]) · u[i]` with the selected kernels.
+#[inline]
+pub fn swiglu(g: &mut [f32], u: &[f32]) {
+    (kernels().swiglu)(g, u)
 }
 
 /// `Σ a[i]·b[i]` with the selected kernels (attention scores, decider).

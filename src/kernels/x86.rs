@@ -55,6 +55,7 @@ pub static AVX2: Kernels = Kernels {
     q6_k: avx2::tile_q6_k,
     dot_f32: avx2::dot_f32,
     panel: super::no_panel,
+    swiglu: super::swiglu::x86::swiglu_avx2,
     dot_f16: super::attn_f16::x86::dot_f16_avx2,
     mad_f16: super::attn_f16::x86::mad_f16_avx2,
 };
@@ -75,6 +76,7 @@ pub static AVX512: Kernels = Kernels {
     q6_k: avx512::tile_q6_k,
     dot_f32: avx512_dot_f32,
     panel: panel::for_type,
+    swiglu: super::swiglu::x86::swiglu_avx512,
     dot_f16: super::attn_f16::x86::dot_f16_avx512,
     mad_f16: super::attn_f16::x86::mad_f16_avx512,
 };

@@ -29,6 +29,9 @@ pub struct Scratch {
     pub mm: MatmulScratch,
     /// RoPE inverse frequencies (hd/2).
     inv_freq: Vec<f32>,
+    /// (rows, hd/2) (cos, sin) of each row's rotation angles, computed once
+    /// per call instead of once per layer and head.
+    rope_cs: Vec<(f32, f32)>,
 }
 
 impl Scratch {
@@ -57,6 +60,7 @@ impl Scratch {
             lora_y: vec![0.0; max_rows * max_out],
             mm: MatmulScratch::default(),
             inv_freq,
+            rope_cs: vec![(0.0, 0.0); max_rows * (c.head_dim / 2)],
         }
     }
 }
@@ -94,14 +98,20 @@ fn rms_norm_heads(x: &mut [f32], w: &[f32], eps: f32) {
     }
 }
 
-/// Rotary embedding of one row of heads at position `pos`. `neox`: pairs
-/// (i, i + hd/2) (qwen2/qwen3, and HF's rotate-half); otherwise adjacent pairs
-/// (2i, 2i+1), the order llama.cpp's converter gives llama models.
-fn rope(x: &mut [f32], hd: usize, pos: usize, inv_freq: &[f32], neox: bool) {
+/// The (cos, sin) of position `pos`'s rotation angles `pos · inv_freq[i]`.
+fn rope_angles(pos: usize, inv_freq: &[f32], cs: &mut [(f32, f32)]) {
+    for (c, f) in cs.iter_mut().zip(inv_freq) {
+        let (sin, cos) = (pos as f32 * f).sin_cos();
+        *c = (cos, sin);
+    }
+}
+
+/// Rotary embedding of one row of heads by the angles `cs` ([`rope_angles`]).
+/// `neox`: pairs (i, i + hd/2) (qwen2/qwen3, and HF's rotate-half); otherwise
+/// adjacent pairs (2i, 2i+1), the order llama.cpp's converter gives llama models.
+fn rope(x: &mut [f32], hd: usize, cs: &[(f32, f32)], neox: bool) {
     for head in x.chunks_exact_mut(hd) {
-        for (i, f) in inv_freq.iter().enumerate() {
-            let theta = pos as f32 * f;
-            let (sin, cos) = theta.sin_cos();
+        for (i, &(cos, sin)) in cs.iter().enumerate() {
             let (a, b) = if neox {
                 (i, i + hd / 2)
             } else {
@@ -180,6 +190,9 @@ pub fn run_layers(
         .map_or(0.0, |t| t.lora_alpha / t.lora_rank as f32);
     let neox = c.arch != Arch::Llama;
     let n_sel = capture.as_ref().map_or(0, |cap| cap.layers.len());
+    for (cs, &p) in s.rope_cs.chunks_exact_mut(hd / 2).zip(positions) {
+        rope_angles(p, &s.inv_freq, cs);
+    }
 
     for (l, layer) in model.layers.iter().enumerate() {
         if let Some(cap) = capture.as_deref_mut() {
@@ -243,8 +256,9 @@ pub fn run_layers(
                 rms_norm_heads(q, qn, c.rms_eps);
                 rms_norm_heads(k, kn, c.rms_eps);
             }
-            rope(q, hd, positions[i], &s.inv_freq, neox);
-            rope(k, hd, positions[i], &s.inv_freq, neox);
+            let cs = &s.rope_cs[i * (hd / 2)..(i + 1) * (hd / 2)];
+            rope(q, hd, cs, neox);
+            rope(k, hd, cs, neox);
             cache.write(
                 depth,
                 l,
@@ -311,12 +325,7 @@ pub fn run_layers(
             &mut s.lora_y,
             &mut s.mm,
         );
-        for (g, u) in s.gate[..n * c.ffn_dim]
-            .iter_mut()
-            .zip(&s.up[..n * c.ffn_dim])
-        {
-            *g = *g / (1.0 + (-*g).exp()) * u;
-        }
+        kernels::swiglu(&mut s.gate[..n * c.ffn_dim], &s.up[..n * c.ffn_dim]);
         linear(
             model,
             &layer.w_down,
