@@ -53,7 +53,10 @@ use std::sync::OnceLock;
 pub mod aarch64;
 pub mod attn_f16;
 pub mod generic;
+pub mod panel;
 pub mod swiglu;
+
+pub use panel::{PanelFn, PanelJob};
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 
@@ -213,46 +216,6 @@ pub fn no_panel(_: GgmlType) -> Option<PanelFn> {
 /// Fewest activation rows for which [`matmul`] uses a table's panel product.
 pub const PANEL_MIN_ROWS: usize = 4;
 
-/// A panel product: output rows `r0..r1` of `job`, for every activation row.
-/// Block-32 weight types only (`cols` a multiple of 32).
-pub type PanelFn = fn(job: &PanelJob, r0: usize, r1: usize);
-
-/// One [`matmul`] for a [`PanelFn`]: the weights, the activation rows in the
-/// type's activation format (q8_0 or q8_1) with per-block figures, and the
-/// output. Only [`matmul_with`] makes one, and it hands each task its own
-/// rows, so the tasks' writes never overlap.
-pub struct PanelJob<'a> {
-    pub cols: usize,
-    pub rows: usize,
-    /// `rows` weight rows of `ws` bytes.
-    pub w: &'a [u8],
-    pub ws: usize,
-    /// `n` activation rows, `xs` bytes apart.
-    pub x: &'a [u8],
-    pub xs: usize,
-    pub n: usize,
-    /// Per activation row and block (`i · cols/32 + b`): the scale `d`,
-    pub xd: &'a [f32],
-    /// the sum of the quants (q8_0 activations),
-    pub xsum: &'a [i32],
-    /// and `s` (q8_1 activations).
-    pub xm: &'a [f32],
-    /// `n × rows` outputs, row-major.
-    y: *mut f32,
-}
-
-// SAFETY: `y` is written only through `out`, by tasks that own disjoint row
-// ranges (see `matmul_with`); everything else is shared read-only data.
-unsafe impl Sync for PanelJob<'_> {}
-
-impl PanelJob<'_> {
-    /// A pointer to `y[i][r..r + len]`, after checking it is within `y`.
-    pub fn out(&self, i: usize, r: usize, len: usize) -> *mut f32 {
-        assert!(i < self.n && r + len <= self.rows);
-        self.y.wrapping_add(i * self.rows + r)
-    }
-}
-
 impl Kernels {
     /// The tile product for weights of type `ty`.
     pub fn tile(&self, ty: GgmlType) -> TileFn {
@@ -328,9 +291,9 @@ pub struct MatmulScratch {
     act: Vec<u8>,
     /// For n > 1: the output transposed (rows × n), as the tiles produce it.
     yt: Vec<f32>,
-    /// For panel products: per activation block, `d`, `Σq` and `s`.
+    /// For panel products: per activation row and unit, [`panel::figures`].
     xd: Vec<f32>,
-    xsum: Vec<i32>,
+    xinit: Vec<i32>,
     xm: Vec<f32>,
 }
 
@@ -398,9 +361,15 @@ pub fn matmul_with(
 
     if n >= PANEL_MIN_ROWS {
         if let Some(panel) = (k.panel)(w.ty) {
-            let nb = cols / 32;
-            let (xd, xsum, xm) = (&mut scratch.xd, &mut scratch.xsum, &mut scratch.xm);
-            block_figures(at, act, xs, n * nb, xd, xsum, xm);
+            let units = n * cols / panel::unit_len(w.ty).expect("a panel type");
+            let (xd, xinit, xm) = (&mut scratch.xd, &mut scratch.xinit, &mut scratch.xm);
+            if xd.len() < units {
+                xd.resize(units, 0.0);
+                xinit.resize(units, 0);
+                xm.resize(units, 0.0);
+            }
+            let (xd, xinit, xm) = (&mut xd[..units], &mut xinit[..units], &mut xm[..units]);
+            panel::figures(w.ty, act, xs, n, xd, xinit, xm);
             let job = PanelJob {
                 cols,
                 rows,
@@ -409,9 +378,9 @@ pub fn matmul_with(
                 x: act,
                 xs,
                 n,
-                xd: &xd[..n * nb],
-                xsum: &xsum[..n * nb],
-                xm: &xm[..n * nb],
+                xd,
+                xinit,
+                xm,
                 y: y.as_mut_ptr(),
             };
             // each task its own rows (`PanelJob`'s contract); `y` stays
@@ -453,46 +422,6 @@ pub fn matmul_with(
                 }
             }
         }
-    }
-}
-
-/// Per block of 32 of the q8_0/q8_1 activation rows in `act` (blocks of
-/// `nblocks` in all): its scale `d`, the sum of its quants, and (q8_1) `s`.
-fn block_figures(
-    at: ActType,
-    act: &[u8],
-    xs: usize,
-    nblocks: usize,
-    xd: &mut Vec<f32>,
-    xsum: &mut Vec<i32>,
-    xm: &mut Vec<f32>,
-) {
-    let (bb, q) = match at {
-        ActType::Q8_0 => (34, 2),
-        ActType::Q8_1 => (quant::q8_1::BLOCK_BYTES, 4),
-        _ => unreachable!("panel products take q8_0/q8_1 activations"),
-    };
-    for v in [&mut *xd, &mut *xm] {
-        if v.len() < nblocks {
-            v.resize(nblocks, 0.0);
-        }
-    }
-    if xsum.len() < nblocks {
-        xsum.resize(nblocks, 0);
-    }
-    let per_row = xs / bb;
-    for (k, ((d, sum), m)) in xd
-        .iter_mut()
-        .zip(xsum.iter_mut())
-        .zip(xm.iter_mut())
-        .take(nblocks)
-        .enumerate()
-    {
-        let blk = &act[(k / per_row) * xs + (k % per_row) * bb..][..bb];
-        let f16 = |at: usize| quant::f16::to_f32(u16::from_le_bytes([blk[at], blk[at + 1]]));
-        *d = f16(0);
-        *m = if q == 4 { f16(2) } else { 0.0 };
-        *sum = blk[q..].iter().map(|&v| v as i8 as i32).sum();
     }
 }
 
