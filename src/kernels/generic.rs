@@ -28,6 +28,7 @@ pub static KERNELS: Kernels = Kernels {
     dot_f32,
     panel: super::no_panel,
     swiglu: super::swiglu::swiglu,
+    exp: super::exp::exp,
     dot_f16: super::attn_f16::dot_f16,
     mad_f16: super::attn_f16::mad_f16,
 };

@@ -52,6 +52,7 @@ use std::sync::OnceLock;
 #[cfg(target_arch = "aarch64")]
 pub mod aarch64;
 pub mod attn_f16;
+pub mod exp;
 pub mod generic;
 pub mod panel;
 pub mod swiglu;
@@ -206,6 +207,8 @@ pub struct Kernels {
     /// The feed-forward gate `g = silu(g) · u` ([`swiglu::swiglu`]; within a
     /// few ulp of it).
     pub swiglu: fn(&mut [f32], &[f32]),
+    /// `x = e^x` in place ([`exp::exp`]; the same bits on all but rare inputs).
+    pub exp: fn(&mut [f32]),
 }
 
 /// [`Kernels::panel`] of a table without panel products.

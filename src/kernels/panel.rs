@@ -13,7 +13,8 @@
 //!   weights' quants are stored with an offset (q4_0: 8, q5_0: 16, q8_0's
 //!   signed quants flipped to unsigned: 128, q6_k: 32), else 0;
 //! * `xm`: the factor of the weights' per-unit minimum: `s = d·Σq` (q8_1,
-//!   for q4_1/q5_1) or `d · Σq` of the unit (q8_K, for q4_k), else 0.
+//!   for q4_1/q5_1) or the unit's `Σq` (q8_K, for q4_k: an integer, exact in
+//!   f32), else 0.
 
 use super::ActType;
 use crate::quant::{self, GgmlType};
@@ -129,7 +130,7 @@ pub fn figures(
             xinit[k] = -off * s;
             xm[k] = match (m, ty) {
                 (Some(m), _) => m,
-                (None, GgmlType::Q4K) => d * s as f32,
+                (None, GgmlType::Q4K) => s as f32,
                 _ => 0.0,
             };
         }

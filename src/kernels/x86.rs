@@ -56,6 +56,7 @@ pub static AVX2: Kernels = Kernels {
     dot_f32: avx2::dot_f32,
     panel: super::no_panel,
     swiglu: super::swiglu::x86::swiglu_avx2,
+    exp: super::exp::x86::exp_avx2,
     dot_f16: super::attn_f16::x86::dot_f16_avx2,
     mad_f16: super::attn_f16::x86::mad_f16_avx2,
 };
@@ -77,6 +78,7 @@ pub static AVX512: Kernels = Kernels {
     dot_f32: avx512_dot_f32,
     panel: panel::for_type,
     swiglu: super::swiglu::x86::swiglu_avx512,
+    exp: super::exp::x86::exp_avx512,
     dot_f16: super::attn_f16::x86::dot_f16_avx512,
     mad_f16: super::attn_f16::x86::mad_f16_avx512,
 };

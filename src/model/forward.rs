@@ -467,10 +467,13 @@ fn attend_f32(
     }
 }
 
+/// Keys per chunk of [`attend_f16`]'s softmax.
+const ATT_CHUNK: usize = 64;
+
 /// One query head over f16 keys/values, in llama.cpp's CPU flash-attention
 /// arithmetic (its default with an f16 cache), so greedy near-ties resolve as
 /// there: the query rounded to f16, K·Q by [`kernels::dot_f16`], online softmax
-/// with expf where a new maximum rescales the accumulator and otherwise weighs
+/// with e^x (`expf`'s bits, [`kernels::Kernels::exp`]) where a new maximum rescales the accumulator and otherwise weighs
 /// the row, and the weighted V sum kept in an f16 accumulator
 /// ([`kernels::mad_f16`]).
 fn attend_f16(
@@ -492,25 +495,37 @@ fn attend_f16(
     let mut acc = [f16::ZERO; MAX_HEAD_DIM];
     let acc = &mut acc[..hd];
     let (mut m, mut l) = (f32::NEG_INFINITY, 0f32);
+    // llama.cpp's online softmax, key by key: a new maximum m rescales the
+    // sums by ms = e^(m_old − m), any other key weighs its value by
+    // vs = e^(s − m). Done in chunks: the scores, then each key's exponent
+    // argument, then all the e^ at once (vector kernel), then the sums.
+    let mut arg = [0f32; ATT_CHUNK];
+    let mut rescale = [false; ATT_CHUNK];
     for (keys, vals, pos) in sets {
         let (Rows::F16(keys), Rows::F16(vals)) = (keys, vals) else {
             unreachable!()
         };
         let visible = visible(*pos, p);
-        for j in 0..visible {
-            let at = j * kv_dim + kv_off;
-            let s = (k.dot_f16)(q16, &keys[at..at + hd]) * scale;
-            let mut vs = 1.0f32;
-            let mut ms = 1.0f32;
-            if s > m {
-                let m_old = m;
-                m = s;
-                ms = (m_old - m).exp();
-            } else {
-                vs = (s - m).exp();
+        for j0 in (0..visible).step_by(ATT_CHUNK) {
+            let len = (visible - j0).min(ATT_CHUNK);
+            for (t, (a, r)) in arg[..len].iter_mut().zip(&mut rescale[..len]).enumerate() {
+                let at = (j0 + t) * kv_dim + kv_off;
+                let s = (k.dot_f16)(q16, &keys[at..at + hd]) * scale;
+                *r = s > m;
+                if *r {
+                    *a = m - s;
+                    m = s;
+                } else {
+                    *a = s - m;
+                }
             }
-            (k.mad_f16)(acc, &vals[at..at + hd], ms, vs);
-            l = l * ms + vs;
+            (k.exp)(&mut arg[..len]);
+            for (t, (&e, &r)) in arg[..len].iter().zip(&rescale[..len]).enumerate() {
+                let at = (j0 + t) * kv_dim + kv_off;
+                let (ms, vs) = if r { (e, 1.0) } else { (1.0, e) };
+                (k.mad_f16)(acc, &vals[at..at + hd], ms, vs);
+                l = l * ms + vs;
+            }
         }
     }
     let inv = if l == 0.0 { 0.0 } else { 1.0 / l };

@@ -23,8 +23,32 @@ pub fn fixture_dir() -> PathBuf {
     shared().join("fixtures/tah-tiny")
 }
 
-/// A scratch directory unique to this test process.
+/// A scratch directory unique to this test process. Test binaries exit
+/// without running destructors of statics, so the first call also removes
+/// the scratch directories of test processes that are gone (Linux: no
+/// `/proc/PID`); converted real models make them large.
 pub fn scratch(name: &str) -> PathBuf {
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(|| {
+        let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let file = e.file_name();
+            let pid = file
+                .to_str()
+                .and_then(|n| n.strip_prefix("tah-test-"))
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|pid| pid.parse::<u32>().ok());
+            if let Some(pid) = pid {
+                let gone = Path::new("/proc/self").exists()
+                    && !Path::new(&format!("/proc/{pid}")).exists();
+                if gone {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+    });
     let d = std::env::temp_dir().join(format!("tah-test-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d

@@ -78,6 +78,23 @@ const fn ub(k: u8) -> usize {
     groups(k) * 32 + 32 + if has_min(k) { 32 } else { 0 }
 }
 
+/// Whether the format is a k-quant: per-unit integer scales (stored as i32
+/// in the unit's scale slot; q4_k's minimums as f32 in its minimum slot)
+/// and a super-block trailer with the rows' `d` (and q4_k's `dmin`) as f32.
+const fn is_k(k: u8) -> bool {
+    k == Q4K || k == Q6K
+}
+
+/// Bytes of one block in the panel: its units, then (k-quants) the trailer.
+const fn pb(k: u8) -> usize {
+    units_per_block(k) * ub(k)
+        + match k {
+            Q4K => 64,
+            Q6K => 32,
+            _ => 0,
+        }
+}
+
 /// Where the quants of unit `u` start in an activation row (q8_0: blocks of
 /// 34 bytes, q8_1: 36, q8_K: 292 per 256 values).
 const fn x_unit(k: u8, u: usize) -> usize {
@@ -151,7 +168,7 @@ fn run_with<const K: u8>(job: &PanelJob, r0: usize, r1: usize, buf: &mut Vec<Lin
     assert!(job.xs >= last && job.x.len() >= (job.n - 1) * job.xs + last);
     assert!(job.xd.len() >= job.n * units && job.xinit.len() >= job.n * units);
     assert!(job.xm.len() >= job.n * units);
-    let lines = (units * ub(K)).div_ceil(64);
+    let lines = (nb * pb(K)).div_ceil(64);
     if buf.len() < lines {
         buf.resize(lines, Line([0; 64]));
     }
@@ -161,7 +178,7 @@ fn run_with<const K: u8>(job: &PanelJob, r0: usize, r1: usize, buf: &mut Vec<Lin
         let m = (r1 - r).min(8);
         // SAFETY: this module is reachable only through the AVX512 table,
         // handed out after its features were detected; rows r..r+m and all
-        // blocks are within `w` (asserted above); `pan` holds units·ub bytes.
+        // blocks are within `w` (asserted above); `pan` holds nb·pb bytes.
         unsafe { repack::<K>(job, r, m, nb, pan) };
         let mut i = 0;
         while i < job.n {
@@ -169,7 +186,16 @@ fn run_with<const K: u8>(job: &PanelJob, r0: usize, r1: usize, buf: &mut Vec<Lin
             // SAFETY: as above; activation rows i.. < n (the asserted bounds
             // cover every unit of every row); `job.out` checks the stores.
             unsafe {
-                if left >= RX {
+                if is_k(K) {
+                    // 4 rows: the super-block sums need more registers
+                    if left >= 4 {
+                        tile_k::<K, 4>(job, pan, nb, i, r, m);
+                        i += 4;
+                    } else {
+                        tile_k::<K, 1>(job, pan, nb, i, r, m);
+                        i += 1;
+                    }
+                } else if left >= RX {
                     tile::<K, RX>(job, pan, units, i, r, m);
                     i += RX;
                 } else if left >= 4 {
@@ -215,21 +241,21 @@ fn transpose8(v: &[__m256i; 8]) -> [__m256i; 8] {
     out
 }
 
-/// Stores one interleaved unit: `g.len()` group vectors, then the scales and
-/// (formats with one) the minimums.
+/// Stores one interleaved unit: `g.len()` group vectors, then the scales
+/// (f32, or i32 for the k-quants) and (formats with one) the minimums.
 ///
 /// # Safety
 /// `o..o + ub(K)` writable and 32-byte aligned.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn store_unit<const K: u8>(o: *mut u8, g: &[__m256i], scale: &[f32; 8], min: &[f32; 8]) {
+unsafe fn store_unit<const K: u8>(o: *mut u8, g: &[__m256i], scale: __m256i, min: &[f32; 8]) {
     // SAFETY: caller.
     unsafe {
         for (k, v) in g.iter().enumerate() {
             _mm256_store_si256(o.add(32 * k).cast(), *v);
         }
         let s = o.add(32 * g.len());
-        _mm256_store_ps(s.cast(), _mm256_loadu_ps(scale.as_ptr()));
+        _mm256_store_si256(s.cast(), scale);
         if has_min(K) {
             _mm256_store_ps(s.add(32).cast(), _mm256_loadu_ps(min.as_ptr()));
         }
@@ -259,7 +285,17 @@ unsafe fn repack<const K: u8>(job: &PanelJob, r: usize, m: usize, nb: usize, pan
         // SAFETY (whole block): caller — row r + j's block b is within w, the
         // units written are within pan.
         let row = |j: usize| unsafe { w.add((r + j) * job.ws + b * wb(K)) };
-        let out = |unit: usize| unsafe { pan.add((b * units_per_block(K) + unit) * ub(K)) };
+        let out = |unit: usize| unsafe { pan.add(b * pb(K) + unit * ub(K)) };
+        // the k-quants' trailer: the rows' d (and dmin)
+        let trailer = |d: &[f32; 8], dmin: &[f32; 8]| unsafe {
+            let t = pan.add(b * pb(K) + units_per_block(K) * ub(K));
+            _mm256_store_ps(t.cast(), _mm256_loadu_ps(d.as_ptr()));
+            if K == Q4K {
+                _mm256_store_ps(t.add(32).cast(), _mm256_loadu_ps(dmin.as_ptr()));
+            }
+        };
+        let f32s = |v: &[f32; 8]| _mm256_castps_si256(_mm256_loadu_ps(v.as_ptr()));
+        let i32s = |v: &[i32; 8]| _mm256_loadu_si256(v.as_ptr().cast());
         let mut v = [_mm256_setzero_si256(); 8];
         let mut scale = [0f32; 8];
         let mut min = [0f32; 8];
@@ -281,6 +317,7 @@ unsafe fn repack<const K: u8>(job: &PanelJob, r: usize, m: usize, nb: usize, pan
                     (d[j], dmin[j]) = unsafe { (f16_at(p), f16_at(p.add(2))) };
                 }
                 for s in 0..8 {
+                    let mut isc = [0i32; 8];
                     for j in 0..m {
                         // SAFETY: as above.
                         let q = unsafe { ld32p(row(j).add(16 + 32 * (s / 2))) };
@@ -290,12 +327,13 @@ unsafe fn repack<const K: u8>(job: &PanelJob, r: usize, m: usize, nb: usize, pan
                             _mm256_srli_epi16::<4>(q)
                         };
                         v[j] = _mm256_and_si256(q, m4);
-                        scale[j] = d[j] * sc[j][s] as f32;
-                        min[j] = -(dmin[j] * mn[j][s] as f32);
+                        isc[j] = sc[j][s] as i32;
+                        min[j] = mn[j][s] as f32;
                     }
                     // SAFETY: unit s of this block.
-                    unsafe { store_unit::<K>(out(s), &transpose8(&v), &scale, &min) };
+                    unsafe { store_unit::<K>(out(s), &transpose8(&v), i32s(&isc), &min) };
                 }
+                trailer(&d, &dmin);
             }
             Q6K => {
                 // the 32 values 128h + 32k + (0..32), as unsigned 6-bit quants,
@@ -303,15 +341,15 @@ unsafe fn repack<const K: u8>(job: &PanelJob, r: usize, m: usize, nb: usize, pan
                 for h in 0..2 {
                     for k in 0..4 {
                         let c = 8 * h + 2 * k;
-                        let mut scale2 = [0f32; 8];
+                        let (mut sc1, mut sc2) = ([0i32; 8], [0i32; 8]);
                         for j in 0..m {
                             let p = row(j);
                             // SAFETY: the block's 210 bytes (caller).
-                            let (ql, qh, d, sc) = unsafe {
+                            let (ql, qh, sc) = unsafe {
+                                scale[j] = f16_at(p.add(208));
                                 (
                                     ld32p(p.add(64 * h + 32 * (k % 2))),
                                     ld32p(p.add(128 + 32 * h)),
-                                    f16_at(p.add(208)),
                                     [*p.add(192 + c) as i8, *p.add(193 + c) as i8],
                                 )
                             };
@@ -332,17 +370,17 @@ unsafe fn repack<const K: u8>(job: &PanelJob, r: usize, m: usize, nb: usize, pan
                                 _mm256_and_si256(lo, m4),
                                 _mm256_and_si256(hi, _mm256_set1_epi8(0x30)),
                             );
-                            scale[j] = d * sc[0] as f32;
-                            scale2[j] = d * sc[1] as f32;
+                            (sc1[j], sc2[j]) = (sc[0] as i32, sc[1] as i32);
                         }
                         let t = transpose8(&v);
                         // SAFETY: units c and c + 1 of this block.
                         unsafe {
-                            store_unit::<K>(out(c), &t[..4], &scale, &min);
-                            store_unit::<K>(out(c + 1), &t[4..], &scale2, &min);
+                            store_unit::<K>(out(c), &t[..4], i32s(&sc1), &min);
+                            store_unit::<K>(out(c + 1), &t[4..], i32s(&sc2), &min);
                         }
                     }
                 }
+                trailer(&scale, &min);
             }
             _ => {
                 for j in 0..m {
@@ -364,10 +402,149 @@ unsafe fn repack<const K: u8>(job: &PanelJob, r: usize, m: usize, nb: usize, pan
                     }
                 }
                 // SAFETY: the block's one unit.
-                unsafe { store_unit::<K>(out(0), &transpose8(&v), &scale, &min) };
+                unsafe { store_unit::<K>(out(0), &transpose8(&v), f32s(&scale), &min) };
             }
         }
     }
+}
+
+/// The integer sums of activation rows `i0..i0 + N` against the panel unit
+/// at `blk` (global unit `u` of `units` per row): `xinit + Σ u·y` per lane
+/// (weight row). Written out (not loops) so the sums stay in registers, and
+/// group-major so the N dependency chains interleave.
+///
+/// # Safety
+/// `blk` is a stored unit; activation rows `i0..i0 + N` and their unit `u`
+/// exist (bounds asserted by `run_with`); the CPU has the features.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn unit_dots<const K: u8, const N: usize>(
+    job: &PanelJob,
+    blk: *const u8,
+    u: usize,
+    units: usize,
+    i0: usize,
+) -> [__m256i; N] {
+    let x = job.x.as_ptr();
+    let mut wv = [_mm256_setzero_si256(); 8];
+    unroll8!(g < groups(K), {
+        // SAFETY: 32-byte aligned vectors within the panel unit (caller).
+        wv[g] = unsafe { _mm256_load_si256(blk.add(32 * g).cast()) };
+    });
+    let mut s = [_mm256_setzero_si256(); N];
+    let mut xp = [x; N];
+    unroll8!(i < N, {
+        // SAFETY: activation row i0 + i, unit u (caller); the figures hold
+        // n·units values.
+        unsafe {
+            xp[i] = x.add((i0 + i) * job.xs + x_unit(K, u));
+            s[i] = _mm256_set1_epi32(*job.xinit.get_unchecked((i0 + i) * units + u));
+        }
+    });
+    unroll8!(g < groups(K), {
+        unroll8!(i < N, {
+            // SAFETY: 4 of the unit's quants (caller).
+            let y4 = unsafe { xp[i].add(4 * g).cast::<i32>().read_unaligned() };
+            s[i] = _mm256_dpbusd_epi32(s[i], wv[g], _mm256_set1_epi32(y4));
+        });
+    });
+    s
+}
+
+/// Stores `acc[i]` as `y[i0 + i][r..r + m]`.
+///
+/// # Safety
+/// The CPU has the features (`job.out` checks the bounds; tasks own
+/// disjoint rows).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn store_rows<const N: usize>(
+    job: &PanelJob,
+    acc: &[__m256; N],
+    i0: usize,
+    r: usize,
+    m: usize,
+) {
+    for (i, &v) in acc.iter().enumerate() {
+        let p = job.out(i0 + i, r, m);
+        // SAFETY: `out` checked y[i0 + i][r..r + m]; tasks own disjoint rows.
+        unsafe {
+            if m == 8 {
+                _mm256_storeu_ps(p, v)
+            } else {
+                _mm256_mask_storeu_ps(p, ((1u32 << m) - 1) as u8, v)
+            }
+        }
+    }
+}
+
+/// [`tile`] for the k-quants: per super-block, the units' integer sums
+/// weighted by their integer scales in i32 (exact, as ggml), q4_k's minimum
+/// term `Σ mn·Σy` in f32 (exact: integers below 2²⁴), then one scaling by
+/// `d·d_x` (and `dmin·d_x`) per super-block.
+///
+/// # Safety
+/// As [`tile`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn tile_k<const K: u8, const N: usize>(
+    job: &PanelJob,
+    pan: *const u8,
+    nb: usize,
+    i0: usize,
+    r: usize,
+    m: usize,
+) {
+    let upb = units_per_block(K);
+    let units = nb * upb;
+    let mut acc = [_mm256_setzero_ps(); N];
+    for b in 0..nb {
+        let mut isum = [_mm256_setzero_si256(); N];
+        let mut fmin = [_mm256_setzero_ps(); N];
+        for su in 0..upb {
+            let u = b * upb + su;
+            // SAFETY: unit su of block b in the panel (caller).
+            let blk = unsafe { pan.add(b * pb(K) + su * ub(K)) };
+            // SAFETY: as above; activation rows i0.. and unit u exist (caller).
+            let (s, sc) = unsafe {
+                (
+                    unit_dots::<K, N>(job, blk, u, units, i0),
+                    _mm256_load_si256(blk.add(32 * groups(K)).cast()),
+                )
+            };
+            unroll8!(i < N, {
+                isum[i] = _mm256_add_epi32(isum[i], _mm256_mullo_epi32(s[i], sc));
+                if K == Q4K {
+                    // SAFETY: as above.
+                    unsafe {
+                        let mn = _mm256_load_ps(blk.add(32 * groups(K) + 32).cast());
+                        let sy = *job.xm.get_unchecked((i0 + i) * units + u);
+                        fmin[i] = _mm256_fmadd_ps(mn, _mm256_set1_ps(sy), fmin[i]);
+                    }
+                }
+            });
+        }
+        // SAFETY: block b's trailer (caller).
+        let (d, dmin) = unsafe {
+            let t = pan.add(b * pb(K) + upb * ub(K));
+            let dmin = if K == Q4K {
+                _mm256_load_ps(t.add(32).cast())
+            } else {
+                _mm256_setzero_ps()
+            };
+            (_mm256_load_ps(t.cast()), dmin)
+        };
+        unroll8!(i < N, {
+            // SAFETY: the figures hold n·units values; every unit of a
+            // super-block has its d.
+            let dx = _mm256_set1_ps(unsafe { *job.xd.get_unchecked((i0 + i) * units + b * upb) });
+            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[i]), _mm256_mul_ps(d, dx), acc[i]);
+            if K == Q4K {
+                acc[i] = _mm256_fnmadd_ps(fmin[i], _mm256_mul_ps(dmin, dx), acc[i]);
+            }
+        });
+    }
+    // SAFETY: the caller's bounds.
+    unsafe { store_rows(job, &acc, i0, r, m) }
 }
 
 /// Output rows `r..r + m` (one panel) for activation rows `i0..i0 + N`.
@@ -384,37 +561,17 @@ unsafe fn tile<const K: u8, const N: usize>(
     r: usize,
     m: usize,
 ) {
-    let x = job.x.as_ptr();
     let mut acc = [_mm256_setzero_ps(); N];
     for u in 0..units {
         // SAFETY: unit u of the panel (caller).
         let blk = unsafe { pan.add(u * ub(K)) };
-        let mut wv = [_mm256_setzero_si256(); 8];
-        unroll8!(g < groups(K), {
-            // SAFETY: 32-byte aligned vectors within the panel unit.
-            wv[g] = unsafe { _mm256_load_si256(blk.add(32 * g).cast()) };
-        });
-        // SAFETY: as above.
-        let dw = unsafe { _mm256_load_ps(blk.add(32 * groups(K)).cast()) };
-        // Written out (not loops) so the sums and accumulators stay in
-        // registers, and group-major so the N dependency chains interleave.
-        let mut s = [_mm256_setzero_si256(); N];
-        let mut xp = [x; N];
-        unroll8!(i < N, {
-            // SAFETY: activation row i0 + i, unit u (caller); the figures
-            // hold n·units values.
-            unsafe {
-                xp[i] = x.add((i0 + i) * job.xs + x_unit(K, u));
-                s[i] = _mm256_set1_epi32(*job.xinit.get_unchecked((i0 + i) * units + u));
-            }
-        });
-        unroll8!(g < groups(K), {
-            unroll8!(i < N, {
-                // SAFETY: 4 of the unit's quants (caller).
-                let y4 = unsafe { xp[i].add(4 * g).cast::<i32>().read_unaligned() };
-                s[i] = _mm256_dpbusd_epi32(s[i], wv[g], _mm256_set1_epi32(y4));
-            });
-        });
+        // SAFETY: as above; activation rows i0.. and unit u exist (caller).
+        let (s, dw) = unsafe {
+            (
+                unit_dots::<K, N>(job, blk, u, units, i0),
+                _mm256_load_ps(blk.add(32 * groups(K)).cast()),
+            )
+        };
         unroll8!(i < N, {
             let a = (i0 + i) * units + u;
             // SAFETY: as above.
@@ -428,15 +585,6 @@ unsafe fn tile<const K: u8, const N: usize>(
             }
         });
     }
-    for (i, &v) in acc.iter().enumerate() {
-        let p = job.out(i0 + i, r, m);
-        // SAFETY: `out` checked y[i0 + i][r..r + m]; tasks own disjoint rows.
-        unsafe {
-            if m == 8 {
-                _mm256_storeu_ps(p, v)
-            } else {
-                _mm256_mask_storeu_ps(p, ((1u32 << m) - 1) as u8, v)
-            }
-        }
-    }
+    // SAFETY: the caller's bounds.
+    unsafe { store_rows(job, &acc, i0, r, m) }
 }
