@@ -311,10 +311,177 @@ fn avx512_dot_f32(a: &[f32], b: &[f32]) -> f32 {
 }
 
 // ---------------------------------------------------------------------------
+// AVX-512 decode kernels (one activation row), used only by the `avx512`
+// instantiation. They use the AVX-512 forms of 256-bit operations (byte masks,
+// ternary logic): on Zen 4 512-bit operations are double-pumped, so what
+// counts is the number of 256-bit operations per weight byte.
+
+/// The 16 bytes at `p`.
+///
+/// # Safety
+/// `p..p + 16` readable.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn ld16p(p: *const u8) -> __m128i {
+    // SAFETY: caller; unaligned load.
+    unsafe { _mm_loadu_si128(p.cast()) }
+}
+
+/// The u32 at `p`.
+///
+/// # Safety
+/// `p..p + 4` readable.
+#[inline]
+unsafe fn u32p(p: *const u8) -> u32 {
+    // SAFETY: caller.
+    unsafe { p.cast::<u32>().read_unaligned() }
+}
+
+/// Runs `rows::<4>` over 4 weight rows at a time, then `rows::<1>` over the rest,
+/// writing one output per row (the decode drive).
+macro_rules! decode_rows {
+    ($rows:ident, $cols:expr, $w:expr, $ws:expr, $x:expr, $out:expr) => {{
+        let (cols, w, ws, x, out) = ($cols, $w, $ws, $x, $out);
+        let m = w.len() / ws;
+        assert!(out.len() >= m);
+        let mut j = 0;
+        while j + 4 <= m {
+            out[j..j + 4].copy_from_slice(&$rows::<4>(cols, &w[j * ws..], ws, x));
+            j += 4;
+        }
+        while j < m {
+            out[j] = $rows::<1>(cols, &w[j * ws..], ws, x)[0];
+            j += 1;
+        }
+    }};
+}
+
+/// q5_0 decode of `RW` rows, two blocks at a time: both blocks' nibbles in
+/// one vector (the low nibbles against the activations 0..16 of both blocks,
+/// the high ones against 16..32), the fifth bits or-ed in under `qh` as a
+/// byte mask, the offset 16 taken off as `16 · Σ y`, the f16 scales of both
+/// blocks of all rows converted at once.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q5_0_rows<const RW: usize>(cols: usize, w: &[u8], ws: usize, x: &[u8]) -> [f32; RW] {
+    let nb = cols / 32;
+    // the bounds of every load below, checked once
+    assert!(w.len() >= (RW - 1) * ws + nb * 22 && x.len() >= nb * 34);
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    const { assert!(RW <= 4) };
+    let (m4, f5) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x10));
+    // row jj's scales (lanes 2jj, 2jj + 1 of the 8 below) spread over 4 lanes each
+    let spread: [__m256i; 4] = core::array::from_fn(|jj| {
+        let (a, b) = (2 * jj as i32, 2 * jj as i32 + 1);
+        _mm256_setr_epi32(a, a, a, a, b, b, b, b)
+    });
+    let mut acc = [_mm256_setzero_ps(); RW];
+    let mut b = 0;
+    while b + 2 <= nb {
+        // the activations as [b: 0..16 | b + 1: 0..16] and [b: 16..32 | b + 1: 16..32],
+        // matching the low and high nibbles of both weight blocks in one vector
+        // SAFETY: b + 1 < nb: both blocks within x (asserted above).
+        let (y0, y1, hx) = unsafe {
+            let xb = xp.add(b * 34);
+            (
+                ld32p(xb.add(2)),
+                ld32p(xb.add(36)),
+                u32p(xb) & 0xFFFF | u32p(xb.add(34)) << 16,
+            )
+        };
+        let (ylo, yhi) = (
+            _mm256_permute2x128_si256::<0x20>(y0, y1),
+            _mm256_permute2x128_si256::<0x31>(y0, y1),
+        );
+        let c16 = _mm256_dpbusd_epi32(
+            _mm256_dpbusd_epi32(_mm256_setzero_si256(), f5, ylo),
+            f5,
+            yhi,
+        );
+        let init = _mm256_sub_epi32(_mm256_setzero_si256(), c16);
+        // the weight scales of both blocks of all rows, f16 → f32 at once
+        let mut hw = [0u64; 2];
+        for jj in 0..RW {
+            // SAFETY: jj < RW, b + 1 < nb: both blocks within w (asserted above).
+            let h = unsafe {
+                let p = wp.add(jj * ws + b * 22);
+                u32p(p) & 0xFFFF | u32p(p.add(22)) << 16
+            };
+            hw[jj / 2] |= (h as u64) << (32 * (jj % 2));
+        }
+        let dx = _mm256_castpd_ps(_mm256_broadcastsd_pd(_mm_castps_pd(_mm_cvtph_ps(
+            _mm_cvtsi32_si128(hx as i32),
+        ))));
+        let s = _mm256_mul_ps(
+            _mm256_cvtph_ps(_mm_set_epi64x(hw[1] as i64, hw[0] as i64)),
+            dx,
+        );
+        for (jj, acc) in acc.iter_mut().enumerate() {
+            // the row streams are short, so the hardware prefetcher starts too late
+            prefetch(w, PREFETCH_AHEAD + jj * ws + b * 22);
+            // SAFETY: jj < RW, b + 1 < nb: both blocks within w (asserted above).
+            let (v, h0, h1) = unsafe {
+                let p = wp.add(jj * ws + b * 22);
+                let v = _mm256_inserti128_si256::<1>(
+                    _mm256_castsi128_si256(ld16p(p.add(6))),
+                    ld16p(p.add(28)),
+                );
+                (v, u32p(p.add(2)), u32p(p.add(24)))
+            };
+            // the fifth bits of the low and of the high nibbles
+            let (klo, khi) = (h0 & 0xFFFF | h1 << 16, h0 >> 16 | h1 & 0xFFFF_0000);
+            // (nibble & 0x0F) | fifth bit, in one ternary-logic op
+            let qlo = _mm256_ternarylogic_epi32::<0xEA>(v, m4, _mm256_maskz_mov_epi8(klo, f5));
+            let qhi = _mm256_ternarylogic_epi32::<0xEA>(
+                _mm256_srli_epi16::<4>(v),
+                m4,
+                _mm256_maskz_mov_epi8(khi, f5),
+            );
+            let p = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(init, qlo, ylo), qhi, yhi);
+            *acc = _mm256_fmadd_ps(
+                _mm256_cvtepi32_ps(p),
+                _mm256_permutevar8x32_ps(s, spread[jj]),
+                *acc,
+            );
+        }
+        b += 2;
+    }
+    let mut out = [0f32; RW];
+    for (jj, o) in out.iter_mut().enumerate() {
+        *o = hsum(acc[jj]);
+    }
+    if b < nb {
+        // the last block of an odd count, 256 bits wide
+        // SAFETY: b < nb: the block within x (asserted above).
+        let (y, dx) = unsafe { (ld32p(xp.add(b * 34 + 2)), f16p(xp.add(b * 34))) };
+        let init = _mm256_sub_epi32(
+            _mm256_setzero_si256(),
+            _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(16), y),
+        );
+        for (jj, o) in out.iter_mut().enumerate() {
+            // SAFETY: jj < RW, b < nb: the block within w (asserted above).
+            let (lo, qh, dw) = unsafe {
+                let p = wp.add(jj * ws + b * 22);
+                (nibbles_p(p.add(6)), u32p(p.add(2)), f16p(p))
+            };
+            let q = _mm256_mask_add_epi8(lo, qh, lo, _mm256_set1_epi8(16));
+            let p = _mm256_dpbusd_epi32(init, q, y);
+            *o += (dw * dx) * hsum(_mm256_cvtepi32_ps(p));
+        }
+    }
+    out
+}
+
+/// q5_0 decode (see [`q5_0_rows`]): the `TileFn` shape without `xs`/`nx`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q5_0_decode(cols: usize, w: &[u8], ws: usize, x: &[u8], out: &mut [f32]) {
+    decode_rows!(q5_0_rows, cols, w, ws, x, out)
+}
+
+// ---------------------------------------------------------------------------
 // The kernels, instantiated once per feature set.
 
 macro_rules! x86_kernels {
-    ($module:ident, $features:literal, $dot_u8i8:ident, $dot_i8i8:ident, $rwp:literal) => {
+    ($module:ident, $features:literal, $dot_u8i8:ident, $dot_i8i8:ident, $rwp:literal, $wide:literal) => {
         /// The kernels compiled for one feature set (see the file header).
         pub mod $module {
             use super::*;
@@ -485,7 +652,18 @@ macro_rules! x86_kernels {
 
             mod q5_0 {
                 use super::*;
-                block32!(tile, micro, 22, 34, 2, |blk| q5_p(blk.add(2)), $dot_u8i8, 16, false);
+                block32!(tile32, micro, 22, 34, 2, |blk| q5_p(blk.add(2)), $dot_u8i8, 16, false);
+
+                /// [`super::super::TileFn`]: AVX-512 decode has its own kernel.
+                pub fn tile(cols: usize, w: &[u8], ws: usize, x: &[u8], xs: usize, nx: usize, out: &mut [f32]) {
+                    if $wide && nx == 1 {
+                        // SAFETY: `$wide` only in the AVX-512 instantiation, whose table
+                        // `available()` hands out only after detecting its features.
+                        unsafe { q5_0_decode(cols, w, ws, x, out) }
+                    } else {
+                        tile32(cols, w, ws, x, xs, nx, out)
+                    }
+                }
             }
             pub use q5_0::tile as tile_q5_0;
 
@@ -771,11 +949,19 @@ macro_rules! x86_kernels {
     };
 }
 
-x86_kernels!(avx2, "avx2,fma,f16c", dot_u8i8_avx2, dot_i8i8_avx2, 2);
+x86_kernels!(
+    avx2,
+    "avx2,fma,f16c",
+    dot_u8i8_avx2,
+    dot_i8i8_avx2,
+    2,
+    false
+);
 x86_kernels!(
     avx512,
     "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
     dot_u8i8_vnni,
     dot_i8i8_vnni,
-    4
+    4,
+    true
 );
