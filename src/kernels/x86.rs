@@ -477,6 +477,121 @@ fn q5_0_decode(cols: usize, w: &[u8], ws: usize, x: &[u8], out: &mut [f32]) {
     decode_rows!(q5_0_rows, cols, w, ws, x, out)
 }
 
+/// The 6-bit scales and mins of a q4_k super-block from its 12 bytes at `p`
+/// (ggml's packing), as bytes: scales 0..8, then mins 0..8.
+///
+/// # Safety
+/// `p..p + 16` readable (the last 4 bytes are loaded but unused).
+#[inline]
+#[target_feature(enable = "avx2,avx512f,avx512vl")]
+unsafe fn q4k_scales_simd(p: *const u8) -> __m128i {
+    // u32 lanes u0 u1 u2: scales 0..4 = u0 & 63, mins 0..4 = u1 & 63; scales
+    // 4..8 = (u2 & 15) | (u0 >> 6) << 4, mins 4..8 = (u2 >> 4) | (u1 >> 6) << 4
+    // SAFETY: caller.
+    let v = unsafe { ld16p(p) };
+    let a = _mm_shuffle_epi32::<0x98>(v); // u0 u2 u1 u2
+    let b = _mm_shuffle_epi32::<0x50>(v); // u0 u0 u1 u1
+    let lo = _mm_and_si128(
+        _mm_srlv_epi32(a, _mm_setr_epi32(0, 0, 0, 4)),
+        _mm_setr_epi32(0x3F3F_3F3F, 0x0F0F_0F0F, 0x3F3F_3F3F, 0x0F0F_0F0F),
+    );
+    let m = _mm_setr_epi32(0, 0x3030_3030, 0, 0x3030_3030);
+    // lo | ((b >> 2) & m): bits 6..8 of u0/u1 to bits 4..6
+    _mm_ternarylogic_epi32::<0xEA>(_mm_srli_epi32::<2>(b), m, lo)
+}
+
+/// q4_k × q8_K decode of `RW` rows: the scales and mins unpacked with SIMD,
+/// each spread to 16 i16 lanes by one byte shuffle, the sub-block products
+/// (`vpmaddubsw`) weighted by them with VNNI's `vpdpwssd`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q4_k_rows<const RW: usize>(cols: usize, w: &[u8], ws: usize, x: &[u8]) -> [f32; RW] {
+    let nb = cols / 256;
+    // the bounds of every load below, checked once
+    assert!(w.len() >= (RW - 1) * ws + nb * 144 && x.len() >= nb * 292);
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    let m4 = _mm256_set1_epi8(0x0F);
+    // byte j of the scales (j < 8) or mins (8 + j) zero-extended into 16 i16 lanes;
+    // for the mins each one twice (it weighs two 16-value bsums)
+    let spread: [__m256i; 8] =
+        core::array::from_fn(|j| _mm256_set1_epi16(j as i16 | 0x8000u16 as i16));
+    let mins = _mm256_setr_epi16(
+        0x8008u16 as i16,
+        0x8008u16 as i16,
+        0x8009u16 as i16,
+        0x8009u16 as i16,
+        0x800Au16 as i16,
+        0x800Au16 as i16,
+        0x800Bu16 as i16,
+        0x800Bu16 as i16,
+        0x800Cu16 as i16,
+        0x800Cu16 as i16,
+        0x800Du16 as i16,
+        0x800Du16 as i16,
+        0x800Eu16 as i16,
+        0x800Eu16 as i16,
+        0x800Fu16 as i16,
+        0x800Fu16 as i16,
+    );
+    let mut acc = [_mm256_setzero_ps(); RW];
+    for b in 0..nb {
+        // SAFETY: b < nb: the super-block within x (asserted above).
+        let xb = unsafe { xp.add(b * 292) };
+        // SAFETY: as above.
+        let (dx, bs) = unsafe { (f32::from_bits(u32p(xb)), ld32p(xb.add(260))) };
+        for (jj, acc) in acc.iter_mut().enumerate() {
+            for l in 0..3 {
+                // the row streams are short, so the hardware prefetcher starts too late
+                prefetch(w, PREFETCH_AHEAD + jj * ws + b * 144 + 64 * l);
+            }
+            // SAFETY: jj < RW, b < nb: the super-block within w (asserted above).
+            let wb = unsafe { wp.add(jj * ws + b * 144) };
+            // SAFETY: the 12 scale bytes at 4 and 4 more (the quants) within the block.
+            let s = _mm256_broadcastsi128_si256(unsafe { q4k_scales_simd(wb.add(4)) });
+            let mut isum = _mm256_setzero_si256();
+            for g in 0..4 {
+                // SAFETY: the quants within the block, the activations within x.
+                let (v, y0, y1) = unsafe {
+                    (
+                        ld32p(wb.add(16 + 32 * g)),
+                        ld32p(xb.add(4 + 64 * g)),
+                        ld32p(xb.add(36 + 64 * g)),
+                    )
+                };
+                let lo = _mm256_and_si256(v, m4);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
+                isum = _mm256_dpwssd_epi32(
+                    isum,
+                    _mm256_maddubs_epi16(lo, y0),
+                    _mm256_shuffle_epi8(s, spread[2 * g]),
+                );
+                isum = _mm256_dpwssd_epi32(
+                    isum,
+                    _mm256_maddubs_epi16(hi, y1),
+                    _mm256_shuffle_epi8(s, spread[2 * g + 1]),
+                );
+            }
+            let msum = _mm256_madd_epi16(bs, _mm256_shuffle_epi8(s, mins));
+            // d and dmin (f16 at 0 and 2) times the activation scale
+            // SAFETY: within the block.
+            let dd = _mm_mul_ps(
+                _mm_cvtph_ps(_mm_cvtsi32_si128(unsafe { u32p(wb) } as i32)),
+                _mm_set1_ps(dx),
+            );
+            let a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_broadcastss_ps(dd), *acc);
+            *acc = _mm256_fnmadd_ps(
+                _mm256_cvtepi32_ps(msum),
+                _mm256_broadcastss_ps(_mm_movehdup_ps(dd)),
+                a,
+            );
+        }
+    }
+    let mut out = [0f32; RW];
+    for (o, a) in out.iter_mut().zip(acc) {
+        *o = hsum(a);
+    }
+    out
+}
+
 // ---------------------------------------------------------------------------
 // The kernels, instantiated once per feature set.
 
@@ -695,6 +810,15 @@ macro_rules! x86_kernels {
                 out: &mut [f32],
                 nx: usize,
             ) {
+                if $wide && RX == 1 {
+                    // SAFETY: `$wide` only in the AVX-512 instantiation (see `q5_0::tile`).
+                    #[allow(unused_unsafe)] // needed in the AVX2 instantiation only
+                    let r = unsafe { q4_k_rows::<RW>(cols, w, ws, x) };
+                    for (jj, r) in r.into_iter().enumerate() {
+                        out[jj * nx] = r;
+                    }
+                    return;
+                }
                 let mut acc = [[_mm256_setzero_ps(); RX]; RW];
                 let m4 = _mm256_set1_epi8(0x0F);
                 for b in 0..cols / 256 {
