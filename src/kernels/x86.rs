@@ -592,6 +592,105 @@ fn q4_k_rows<const RW: usize>(cols: usize, w: &[u8], ws: usize, x: &[u8]) -> [f3
     out
 }
 
+/// q6_k × q8_K decode of `RW` rows: the i8 scales sign-extended once per
+/// super-block and spread per 16 values by one byte shuffle, the products
+/// (`vpmaddubsw`) weighted by them with VNNI's `vpdpwssd`; the offset 32
+/// comes off as `32 · Σ scale · bsum`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q6_k_rows<const RW: usize>(cols: usize, w: &[u8], ws: usize, x: &[u8]) -> [f32; RW] {
+    let nb = cols / 256;
+    // the bounds of every load below, checked once
+    assert!(w.len() >= (RW - 1) * ws + nb * 210 && x.len() >= nb * 292);
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    let (m4, m30) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x30));
+    // the i16 scales 2k (low 128 bits) and 2k + 1 (high) of a half's 8 in both lanes
+    let spread: [__m256i; 4] = core::array::from_fn(|k| {
+        let (a, b) = (4 * k as i16, 4 * k as i16 + 2);
+        _mm256_set_m128i(
+            _mm_set1_epi16(b | (b + 1) << 8),
+            _mm_set1_epi16(a | (a + 1) << 8),
+        )
+    });
+    let mut acc = [_mm256_setzero_ps(); RW];
+    for b in 0..nb {
+        // SAFETY: b < nb: the super-block within x (asserted above).
+        let xb = unsafe { xp.add(b * 292) };
+        // SAFETY: as above.
+        let (dx, bs) = unsafe { (f32::from_bits(u32p(xb)), ld32p(xb.add(260))) };
+        // -Σ y per 16 values (|bsum| ≤ 16 · 127: the negation fits)
+        let nbs = _mm256_sub_epi16(_mm256_setzero_si256(), bs);
+        for (jj, acc) in acc.iter_mut().enumerate() {
+            for l in 0..4 {
+                // the row streams are short, so the hardware prefetcher starts too late
+                prefetch(w, PREFETCH_AHEAD + jj * ws + b * 210 + 64 * l);
+            }
+            // SAFETY: jj < RW, b < nb: the super-block within w (asserted above).
+            let wb = unsafe { wp.add(jj * ws + b * 210) };
+            // SAFETY: the 16 scales at 192 within the block.
+            let sc = _mm256_cvtepi8_epi16(unsafe { ld16p(wb.add(192)) });
+            // the offset: -32 · Σ scale · bsum
+            let mut isum = _mm256_madd_epi16(nbs, _mm256_slli_epi16::<5>(sc));
+            for h in 0..2 {
+                // SAFETY: the quants of this half within the block.
+                let (ql0, ql1, qh) = unsafe {
+                    (
+                        ld32p(wb.add(64 * h)),
+                        ld32p(wb.add(64 * h + 32)),
+                        ld32p(wb.add(128 + 32 * h)),
+                    )
+                };
+                // the 4 groups of 32: low nibbles of ql0, ql1, then their high
+                // nibbles, each with 2 more bits of qh as bits 4..6
+                let q = [
+                    _mm256_ternarylogic_epi32::<0xEA>(
+                        ql0,
+                        m4,
+                        _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m30),
+                    ),
+                    _mm256_ternarylogic_epi32::<0xEA>(
+                        ql1,
+                        m4,
+                        _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m30),
+                    ),
+                    _mm256_ternarylogic_epi32::<0xEA>(
+                        _mm256_srli_epi16::<4>(ql0),
+                        m4,
+                        _mm256_and_si256(qh, m30),
+                    ),
+                    _mm256_ternarylogic_epi32::<0xEA>(
+                        _mm256_srli_epi16::<4>(ql1),
+                        m4,
+                        _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m30),
+                    ),
+                ];
+                // this half's 8 scales in both 128-bit lanes
+                let s = if h == 0 {
+                    _mm256_permute2x128_si256::<0x00>(sc, sc)
+                } else {
+                    _mm256_permute2x128_si256::<0x11>(sc, sc)
+                };
+                for (k, &qk) in q.iter().enumerate() {
+                    // SAFETY: the activations of this group within x.
+                    let y = unsafe { ld32p(xb.add(4 + 128 * h + 32 * k)) };
+                    isum = _mm256_dpwssd_epi32(
+                        isum,
+                        _mm256_maddubs_epi16(qk, y),
+                        _mm256_shuffle_epi8(s, spread[k]),
+                    );
+                }
+            }
+            // SAFETY: the f16 scale at 208 within the block.
+            let d = unsafe { f16p(wb.add(208)) };
+            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(d * dx), *acc);
+        }
+    }
+    let mut out = [0f32; RW];
+    for (o, a) in out.iter_mut().zip(acc) {
+        *o = hsum(a);
+    }
+    out
+}
+
 // ---------------------------------------------------------------------------
 // The kernels, instantiated once per feature set.
 
@@ -895,6 +994,15 @@ macro_rules! x86_kernels {
                 out: &mut [f32],
                 nx: usize,
             ) {
+                if $wide && RX == 1 {
+                    // SAFETY: `$wide` only in the AVX-512 instantiation (see `q5_0::tile`).
+                    #[allow(unused_unsafe)] // needed in the AVX2 instantiation only
+                    let r = unsafe { q6_k_rows::<RW>(cols, w, ws, x) };
+                    for (jj, r) in r.into_iter().enumerate() {
+                        out[jj * nx] = r;
+                    }
+                    return;
+                }
                 let mut acc = [[_mm256_setzero_ps(); RX]; RW];
                 let m4 = _mm256_set1_epi8(0x0F);
                 let m2 = _mm256_set1_epi8(0x03);
