@@ -895,6 +895,22 @@ macro_rules! x86_kernels {
 
             // ---- k-quants ------------------------------------------------
 
+            /// In a k-quant micro-kernel with one activation row: with AVX-512,
+            /// runs the decode kernel `$rows` instead and returns.
+            macro_rules! wide_decode {
+                ($rows:ident, $cols:expr, $w:expr, $ws:expr, $x:expr, $out:expr, $nx:expr) => {
+                    if $wide && RX == 1 {
+                        // SAFETY: `$wide` only in the AVX-512 instantiation (see `q5_0::tile`).
+                        #[allow(unused_unsafe)] // needed in the AVX2 instantiation only
+                        let r = unsafe { $rows::<RW>($cols, $w, $ws, $x) };
+                        for (jj, r) in r.into_iter().enumerate() {
+                            $out[jj * $nx] = r;
+                        }
+                        return;
+                    }
+                };
+            }
+
             /// q4_k × q8_K micro-kernel: per super-block, the 8 sub-block
             /// products weighted by their 6-bit scales in i32 lanes
             /// (`vpmaddubsw` then `vpmaddwd` by the scale), and the mins
@@ -909,15 +925,7 @@ macro_rules! x86_kernels {
                 out: &mut [f32],
                 nx: usize,
             ) {
-                if $wide && RX == 1 {
-                    // SAFETY: `$wide` only in the AVX-512 instantiation (see `q5_0::tile`).
-                    #[allow(unused_unsafe)] // needed in the AVX2 instantiation only
-                    let r = unsafe { q4_k_rows::<RW>(cols, w, ws, x) };
-                    for (jj, r) in r.into_iter().enumerate() {
-                        out[jj * nx] = r;
-                    }
-                    return;
-                }
+                wide_decode!(q4_k_rows, cols, w, ws, x, out, nx);
                 let mut acc = [[_mm256_setzero_ps(); RX]; RW];
                 let m4 = _mm256_set1_epi8(0x0F);
                 for b in 0..cols / 256 {
@@ -994,15 +1002,7 @@ macro_rules! x86_kernels {
                 out: &mut [f32],
                 nx: usize,
             ) {
-                if $wide && RX == 1 {
-                    // SAFETY: `$wide` only in the AVX-512 instantiation (see `q5_0::tile`).
-                    #[allow(unused_unsafe)] // needed in the AVX2 instantiation only
-                    let r = unsafe { q6_k_rows::<RW>(cols, w, ws, x) };
-                    for (jj, r) in r.into_iter().enumerate() {
-                        out[jj * nx] = r;
-                    }
-                    return;
-                }
+                wide_decode!(q6_k_rows, cols, w, ws, x, out, nx);
                 let mut acc = [[_mm256_setzero_ps(); RX]; RW];
                 let m4 = _mm256_set1_epi8(0x0F);
                 let m2 = _mm256_set1_epi8(0x03);
