@@ -11,7 +11,9 @@
 //! weight block is unpacked once per tile and an activation block's data
 //! (loaded quants, scale, offset correction) once per tile. Decode (one
 //! activation row) uses 4 × 1 tiles; prefill uses 2 × 4 tiles with AVX2's 16
-//! vector registers, 4 × 4 with AVX-512's 32. Each tile
+//! vector registers, 4 × 4 with AVX-512's 32; with AVX-512, decode of q5_0,
+//! q4_k and q6_k has kernels of its own (`q5_0_rows`, `q4_k_rows`,
+//! `q6_k_rows`: fewer operations per weight byte). Each tile
 //! keeps 8 f32 lanes per product and sums them at the end, so the block sums
 //! are added in another order than ggml's scalar code (the only difference).
 //!
@@ -203,6 +205,18 @@ fn hsum(v: __m256) -> f32 {
 /// best among 4, 8 and 16 KiB.
 const PREFETCH_AHEAD: usize = 8192;
 
+/// The prefetch distance of a decode tile of `rw` rows of `ws` bytes:
+/// [`PREFETCH_AHEAD`] bytes, or one whole tile if that is longer. The tile
+/// reads its rows side by side, so a byte distance shorter than the tile
+/// would land partly in the tile itself (too late) and leave rows of the
+/// next tile unfetched; a whole tile ahead, row `jj`'s block prefetches the
+/// same block of row `jj` of the next tile. (Long rows: 896 × 4864 q6_k cold
+/// 10 → 21 GB/s in `matvec_bench`.)
+#[inline]
+fn tile_ahead(rw: usize, ws: usize) -> usize {
+    PREFETCH_AHEAD.max(rw * ws)
+}
+
 /// Hints the line at `base + off` into L2. The T1 hint measured 1.3–1.9×
 /// faster decode than T0 on Zen 4 (why is not known: no hardware counters
 /// there). Never faults (a prefetch of an address outside the slice is only
@@ -319,10 +333,394 @@ fn avx512_dot_f32(a: &[f32], b: &[f32]) -> f32 {
 }
 
 // ---------------------------------------------------------------------------
+// AVX-512 decode kernels (one activation row), used only by the `avx512`
+// instantiation. They use the AVX-512 forms of 256-bit operations (byte masks,
+// ternary logic): on Zen 4 512-bit operations are double-pumped, so what
+// counts is the number of 256-bit operations per weight byte.
+
+/// The 16 bytes at `p`.
+///
+/// # Safety
+/// `p..p + 16` readable.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn ld16p(p: *const u8) -> __m128i {
+    // SAFETY: caller; unaligned load.
+    unsafe { _mm_loadu_si128(p.cast()) }
+}
+
+/// The u32 at `p`.
+///
+/// # Safety
+/// `p..p + 4` readable.
+#[inline]
+unsafe fn u32p(p: *const u8) -> u32 {
+    // SAFETY: caller.
+    unsafe { p.cast::<u32>().read_unaligned() }
+}
+
+/// Runs `rows::<4>` over 4 weight rows at a time, then `rows::<1>` over the rest,
+/// writing one output per row (the decode drive).
+macro_rules! decode_rows {
+    ($rows:ident, $cols:expr, $w:expr, $ws:expr, $x:expr, $out:expr) => {{
+        let (cols, w, ws, x, out) = ($cols, $w, $ws, $x, $out);
+        let m = w.len() / ws;
+        assert!(out.len() >= m);
+        let mut j = 0;
+        while j + 4 <= m {
+            out[j..j + 4].copy_from_slice(&$rows::<4>(cols, &w[j * ws..], ws, x));
+            j += 4;
+        }
+        while j < m {
+            out[j] = $rows::<1>(cols, &w[j * ws..], ws, x)[0];
+            j += 1;
+        }
+    }};
+}
+
+/// q5_0 decode of `RW` rows, two blocks at a time: both blocks' nibbles in
+/// one vector (the low nibbles against the activations 0..16 of both blocks,
+/// the high ones against 16..32), the fifth bits or-ed in under `qh` as a
+/// byte mask, the offset 16 taken off as `16 · Σ y`, the f16 scales of both
+/// blocks of all rows converted at once.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q5_0_rows<const RW: usize>(cols: usize, w: &[u8], ws: usize, x: &[u8]) -> [f32; RW] {
+    let nb = cols / 32;
+    // the bounds of every load below, checked once
+    assert!(w.len() >= (RW - 1) * ws + nb * 22 && x.len() >= nb * 34);
+    let ahead = tile_ahead(RW, ws);
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    const { assert!(RW <= 4) };
+    let (m4, f5) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x10));
+    // row jj's scales (lanes 2jj, 2jj + 1 of the 8 below) spread over 4 lanes each
+    let spread: [__m256i; 4] = core::array::from_fn(|jj| {
+        let (a, b) = (2 * jj as i32, 2 * jj as i32 + 1);
+        _mm256_setr_epi32(a, a, a, a, b, b, b, b)
+    });
+    let mut acc = [_mm256_setzero_ps(); RW];
+    let mut b = 0;
+    while b + 2 <= nb {
+        // the activations as [b: 0..16 | b + 1: 0..16] and [b: 16..32 | b + 1: 16..32],
+        // matching the low and high nibbles of both weight blocks in one vector
+        // SAFETY: b + 1 < nb: both blocks within x (asserted above).
+        let (y0, y1, hx) = unsafe {
+            let xb = xp.add(b * 34);
+            (
+                ld32p(xb.add(2)),
+                ld32p(xb.add(36)),
+                u32p(xb) & 0xFFFF | u32p(xb.add(34)) << 16,
+            )
+        };
+        let (ylo, yhi) = (
+            _mm256_permute2x128_si256::<0x20>(y0, y1),
+            _mm256_permute2x128_si256::<0x31>(y0, y1),
+        );
+        let c16 = _mm256_dpbusd_epi32(
+            _mm256_dpbusd_epi32(_mm256_setzero_si256(), f5, ylo),
+            f5,
+            yhi,
+        );
+        let init = _mm256_sub_epi32(_mm256_setzero_si256(), c16);
+        // the weight scales of both blocks of all rows, f16 → f32 at once
+        let mut hw = [0u64; 2];
+        for jj in 0..RW {
+            // SAFETY: jj < RW, b + 1 < nb: both blocks within w (asserted above).
+            let h = unsafe {
+                let p = wp.add(jj * ws + b * 22);
+                u32p(p) & 0xFFFF | u32p(p.add(22)) << 16
+            };
+            hw[jj / 2] |= (h as u64) << (32 * (jj % 2));
+        }
+        let dx = _mm256_castpd_ps(_mm256_broadcastsd_pd(_mm_castps_pd(_mm_cvtph_ps(
+            _mm_cvtsi32_si128(hx as i32),
+        ))));
+        let s = _mm256_mul_ps(
+            _mm256_cvtph_ps(_mm_set_epi64x(hw[1] as i64, hw[0] as i64)),
+            dx,
+        );
+        for (jj, acc) in acc.iter_mut().enumerate() {
+            // the row streams are short, so the hardware prefetcher starts too late
+            prefetch(w, ahead + jj * ws + b * 22);
+            // SAFETY: jj < RW, b + 1 < nb: both blocks within w (asserted above).
+            let (v, h0, h1) = unsafe {
+                let p = wp.add(jj * ws + b * 22);
+                let v = _mm256_inserti128_si256::<1>(
+                    _mm256_castsi128_si256(ld16p(p.add(6))),
+                    ld16p(p.add(28)),
+                );
+                (v, u32p(p.add(2)), u32p(p.add(24)))
+            };
+            // the fifth bits of the low and of the high nibbles
+            let (klo, khi) = (h0 & 0xFFFF | h1 << 16, h0 >> 16 | h1 & 0xFFFF_0000);
+            // (nibble & 0x0F) | fifth bit, in one ternary-logic op
+            let qlo = _mm256_ternarylogic_epi32::<0xEA>(v, m4, _mm256_maskz_mov_epi8(klo, f5));
+            let qhi = _mm256_ternarylogic_epi32::<0xEA>(
+                _mm256_srli_epi16::<4>(v),
+                m4,
+                _mm256_maskz_mov_epi8(khi, f5),
+            );
+            let p = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(init, qlo, ylo), qhi, yhi);
+            *acc = _mm256_fmadd_ps(
+                _mm256_cvtepi32_ps(p),
+                _mm256_permutevar8x32_ps(s, spread[jj]),
+                *acc,
+            );
+        }
+        b += 2;
+    }
+    let mut out = [0f32; RW];
+    for (jj, o) in out.iter_mut().enumerate() {
+        *o = hsum(acc[jj]);
+    }
+    if b < nb {
+        // the last block of an odd count, 256 bits wide
+        // SAFETY: b < nb: the block within x (asserted above).
+        let (y, dx) = unsafe { (ld32p(xp.add(b * 34 + 2)), f16p(xp.add(b * 34))) };
+        let init = _mm256_sub_epi32(
+            _mm256_setzero_si256(),
+            _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(16), y),
+        );
+        for (jj, o) in out.iter_mut().enumerate() {
+            // SAFETY: jj < RW, b < nb: the block within w (asserted above).
+            let (lo, qh, dw) = unsafe {
+                let p = wp.add(jj * ws + b * 22);
+                (nibbles_p(p.add(6)), u32p(p.add(2)), f16p(p))
+            };
+            let q = _mm256_mask_add_epi8(lo, qh, lo, _mm256_set1_epi8(16));
+            let p = _mm256_dpbusd_epi32(init, q, y);
+            *o += (dw * dx) * hsum(_mm256_cvtepi32_ps(p));
+        }
+    }
+    out
+}
+
+/// q5_0 decode (see [`q5_0_rows`]): the `TileFn` shape without `xs`/`nx`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q5_0_decode(cols: usize, w: &[u8], ws: usize, x: &[u8], out: &mut [f32]) {
+    decode_rows!(q5_0_rows, cols, w, ws, x, out)
+}
+
+/// The 6-bit scales and mins of a q4_k super-block from its 12 bytes at `p`
+/// (ggml's packing), as bytes: scales 0..8, then mins 0..8.
+///
+/// # Safety
+/// `p..p + 16` readable (the last 4 bytes are loaded but unused).
+#[inline]
+#[target_feature(enable = "avx2,avx512f,avx512vl")]
+unsafe fn q4k_scales_simd(p: *const u8) -> __m128i {
+    // u32 lanes u0 u1 u2: scales 0..4 = u0 & 63, mins 0..4 = u1 & 63; scales
+    // 4..8 = (u2 & 15) | (u0 >> 6) << 4, mins 4..8 = (u2 >> 4) | (u1 >> 6) << 4
+    // SAFETY: caller.
+    let v = unsafe { ld16p(p) };
+    let a = _mm_shuffle_epi32::<0x98>(v); // u0 u2 u1 u2
+    let b = _mm_shuffle_epi32::<0x50>(v); // u0 u0 u1 u1
+    let lo = _mm_and_si128(
+        _mm_srlv_epi32(a, _mm_setr_epi32(0, 0, 0, 4)),
+        _mm_setr_epi32(0x3F3F_3F3F, 0x0F0F_0F0F, 0x3F3F_3F3F, 0x0F0F_0F0F),
+    );
+    let m = _mm_setr_epi32(0, 0x3030_3030, 0, 0x3030_3030);
+    // lo | ((b >> 2) & m): bits 6..8 of u0/u1 to bits 4..6
+    _mm_ternarylogic_epi32::<0xEA>(_mm_srli_epi32::<2>(b), m, lo)
+}
+
+/// q4_k × q8_K decode of `RW` rows: the scales and mins unpacked with SIMD,
+/// each spread to 16 i16 lanes by one byte shuffle, the sub-block products
+/// (`vpmaddubsw`) weighted by them with VNNI's `vpdpwssd`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q4_k_rows<const RW: usize>(cols: usize, w: &[u8], ws: usize, x: &[u8]) -> [f32; RW] {
+    let nb = cols / 256;
+    // the bounds of every load below, checked once
+    assert!(w.len() >= (RW - 1) * ws + nb * 144 && x.len() >= nb * 292);
+    let ahead = tile_ahead(RW, ws);
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    let m4 = _mm256_set1_epi8(0x0F);
+    // byte j of the scales (j < 8) or mins (8 + j) zero-extended into 16 i16 lanes;
+    // for the mins each one twice (it weighs two 16-value bsums)
+    let spread: [__m256i; 8] =
+        core::array::from_fn(|j| _mm256_set1_epi16(j as i16 | 0x8000u16 as i16));
+    let mins = _mm256_setr_epi16(
+        0x8008u16 as i16,
+        0x8008u16 as i16,
+        0x8009u16 as i16,
+        0x8009u16 as i16,
+        0x800Au16 as i16,
+        0x800Au16 as i16,
+        0x800Bu16 as i16,
+        0x800Bu16 as i16,
+        0x800Cu16 as i16,
+        0x800Cu16 as i16,
+        0x800Du16 as i16,
+        0x800Du16 as i16,
+        0x800Eu16 as i16,
+        0x800Eu16 as i16,
+        0x800Fu16 as i16,
+        0x800Fu16 as i16,
+    );
+    let mut acc = [_mm256_setzero_ps(); RW];
+    for b in 0..nb {
+        // SAFETY: b < nb: the super-block within x (asserted above).
+        let xb = unsafe { xp.add(b * 292) };
+        // SAFETY: as above.
+        let (dx, bs) = unsafe { (f32::from_bits(u32p(xb)), ld32p(xb.add(260))) };
+        for (jj, acc) in acc.iter_mut().enumerate() {
+            for l in 0..3 {
+                // the row streams are short, so the hardware prefetcher starts too late
+                prefetch(w, ahead + jj * ws + b * 144 + 64 * l);
+            }
+            // SAFETY: jj < RW, b < nb: the super-block within w (asserted above).
+            let wb = unsafe { wp.add(jj * ws + b * 144) };
+            // SAFETY: the 12 scale bytes at 4 and 4 more (the quants) within the block.
+            let s = _mm256_broadcastsi128_si256(unsafe { q4k_scales_simd(wb.add(4)) });
+            let mut isum = _mm256_setzero_si256();
+            for g in 0..4 {
+                // SAFETY: the quants within the block, the activations within x.
+                let (v, y0, y1) = unsafe {
+                    (
+                        ld32p(wb.add(16 + 32 * g)),
+                        ld32p(xb.add(4 + 64 * g)),
+                        ld32p(xb.add(36 + 64 * g)),
+                    )
+                };
+                let lo = _mm256_and_si256(v, m4);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
+                isum = _mm256_dpwssd_epi32(
+                    isum,
+                    _mm256_maddubs_epi16(lo, y0),
+                    _mm256_shuffle_epi8(s, spread[2 * g]),
+                );
+                isum = _mm256_dpwssd_epi32(
+                    isum,
+                    _mm256_maddubs_epi16(hi, y1),
+                    _mm256_shuffle_epi8(s, spread[2 * g + 1]),
+                );
+            }
+            let msum = _mm256_madd_epi16(bs, _mm256_shuffle_epi8(s, mins));
+            // d and dmin (f16 at 0 and 2) times the activation scale
+            // SAFETY: within the block.
+            let dd = _mm_mul_ps(
+                _mm_cvtph_ps(_mm_cvtsi32_si128(unsafe { u32p(wb) } as i32)),
+                _mm_set1_ps(dx),
+            );
+            let a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_broadcastss_ps(dd), *acc);
+            *acc = _mm256_fnmadd_ps(
+                _mm256_cvtepi32_ps(msum),
+                _mm256_broadcastss_ps(_mm_movehdup_ps(dd)),
+                a,
+            );
+        }
+    }
+    let mut out = [0f32; RW];
+    for (o, a) in out.iter_mut().zip(acc) {
+        *o = hsum(a);
+    }
+    out
+}
+
+/// q6_k × q8_K decode of `RW` rows: the i8 scales sign-extended once per
+/// super-block and spread per 16 values by one byte shuffle, the products
+/// (`vpmaddubsw`) weighted by them with VNNI's `vpdpwssd`; the offset 32
+/// comes off as `32 · Σ scale · bsum`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q6_k_rows<const RW: usize>(cols: usize, w: &[u8], ws: usize, x: &[u8]) -> [f32; RW] {
+    let nb = cols / 256;
+    // the bounds of every load below, checked once
+    assert!(w.len() >= (RW - 1) * ws + nb * 210 && x.len() >= nb * 292);
+    let ahead = tile_ahead(RW, ws);
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    let (m4, m30) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x30));
+    // the i16 scales 2k (low 128 bits) and 2k + 1 (high) of a half's 8 in both lanes
+    let spread: [__m256i; 4] = core::array::from_fn(|k| {
+        let (a, b) = (4 * k as i16, 4 * k as i16 + 2);
+        _mm256_set_m128i(
+            _mm_set1_epi16(b | (b + 1) << 8),
+            _mm_set1_epi16(a | (a + 1) << 8),
+        )
+    });
+    let mut acc = [_mm256_setzero_ps(); RW];
+    for b in 0..nb {
+        // SAFETY: b < nb: the super-block within x (asserted above).
+        let xb = unsafe { xp.add(b * 292) };
+        // SAFETY: as above.
+        let (dx, bs) = unsafe { (f32::from_bits(u32p(xb)), ld32p(xb.add(260))) };
+        // -Σ y per 16 values (|bsum| ≤ 16 · 127: the negation fits)
+        let nbs = _mm256_sub_epi16(_mm256_setzero_si256(), bs);
+        for (jj, acc) in acc.iter_mut().enumerate() {
+            for l in 0..4 {
+                // the row streams are short, so the hardware prefetcher starts too late
+                prefetch(w, ahead + jj * ws + b * 210 + 64 * l);
+            }
+            // SAFETY: jj < RW, b < nb: the super-block within w (asserted above).
+            let wb = unsafe { wp.add(jj * ws + b * 210) };
+            // SAFETY: the 16 scales at 192 within the block.
+            let sc = _mm256_cvtepi8_epi16(unsafe { ld16p(wb.add(192)) });
+            // the offset: -32 · Σ scale · bsum
+            let mut isum = _mm256_madd_epi16(nbs, _mm256_slli_epi16::<5>(sc));
+            for h in 0..2 {
+                // SAFETY: the quants of this half within the block.
+                let (ql0, ql1, qh) = unsafe {
+                    (
+                        ld32p(wb.add(64 * h)),
+                        ld32p(wb.add(64 * h + 32)),
+                        ld32p(wb.add(128 + 32 * h)),
+                    )
+                };
+                // the 4 groups of 32: low nibbles of ql0, ql1, then their high
+                // nibbles, each with 2 more bits of qh as bits 4..6
+                let q = [
+                    _mm256_ternarylogic_epi32::<0xEA>(
+                        ql0,
+                        m4,
+                        _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m30),
+                    ),
+                    _mm256_ternarylogic_epi32::<0xEA>(
+                        ql1,
+                        m4,
+                        _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m30),
+                    ),
+                    _mm256_ternarylogic_epi32::<0xEA>(
+                        _mm256_srli_epi16::<4>(ql0),
+                        m4,
+                        _mm256_and_si256(qh, m30),
+                    ),
+                    _mm256_ternarylogic_epi32::<0xEA>(
+                        _mm256_srli_epi16::<4>(ql1),
+                        m4,
+                        _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m30),
+                    ),
+                ];
+                // this half's 8 scales in both 128-bit lanes
+                let s = if h == 0 {
+                    _mm256_permute2x128_si256::<0x00>(sc, sc)
+                } else {
+                    _mm256_permute2x128_si256::<0x11>(sc, sc)
+                };
+                for (k, &qk) in q.iter().enumerate() {
+                    // SAFETY: the activations of this group within x.
+                    let y = unsafe { ld32p(xb.add(4 + 128 * h + 32 * k)) };
+                    isum = _mm256_dpwssd_epi32(
+                        isum,
+                        _mm256_maddubs_epi16(qk, y),
+                        _mm256_shuffle_epi8(s, spread[k]),
+                    );
+                }
+            }
+            // SAFETY: the f16 scale at 208 within the block.
+            let d = unsafe { f16p(wb.add(208)) };
+            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(d * dx), *acc);
+        }
+    }
+    let mut out = [0f32; RW];
+    for (o, a) in out.iter_mut().zip(acc) {
+        *o = hsum(a);
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
 // The kernels, instantiated once per feature set.
 
 macro_rules! x86_kernels {
-    ($module:ident, $features:literal, $dot_u8i8:ident, $dot_i8i8:ident, $rwp:literal) => {
+    ($module:ident, $features:literal, $dot_u8i8:ident, $dot_i8i8:ident, $rwp:literal, $wide:literal) => {
         /// The kernels compiled for one feature set (see the file header).
         pub mod $module {
             use super::*;
@@ -493,7 +891,18 @@ macro_rules! x86_kernels {
 
             mod q5_0 {
                 use super::*;
-                block32!(tile, micro, 22, 34, 2, |blk| q5_p(blk.add(2)), $dot_u8i8, 16, false);
+                block32!(tile32, micro, 22, 34, 2, |blk| q5_p(blk.add(2)), $dot_u8i8, 16, false);
+
+                /// [`super::super::TileFn`]: AVX-512 decode has its own kernel.
+                pub fn tile(cols: usize, w: &[u8], ws: usize, x: &[u8], xs: usize, nx: usize, out: &mut [f32]) {
+                    if $wide && nx == 1 {
+                        // SAFETY: `$wide` only in the AVX-512 instantiation, whose table
+                        // `available()` hands out only after detecting its features.
+                        unsafe { q5_0_decode(cols, w, ws, x, out) }
+                    } else {
+                        tile32(cols, w, ws, x, xs, nx, out)
+                    }
+                }
             }
             pub use q5_0::tile as tile_q5_0;
 
@@ -511,6 +920,22 @@ macro_rules! x86_kernels {
 
             // ---- k-quants ------------------------------------------------
 
+            /// In a k-quant micro-kernel with one activation row: with AVX-512,
+            /// runs the decode kernel `$rows` instead and returns.
+            macro_rules! wide_decode {
+                ($rows:ident, $cols:expr, $w:expr, $ws:expr, $x:expr, $out:expr, $nx:expr) => {
+                    if $wide && RX == 1 {
+                        // SAFETY: `$wide` only in the AVX-512 instantiation (see `q5_0::tile`).
+                        #[allow(unused_unsafe)] // needed in the AVX2 instantiation only
+                        let r = unsafe { $rows::<RW>($cols, $w, $ws, $x) };
+                        for (jj, r) in r.into_iter().enumerate() {
+                            $out[jj * $nx] = r;
+                        }
+                        return;
+                    }
+                };
+            }
+
             /// q4_k × q8_K micro-kernel: per super-block, the 8 sub-block
             /// products weighted by their 6-bit scales in i32 lanes
             /// (`vpmaddubsw` then `vpmaddwd` by the scale), and the mins
@@ -525,6 +950,7 @@ macro_rules! x86_kernels {
                 out: &mut [f32],
                 nx: usize,
             ) {
+                wide_decode!(q4_k_rows, cols, w, ws, x, out, nx);
                 let mut acc = [[_mm256_setzero_ps(); RX]; RW];
                 let m4 = _mm256_set1_epi8(0x0F);
                 for b in 0..cols / 256 {
@@ -601,6 +1027,7 @@ macro_rules! x86_kernels {
                 out: &mut [f32],
                 nx: usize,
             ) {
+                wide_decode!(q6_k_rows, cols, w, ws, x, out, nx);
                 let mut acc = [[_mm256_setzero_ps(); RX]; RW];
                 let m4 = _mm256_set1_epi8(0x0F);
                 let m2 = _mm256_set1_epi8(0x03);
@@ -779,11 +1206,19 @@ macro_rules! x86_kernels {
     };
 }
 
-x86_kernels!(avx2, "avx2,fma,f16c", dot_u8i8_avx2, dot_i8i8_avx2, 2);
+x86_kernels!(
+    avx2,
+    "avx2,fma,f16c",
+    dot_u8i8_avx2,
+    dot_i8i8_avx2,
+    2,
+    false
+);
 x86_kernels!(
     avx512,
     "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
     dot_u8i8_vnni,
     dot_i8i8_vnni,
-    4
+    4,
+    true
 );
