@@ -849,7 +849,7 @@ macro_rules! x86_kernels {
                             for jj in 0..RW {
                                 // the row streams are short, so the hardware prefetcher
                                 // starts too late
-                                prefetch(w, PREFETCH_AHEAD + jj * ws + b * $wb);
+                                prefetch(w, tile_ahead(RW, ws) + jj * ws + b * $wb);
                                 // SAFETY: jj < RW, b < nb: the block is within w (asserted above).
                                 let $blk = unsafe { wp.add(jj * ws + b * $wb) };
                                 // SAFETY: `$unpack` and the scales read within the block.
