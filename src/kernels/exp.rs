@@ -184,21 +184,13 @@ pub mod x86 {
 }
 
 /// Test helpers shared with [`super::swiglu`]'s tests.
-#[cfg(test)]
+#[cfg(all(test, target_arch = "x86_64"))]
 pub(crate) mod check {
     /// Whether this CPU runs the x86 table `name` (`avx2` or `avx512`).
     pub fn runs(name: &str) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-                && (name != "avx512" || std::arch::is_x86_feature_detected!("avx512f"))
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = name;
-            false
-        }
+        std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && (name != "avx512" || std::arch::is_x86_feature_detected!("avx512f"))
     }
 
     /// How many of `got` differ from `want` (NaN equals NaN); panics where one
@@ -224,7 +216,7 @@ pub(crate) mod check {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
 
@@ -247,7 +239,6 @@ mod tests {
         ]);
         let mut want = xs.clone();
         exp(&mut want);
-        #[cfg(target_arch = "x86_64")]
         for (name, f) in [
             ("avx512", x86::exp_avx512 as fn(&mut [f32])),
             ("avx2", x86::exp_avx2),
