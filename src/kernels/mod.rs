@@ -15,6 +15,9 @@
 //! 3. Each chunk calls the weight type's [`TileFn`] from the selected
 //!    [`Kernels`] table, which computes the integer (or float) dot products of
 //!    its weight rows against all activation rows, scaled per block as ggml does.
+//!    With [`PANEL_MIN_ROWS`] or more activation rows and a table that has
+//!    one, the chunk runs the type's [`PanelFn`] instead ([`panel`]: weights
+//!    interleaved a few rows at a time, output written row-major).
 //!
 //! # The kernel interface (what an ISA file provides)
 //!

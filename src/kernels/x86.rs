@@ -11,7 +11,9 @@
 //! weight block is unpacked once per tile and an activation block's data
 //! (loaded quants, scale, offset correction) once per tile. Decode (one
 //! activation row) uses 4 × 1 tiles; prefill uses 2 × 4 tiles with AVX2's 16
-//! vector registers, 4 × 4 with AVX-512's 32; with AVX-512, decode of q5_0,
+//! vector registers; with AVX-512, prefill of the block-32 types and the
+//! k-quants runs the panel products of [`panel`] (4 × 4 tiles are left for 2–3
+//! activation rows and the other types), and decode of q5_0,
 //! q4_k and q6_k has kernels of its own (`q5_0_rows`, `q4_k_rows`,
 //! `q6_k_rows`: fewer operations per weight byte). Each tile
 //! keeps 8 f32 lanes per product and sums them at the end, so the block sums
