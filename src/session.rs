@@ -361,7 +361,6 @@ impl Session {
                     ThinkMode::Always => true,
                     ThinkMode::Never => false,
                     ThinkMode::Auto | ThinkMode::Budget(_) => {
-                        let w = model.decider.as_ref().expect("TaH model has a decider");
                         let cum = &self.chunk_logits[row * vocab..(row + 1) * vocab];
                         soft_input::top_k(
                             cum,
@@ -374,7 +373,8 @@ impl Session {
                             .decider
                             .as_mut()
                             .expect("auto sessions have decider scratch");
-                        let p = decider::probability(w, tah.normalize_input, h, &self.top_vals, s);
+                        let p =
+                            decider::probability(&model, tah.normalize_input, h, &self.top_vals, s);
                         if depth == 1 {
                             self.info[first_info + row].prob = p;
                         }

@@ -292,10 +292,18 @@ fn add_tah<'a>(plan: &mut Plan<'a>, c: &HfConfig, t: &'a TahParts) -> Result<()>
             tensor.shape.iter().rev().map(|&d| d as u64).collect()
         };
         let values = &tensor.data;
+        // Matrices keep a 16-bit checkpoint's type (lossless: the values came
+        // from it; the plan rounds the f32 copy back), so the engine reads half
+        // the bytes per token; vectors and f32 checkpoints stay f32.
+        let ty = match tensor.dtype {
+            DType::BF16 if tensor.shape.len() == 2 => GgmlType::Bf16,
+            DType::F16 if tensor.shape.len() == 2 => GgmlType::F16,
+            _ => GgmlType::F32,
+        };
         plan.push(
             format!("{}{}", keys::DECIDER_PREFIX, tensor.name),
             dims,
-            GgmlType::F32,
+            ty,
             Box::new(move || {
                 Ok(Data::Encoded(
                     GgmlType::F32,

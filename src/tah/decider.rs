@@ -1,6 +1,9 @@
-//! The iteration decider (MLPIterDecider), in f32: from a token's hidden states at
-//! the file's layer indices and its sorted top-k logits, the probability that the
-//! prediction needs another pass.
+//! The iteration decider (MLPIterDecider): from a token's hidden states at the
+//! file's layer indices and its sorted top-k logits, the probability that the
+//! prediction needs another pass. Vector work is f32; the matrices are multiplied
+//! in their file type by the matmul kernels (f32 weights: f32 throughout; f16 /
+//! bf16 weights: activations rounded to that type, as ggml does and as the
+//! reference computes a bf16 checkpoint).
 //!
 //! ```text
 //! u = logits_projection(v)                 v = top-k logit values, descending
@@ -9,7 +12,9 @@
 //! prob = sigmoid(output(LayerNorm(z)))
 //! ```
 
-use crate::model::weights::DeciderWeights;
+use crate::kernels::{self, MatmulScratch};
+use crate::model::weights::{DeciderMat, DeciderWeights};
+use crate::model::Model;
 
 /// LayerNorm epsilon (PyTorch's default; the base model's RMSNorm eps differs).
 const LN_EPS: f32 = 1e-5;
@@ -22,6 +27,7 @@ pub struct DeciderScratch {
     normed: Vec<f32>,
     hidden: Vec<f32>, // (max width · expansion)
     topv: Vec<f32>,   // (topk) softmax when normalize_input
+    mm: MatmulScratch,
 }
 
 impl DeciderScratch {
@@ -40,16 +46,24 @@ impl DeciderScratch {
             b: vec![0.0; widest],
             normed: vec![0.0; widest.max(n_in)],
             hidden: vec![0.0; expanded],
-            topv: vec![0.0; w.logits_proj_w.len() / w.logits_proj_b.len().max(1)],
+            topv: vec![0.0; w.logits_proj_w.cols()],
+            mm: MatmulScratch::default(),
         }
     }
 }
 
-/// `y = W·x + b`, W row-major (out, in).
-fn affine(w: &[f32], b: &[f32], x: &[f32], y: &mut [f32]) {
-    let n_in = x.len();
-    for (o, (row, bias)) in y.iter_mut().zip(w.chunks_exact(n_in).zip(b)) {
-        *o = crate::kernels::dot_f32(row, x) + bias;
+/// `y = W·x + b`, W (out, in).
+fn affine(
+    model: &Model,
+    w: &DeciderMat,
+    b: &[f32],
+    x: &[f32],
+    y: &mut [f32],
+    mm: &mut MatmulScratch,
+) {
+    kernels::matmul(&model.decider_mat(w), x, 1, y, mm);
+    for (o, bias) in y.iter_mut().zip(b) {
+        *o += bias;
     }
 }
 
@@ -127,12 +141,13 @@ fn erfc_cf(x: f64) -> f64 {
 /// The continue-probability of one token. `hidden` is concat of the selected
 /// hidden states (n·H), `topk` the sorted top-k logit values.
 pub fn probability(
-    w: &DeciderWeights,
+    model: &Model,
     normalize_input: bool,
     hidden: &[f32],
     topk: &[f32],
     s: &mut DeciderScratch,
 ) -> f32 {
+    let w = model.decider.as_ref().expect("a TaH model has a decider");
     let h = w.logits_proj_b.len();
     let n_hidden = hidden.len();
     let (hc, u) = s.input.split_at_mut(n_hidden);
@@ -150,24 +165,60 @@ pub fn probability(
     } else {
         topk
     };
-    affine(&w.logits_proj_w, &w.logits_proj_b, v, &mut u[..h]);
+    affine(
+        model,
+        &w.logits_proj_w,
+        &w.logits_proj_b,
+        v,
+        &mut u[..h],
+        &mut s.mm,
+    );
 
     let d0 = w.combined_b.len();
-    affine(&w.combined_w, &w.combined_b, &s.input, &mut s.a[..d0]);
-    affine(&w.input_proj_w, &w.input_proj_b, &s.a[..d0], &mut s.b[..d0]);
+    let mm = &mut s.mm;
+    affine(
+        model,
+        &w.combined_w,
+        &w.combined_b,
+        &s.input,
+        &mut s.a[..d0],
+        mm,
+    );
+    affine(
+        model,
+        &w.input_proj_w,
+        &w.input_proj_b,
+        &s.a[..d0],
+        &mut s.b[..d0],
+        mm,
+    );
     // z lives in s.b.
     for blk in &w.blocks {
         let (din, dout) = (blk.d_in, blk.d_out);
         layer_norm(&s.b[..din], &blk.norm_w, &blk.norm_b, &mut s.normed[..din]);
         let e = blk.up_b.len();
-        affine(&blk.up_w, &blk.up_b, &s.normed[..din], &mut s.hidden[..e]);
+        affine(
+            model,
+            &blk.up_w,
+            &blk.up_b,
+            &s.normed[..din],
+            &mut s.hidden[..e],
+            mm,
+        );
         for x in &mut s.hidden[..e] {
             *x = gelu(*x);
         }
-        affine(&blk.down_w, &blk.down_b, &s.hidden[..e], &mut s.a[..dout]);
+        affine(
+            model,
+            &blk.down_w,
+            &blk.down_b,
+            &s.hidden[..e],
+            &mut s.a[..dout],
+            mm,
+        );
         match &blk.dim_change {
             Some((cw, cb)) => {
-                affine(cw, cb, &s.b[..din], &mut s.normed[..dout]);
+                affine(model, cw, cb, &s.b[..din], &mut s.normed[..dout], mm);
                 for (z, r) in s.a[..dout].iter_mut().zip(&s.normed[..dout]) {
                     *z += r;
                 }
@@ -187,7 +238,7 @@ pub fn probability(
         &w.out_norm_b,
         &mut s.normed[..last],
     );
-    let z = crate::kernels::dot_f32(&w.out_w, &s.normed[..last]) + w.out_b;
+    let z = kernels::dot_f32(&w.out_w, &s.normed[..last]) + w.out_b;
     1.0 / (1.0 + (-z).exp())
 }
 
