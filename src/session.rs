@@ -90,8 +90,11 @@ pub struct Session {
     pub cache: KvCache,
     pub think: Think,
     scratch: Scratch,
-    /// Logits of the last token fed (vocab).
+    /// Logits of the last token fed (vocab), unless `logits_row` says where.
     logits: Vec<f32>,
+    /// The row of `chunk_logits` holding the last token's logits (no copy per
+    /// token); `None`: they are in `logits`.
+    logits_row: Option<usize>,
     /// Cumulative logits of the current chunk (batch × vocab).
     chunk_logits: Vec<f32>,
     /// Logits of one deeper pass (batch × vocab); empty when max_depth is 1.
@@ -147,6 +150,7 @@ impl Session {
             cache,
             scratch,
             logits: vec![0.0; c.vocab],
+            logits_row: None,
             chunk_logits: if deep {
                 vec![0.0; batch * c.vocab]
             } else {
@@ -219,7 +223,13 @@ impl Session {
 
     /// Logits after the last token fed.
     pub fn logits(&self) -> &[f32] {
-        &self.logits
+        match self.logits_row {
+            Some(r) => {
+                let vocab = self.logits.len();
+                &self.chunk_logits[r * vocab..(r + 1) * vocab]
+            }
+            None => &self.logits,
+        }
     }
 
     fn check(&self, tokens: &[u32]) -> Result<(), SessionError> {
@@ -257,7 +267,7 @@ impl Session {
             };
             self.feed_chunk(chunk, ci * batch, cb);
         }
-        Ok(&self.logits)
+        Ok(self.logits())
     }
 
     /// Feeds one token; returns its final logits.
@@ -335,10 +345,12 @@ impl Session {
                             self.info[first_info + i],
                         );
                     }
-                    self.logits
-                        .copy_from_slice(&self.chunk_logits[(n - 1) * vocab..n * vocab]);
+                    self.logits_row = Some(n - 1);
                 }
-                None => forward::logits(&model, &mut self.scratch, &[n - 1], &mut self.logits),
+                None => {
+                    forward::logits(&model, &mut self.scratch, &[n - 1], &mut self.logits);
+                    self.logits_row = None;
+                }
             }
             return;
         }
@@ -452,8 +464,7 @@ impl Session {
                 );
             }
         }
-        self.logits
-            .copy_from_slice(&self.chunk_logits[(n - 1) * vocab..n * vocab]);
+        self.logits_row = Some(n - 1);
     }
 }
 
