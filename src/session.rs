@@ -115,8 +115,8 @@ pub struct Session {
     tokens: Vec<u32>,
     info: Vec<TokenInfo>,
     ctx: usize,
-    /// Draws for `--hard-rate` (seeded: benchmarks are repeatable).
-    rng: Rng,
+    /// `--hard-rate`: systematic sampling, seeded (benchmarks are repeatable).
+    hard_picks: HardPicks,
 }
 
 impl Session {
@@ -182,7 +182,7 @@ impl Session {
             ctx,
             think,
             model,
-            rng: Rng::new(0x7a4),
+            hard_picks: HardPicks::new(0x7a4),
         })
     }
 
@@ -391,7 +391,7 @@ impl Session {
                             self.info[first_info + row].prob = p;
                         }
                         match (self.think.hard_rate, self.budget.as_mut()) {
-                            (Some(rate), _) => self.rng.next_f64() < rate as f64,
+                            (Some(rate), _) => self.hard_picks.next(rate as f64),
                             (None, Some(b)) if depth == 1 => b.decide(p),
                             _ => p > self.think.threshold,
                         }
@@ -468,6 +468,32 @@ impl Session {
     }
 }
 
+/// Which tokens `--hard-rate r` sends deeper: systematic sampling with a random
+/// phase u, so the k-th decision of the session continues iff
+/// ⌊u + (k+1)·r⌋ > ⌊u + k·r⌋. Any run of m decisions then holds ⌊m·r⌋ or
+/// ⌈m·r⌉ picks (independent draws would give 64 tokens at r = 0.06 anywhere
+/// from 1 to 8), and the count carries across `reset`, so repeated runs pick
+/// other tokens.
+struct HardPicks {
+    phase: f64,
+    decided: u64,
+}
+
+impl HardPicks {
+    fn new(seed: u64) -> HardPicks {
+        HardPicks {
+            phase: Rng::new(seed).next_f64(),
+            decided: 0,
+        }
+    }
+
+    fn next(&mut self, rate: f64) -> bool {
+        let k = self.decided as f64;
+        self.decided += 1;
+        (self.phase + (k + 1.0) * rate).floor() > (self.phase + k * rate).floor()
+    }
+}
+
 fn resolve_think(model: &Model, o: &TahOptions) -> Result<Think, SessionError> {
     let tah = model.cfg.tah.as_ref();
     if let Some(t) = o.threshold {
@@ -522,4 +548,21 @@ fn resolve_think(model: &Model, o: &TahOptions) -> Result<Think, SessionError> {
         threshold: o.threshold.unwrap_or(t.threshold),
         hard_rate: o.hard_rate,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HardPicks;
+
+    #[test]
+    fn hard_picks_hold_the_rate_in_every_window() {
+        let mut h = HardPicks::new(7);
+        let picks: Vec<bool> = (0..1000).map(|_| h.next(0.06)).collect();
+        for m in [17, 64, 256] {
+            for w in picks.windows(m) {
+                let n = w.iter().filter(|&&p| p).count() as f64;
+                assert!((n - m as f64 * 0.06).abs() < 1.0, "{n} picks in {m}");
+            }
+        }
+    }
 }
