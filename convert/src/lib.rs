@@ -36,8 +36,9 @@ use tah::quant::GgmlType;
 ///   otherwise: the depth-2 soft input mixes embedding rows, so a coarse embedding
 ///   would move TaH's second pass away from the reference.
 /// - LoRA and decider tensors ignore the flags (a few MB, and the decider's
-///   threshold test is sensitive): LoRA is f32; decider matrices keep the
-///   checkpoint's dtype (f32, or losslessly bf16 / f16), decider vectors are f32.
+///   threshold test is sensitive): LoRA and decider matrices keep the
+///   checkpoint's dtype (f32, or losslessly bf16 / f16; f64 becomes f32),
+///   decider vectors are f32.
 #[derive(Clone, Debug, Default)]
 pub struct TypePolicy {
     pub quant: Option<GgmlType>,
