@@ -21,7 +21,7 @@ pub struct SyntheticTah {
     pub threshold: f32,
     pub seed: u64,
     /// Type of the decider's matrices (f32, f16 or bf16; vectors stay f32).
-    /// Default bf16, the recipe's checkpoint dtype.
+    /// Default f16: the engine's fastest one-row product.
     pub decider_type: GgmlType,
 }
 
@@ -35,7 +35,7 @@ impl Default for SyntheticTah {
             topk: 100,
             threshold: 0.9,
             seed: 1,
-            decider_type: GgmlType::Bf16,
+            decider_type: GgmlType::F16,
         }
     }
 }

@@ -15,6 +15,8 @@
 use crate::kernels::{self, MatmulScratch};
 use crate::model::weights::{DeciderMat, DeciderWeights};
 use crate::model::Model;
+use crate::quant::GgmlType;
+use half::f16;
 
 /// LayerNorm epsilon (PyTorch's default; the base model's RMSNorm eps differs).
 const LN_EPS: f32 = 1e-5;
@@ -27,7 +29,7 @@ pub struct DeciderScratch {
     normed: Vec<f32>,
     hidden: Vec<f32>, // (max width · expansion)
     topv: Vec<f32>,   // (topk) softmax when normalize_input
-    mm: MatmulScratch,
+    aff: AffineScratch,
 }
 
 impl DeciderScratch {
@@ -47,24 +49,84 @@ impl DeciderScratch {
             normed: vec![0.0; widest.max(n_in)],
             hidden: vec![0.0; expanded],
             topv: vec![0.0; w.logits_proj_w.cols()],
-            mm: MatmulScratch::default(),
+            aff: AffineScratch {
+                x16: vec![f16::ZERO; n_in.max(widest).max(expanded)],
+                mm: MatmulScratch::default(),
+            },
         }
     }
 }
 
-/// `y = W·x + b`, W (out, in).
+/// `y = W·x + b`, W (out, in). One activation row makes the matmul tiles
+/// latency-bound (one accumulator chain per weight row), so f32 and f16
+/// weights go row by row through the multi-accumulator dot kernels (f16: the
+/// activation rounded to f16 once, as the matmul would); other types take the
+/// matmul. Rows are split over the thread pool.
 fn affine(
     model: &Model,
     w: &DeciderMat,
     b: &[f32],
     x: &[f32],
     y: &mut [f32],
-    mm: &mut MatmulScratch,
+    s: &mut AffineScratch,
 ) {
-    kernels::matmul(&model.decider_mat(w), x, 1, y, mm);
+    let m = model.decider_mat(w);
+    let k = kernels::kernels();
+    let row_bytes = m.row_bytes();
+    // Rows per task: at least 16 KiB of weights each.
+    let per = (16384 / row_bytes.max(1)).max(1);
+    let rows = |f: &(dyn Fn(usize) -> f32 + Sync), y: &mut [f32]| {
+        crate::threads::for_each_chunk_mut(y, per, |t, ys| {
+            for (i, o) in ys.iter_mut().enumerate() {
+                *o = f(t * per + i);
+            }
+        });
+    };
+    match m.ty {
+        GgmlType::F32 => {
+            // The file aligns tensors to 32 bytes; an unaligned one takes the matmul.
+            match f32_rows(m.data) {
+                Some(wf) => rows(&|r| (k.dot_f32)(&wf[r * m.cols..][..m.cols], x), y),
+                None => kernels::matmul(&m, x, 1, y, &mut s.mm),
+            }
+        }
+        GgmlType::F16 => match f16_rows(m.data) {
+            Some(wh) => {
+                let xh = &mut s.x16[..x.len()];
+                for (d, v) in xh.iter_mut().zip(x) {
+                    *d = f16::from_f32(*v);
+                }
+                let xh = &*xh;
+                rows(&|r| (k.dot_f16)(&wh[r * m.cols..][..m.cols], xh), y)
+            }
+            None => kernels::matmul(&m, x, 1, y, &mut s.mm),
+        },
+        _ => kernels::matmul(&m, x, 1, y, &mut s.mm),
+    }
     for (o, bias) in y.iter_mut().zip(b) {
         *o += bias;
     }
+}
+
+/// The bytes as f32 values, if they are 4-byte aligned (the file aligns its
+/// tensors to 32 bytes).
+fn f32_rows(b: &[u8]) -> Option<&[f32]> {
+    // SAFETY: every bit pattern is a valid f32; align_to keeps the lifetime.
+    let (pre, v, post) = unsafe { b.align_to::<f32>() };
+    (pre.is_empty() && post.is_empty()).then_some(v)
+}
+
+/// The bytes as f16 values, if they are 2-byte aligned.
+fn f16_rows(b: &[u8]) -> Option<&[f16]> {
+    // SAFETY: every bit pattern is a valid f16 (a u16 newtype).
+    let (pre, v, post) = unsafe { b.align_to::<f16>() };
+    (pre.is_empty() && post.is_empty()).then_some(v)
+}
+
+/// What [`affine`] converts activations into.
+struct AffineScratch {
+    x16: Vec<f16>,
+    mm: MatmulScratch,
 }
 
 /// LayerNorm with affine weight and bias, biased variance.
@@ -211,11 +273,11 @@ pub fn probability(
         &w.logits_proj_b,
         v,
         &mut u[..h],
-        &mut s.mm,
+        &mut s.aff,
     );
 
     let d0 = w.combined_b.len();
-    let mm = &mut s.mm;
+    let mm = &mut s.aff;
     affine(
         model,
         &w.combined_w,
