@@ -90,8 +90,11 @@ pub struct Session {
     pub cache: KvCache,
     pub think: Think,
     scratch: Scratch,
-    /// Logits of the last token fed (vocab).
+    /// Logits of the last token fed (vocab), unless `logits_row` says where.
     logits: Vec<f32>,
+    /// The row of `chunk_logits` holding the last token's logits (no copy per
+    /// token); `None`: they are in `logits`.
+    logits_row: Option<usize>,
     /// Cumulative logits of the current chunk (batch × vocab).
     chunk_logits: Vec<f32>,
     /// Logits of one deeper pass (batch × vocab); empty when max_depth is 1.
@@ -112,8 +115,8 @@ pub struct Session {
     tokens: Vec<u32>,
     info: Vec<TokenInfo>,
     ctx: usize,
-    /// Draws for `--hard-rate` (seeded: benchmarks are repeatable).
-    rng: Rng,
+    /// `--hard-rate`: systematic sampling, seeded (benchmarks are repeatable).
+    hard_picks: HardPicks,
 }
 
 impl Session {
@@ -147,6 +150,7 @@ impl Session {
             cache,
             scratch,
             logits: vec![0.0; c.vocab],
+            logits_row: None,
             chunk_logits: if deep {
                 vec![0.0; batch * c.vocab]
             } else {
@@ -178,7 +182,7 @@ impl Session {
             ctx,
             think,
             model,
-            rng: Rng::new(0x7a4),
+            hard_picks: HardPicks::new(0x7a4),
         })
     }
 
@@ -219,7 +223,13 @@ impl Session {
 
     /// Logits after the last token fed.
     pub fn logits(&self) -> &[f32] {
-        &self.logits
+        match self.logits_row {
+            Some(r) => {
+                let vocab = self.logits.len();
+                &self.chunk_logits[r * vocab..(r + 1) * vocab]
+            }
+            None => &self.logits,
+        }
     }
 
     fn check(&self, tokens: &[u32]) -> Result<(), SessionError> {
@@ -257,7 +267,7 @@ impl Session {
             };
             self.feed_chunk(chunk, ci * batch, cb);
         }
-        Ok(&self.logits)
+        Ok(self.logits())
     }
 
     /// Feeds one token; returns its final logits.
@@ -335,10 +345,12 @@ impl Session {
                             self.info[first_info + i],
                         );
                     }
-                    self.logits
-                        .copy_from_slice(&self.chunk_logits[(n - 1) * vocab..n * vocab]);
+                    self.logits_row = Some(n - 1);
                 }
-                None => forward::logits(&model, &mut self.scratch, &[n - 1], &mut self.logits),
+                None => {
+                    forward::logits(&model, &mut self.scratch, &[n - 1], &mut self.logits);
+                    self.logits_row = None;
+                }
             }
             return;
         }
@@ -361,7 +373,6 @@ impl Session {
                     ThinkMode::Always => true,
                     ThinkMode::Never => false,
                     ThinkMode::Auto | ThinkMode::Budget(_) => {
-                        let w = model.decider.as_ref().expect("TaH model has a decider");
                         let cum = &self.chunk_logits[row * vocab..(row + 1) * vocab];
                         soft_input::top_k(
                             cum,
@@ -374,12 +385,13 @@ impl Session {
                             .decider
                             .as_mut()
                             .expect("auto sessions have decider scratch");
-                        let p = decider::probability(w, tah.normalize_input, h, &self.top_vals, s);
+                        let p =
+                            decider::probability(&model, tah.normalize_input, h, &self.top_vals, s);
                         if depth == 1 {
                             self.info[first_info + row].prob = p;
                         }
                         match (self.think.hard_rate, self.budget.as_mut()) {
-                            (Some(rate), _) => self.rng.next_f64() < rate as f64,
+                            (Some(rate), _) => self.hard_picks.next(rate as f64),
                             (None, Some(b)) if depth == 1 => b.decide(p),
                             _ => p > self.think.threshold,
                         }
@@ -452,8 +464,33 @@ impl Session {
                 );
             }
         }
-        self.logits
-            .copy_from_slice(&self.chunk_logits[(n - 1) * vocab..n * vocab]);
+        self.logits_row = Some(n - 1);
+    }
+}
+
+/// Which tokens `--hard-rate r` sends deeper: systematic sampling with a random
+/// phase u, so the k-th decision of the session continues iff
+/// ⌊u + (k+1)·r⌋ > ⌊u + k·r⌋. Any run of m decisions then holds ⌊m·r⌋ or
+/// ⌈m·r⌉ picks (independent draws would give 64 tokens at r = 0.06 anywhere
+/// from 1 to 8), and the count carries across `reset`, so repeated runs pick
+/// other tokens.
+struct HardPicks {
+    phase: f64,
+    decided: u64,
+}
+
+impl HardPicks {
+    fn new(seed: u64) -> HardPicks {
+        HardPicks {
+            phase: Rng::new(seed).next_f64(),
+            decided: 0,
+        }
+    }
+
+    fn next(&mut self, rate: f64) -> bool {
+        let k = self.decided as f64;
+        self.decided += 1;
+        (self.phase + (k + 1.0) * rate).floor() > (self.phase + k * rate).floor()
     }
 }
 
@@ -511,4 +548,21 @@ fn resolve_think(model: &Model, o: &TahOptions) -> Result<Think, SessionError> {
         threshold: o.threshold.unwrap_or(t.threshold),
         hard_rate: o.hard_rate,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HardPicks;
+
+    #[test]
+    fn hard_picks_hold_the_rate_in_every_window() {
+        let mut h = HardPicks::new(7);
+        let picks: Vec<bool> = (0..1000).map(|_| h.next(0.06)).collect();
+        for m in [17, 64, 256] {
+            for w in picks.windows(m) {
+                let n = w.iter().filter(|&&p| p).count() as f64;
+                assert!((n - m as f64 * 0.06).abs() < 1.0, "{n} picks in {m}");
+            }
+        }
+    }
 }

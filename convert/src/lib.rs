@@ -35,8 +35,10 @@ use tah::quant::GgmlType;
 ///   their source precision, f16 when the source is f32/bf16, unless `embd` says
 ///   otherwise: the depth-2 soft input mixes embedding rows, so a coarse embedding
 ///   would move TaH's second pass away from the reference.
-/// - LoRA and decider tensors stay f32 whatever the flags (a few MB, and the
-///   decider's threshold test is sensitive).
+/// - LoRA and decider tensors ignore the flags (a few MB, and the decider's
+///   threshold test is sensitive): LoRA and decider matrices keep the
+///   checkpoint's dtype (f32, or losslessly bf16 / f16; f64 becomes f32),
+///   decider vectors are f32.
 #[derive(Clone, Debug, Default)]
 pub struct TypePolicy {
     pub quant: Option<GgmlType>,

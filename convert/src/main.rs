@@ -44,6 +44,10 @@ struct Args {
     /// --synthetic-tah: decider hidden-state indices (default: four spread over the depth).
     #[arg(long, value_delimiter = ',')]
     synthetic_layers: Vec<usize>,
+    /// --synthetic-tah: type of the decider's matrices (f32, f16 or bf16). f16
+    /// has the engine's fastest one-row product; the recipe's checkpoint is bf16.
+    #[arg(long, value_parser = parse_type, default_value = "f16")]
+    synthetic_decider_type: GgmlType,
     /// No progress bar.
     #[arg(short, long)]
     quiet: bool,
@@ -72,6 +76,7 @@ fn main() -> ExitCode {
             rank: args.synthetic_rank,
             hidden_dims: args.synthetic_dims.clone(),
             layers: args.synthetic_layers.clone(),
+            decider_type: args.synthetic_decider_type,
             ..Default::default()
         });
     let opts = tah_convert::Options { policy, synthetic };

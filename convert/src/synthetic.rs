@@ -20,6 +20,9 @@ pub struct SyntheticTah {
     pub topk: usize,
     pub threshold: f32,
     pub seed: u64,
+    /// Type of the decider's matrices (f32, f16 or bf16; vectors stay f32).
+    /// Default f16: the engine's fastest one-row product.
+    pub decider_type: GgmlType,
 }
 
 impl Default for SyntheticTah {
@@ -32,6 +35,7 @@ impl Default for SyntheticTah {
             topk: 100,
             threshold: 0.9,
             seed: 1,
+            decider_type: GgmlType::F16,
         }
     }
 }
@@ -75,6 +79,12 @@ pub fn attach(plan: &mut Plan<'_>, syn: &SyntheticTah) -> Result<()> {
     ) else {
         bail!("--synthetic-tah: the base model has no block_count / embedding_length");
     };
+    let dtype = match syn.decider_type {
+        GgmlType::F32 => "f32",
+        GgmlType::F16 => "f16",
+        GgmlType::Bf16 => "bf16",
+        t => bail!("--synthetic-tah: decider type {t} is not f32, f16 or bf16"),
+    };
     if syn.rank == 0 || syn.hidden_dims.is_empty() || syn.hidden_dims.contains(&0) || syn.topk == 0
     {
         bail!("--synthetic-tah: rank, widths and top-k must be positive");
@@ -111,8 +121,14 @@ pub fn attach(plan: &mut Plan<'_>, syn: &SyntheticTah) -> Result<()> {
         keys::DECIDER_CLASS,
         MetaValue::String("MLPIterDecider".into()),
     );
-    plan.set(keys::DECIDER_THRESHOLD, MetaValue::F32(syn.threshold));
-    plan.set(keys::DECIDER_DTYPE, MetaValue::String("f32".into()));
+    // The threshold as a checkpoint of that dtype holds it.
+    let threshold = match syn.decider_type {
+        GgmlType::F16 => half::f16::from_f32(syn.threshold).to_f32(),
+        GgmlType::Bf16 => half::bf16::from_f32(syn.threshold).to_f32(),
+        _ => syn.threshold,
+    };
+    plan.set(keys::DECIDER_THRESHOLD, MetaValue::F32(threshold));
+    plan.set(keys::DECIDER_DTYPE, MetaValue::String(dtype.into()));
     plan.set(keys::DECIDER_TOPK, MetaValue::U32(syn.topk as u32));
     plan.set(keys::DECIDER_LAYERS, u32s(&layers));
     plan.set(keys::DECIDER_HIDDEN_DIMS, u32s(&syn.hidden_dims));
@@ -120,14 +136,20 @@ pub fn attach(plan: &mut Plan<'_>, syn: &SyntheticTah) -> Result<()> {
     plan.set(keys::DECIDER_NORMALIZE_INPUT, MetaValue::Bool(false));
 
     // `shape` row-major, as the reference's state dict has it.
+    // Decider matrices in `syn.decider_type`, everything else f32.
     let add = |plan: &mut Plan<'_>, name: String, shape: &[usize], scale: f32| {
         let seed = name_seed(&name, syn.seed);
         let n: usize = shape.iter().product();
         let dims = shape.iter().rev().map(|&d| d as u64).collect();
+        let ty = if name.starts_with(keys::DECIDER_PREFIX) && shape.len() == 2 {
+            syn.decider_type
+        } else {
+            GgmlType::F32
+        };
         plan.push(
             name,
             dims,
-            GgmlType::F32,
+            ty,
             Box::new(move || Ok(Data::F32(random(n, scale, seed)))),
         );
     };

@@ -10,6 +10,7 @@ use crate::plan::{Data, Plan};
 use crate::safetensors_in::Safetensors;
 use crate::tah_config::TahConfig;
 use crate::TypePolicy;
+use safetensors::Dtype;
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use tah::format::{keys, MetaValue};
@@ -225,7 +226,13 @@ fn add_tah<'a>(plan: &mut Plan<'a>, c: &HfConfig, t: &'a TahParts) -> Result<()>
                     }
                     None => Box::new(move || t.lora.data(&key)),
                 };
-                plan.push(name, vec![shape[1], shape[0]], GgmlType::F32, loader);
+                // A 16-bit adapter keeps its type (lossless), f32 and f64 are f32.
+                let ty = match st.dtype {
+                    Dtype::BF16 => GgmlType::Bf16,
+                    Dtype::F16 => GgmlType::F16,
+                    _ => GgmlType::F32,
+                };
+                plan.push(name, vec![shape[1], shape[0]], ty, loader);
             }
         }
     }
@@ -292,10 +299,18 @@ fn add_tah<'a>(plan: &mut Plan<'a>, c: &HfConfig, t: &'a TahParts) -> Result<()>
             tensor.shape.iter().rev().map(|&d| d as u64).collect()
         };
         let values = &tensor.data;
+        // Matrices keep a 16-bit checkpoint's type (lossless: the values came
+        // from it; the plan rounds the f32 copy back), so the engine reads half
+        // the bytes per token; vectors and f32 checkpoints stay f32.
+        let ty = match tensor.dtype {
+            DType::BF16 if tensor.shape.len() == 2 => GgmlType::Bf16,
+            DType::F16 if tensor.shape.len() == 2 => GgmlType::F16,
+            _ => GgmlType::F32,
+        };
         plan.push(
             format!("{}{}", keys::DECIDER_PREFIX, tensor.name),
             dims,
-            GgmlType::F32,
+            ty,
             Box::new(move || {
                 Ok(Data::Encoded(
                     GgmlType::F32,

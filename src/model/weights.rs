@@ -44,13 +44,37 @@ pub struct Layer {
     pub lora: [Option<Lora>; 7],
 }
 
-/// The decider MLP's parameters (f32, copied: they are small and used as f32).
+/// A decider matrix. Stored in the file in a type the matmul kernels take
+/// (f32, f16, bf16, or a block type whose blocks tile its rows), it stays there
+/// and is multiplied in place; otherwise it is dequantized to f32 at load.
+pub enum DeciderMat {
+    File(MatRef),
+    /// Little-endian f32 bytes, `rows × cols`.
+    Owned {
+        f32le: Vec<u8>,
+        rows: usize,
+        cols: usize,
+    },
+}
+
+impl DeciderMat {
+    /// Input features.
+    pub fn cols(&self) -> usize {
+        match self {
+            DeciderMat::File(r) => r.cols,
+            DeciderMat::Owned { cols, .. } => *cols,
+        }
+    }
+}
+
+/// The decider MLP's parameters: matrices as [`DeciderMat`], vectors (norms,
+/// biases: a few KB) copied out as f32.
 pub struct DeciderWeights {
-    pub logits_proj_w: Vec<f32>,                   // (H, topk)
+    pub logits_proj_w: DeciderMat,                 // (H, topk)
     pub logits_proj_b: Vec<f32>,                   // (H)
-    pub combined_w: Vec<f32>,                      // (d0, n·H + H)
+    pub combined_w: DeciderMat,                    // (d0, n·H + H)
     pub combined_b: Vec<f32>,                      // (d0)
-    pub input_proj_w: Vec<f32>,                    // (d0, d0)
+    pub input_proj_w: DeciderMat,                  // (d0, d0)
     pub input_proj_b: Vec<f32>,                    // (d0)
     pub hidden_norm: Option<(Vec<f32>, Vec<f32>)>, // (n·H) weight, bias (normalize_input)
     pub blocks: Vec<DeciderBlock>,
@@ -63,13 +87,13 @@ pub struct DeciderWeights {
 pub struct DeciderBlock {
     pub d_in: usize,
     pub d_out: usize,
-    pub norm_w: Vec<f32>,                         // (d_in)
-    pub norm_b: Vec<f32>,                         // (d_in)
-    pub up_w: Vec<f32>,                           // (d_in·e, d_in)
-    pub up_b: Vec<f32>,                           // (d_in·e)
-    pub down_w: Vec<f32>,                         // (d_out, d_in·e)
-    pub down_b: Vec<f32>,                         // (d_out)
-    pub dim_change: Option<(Vec<f32>, Vec<f32>)>, // (d_out, d_in), (d_out)
+    pub norm_w: Vec<f32>,                           // (d_in)
+    pub norm_b: Vec<f32>,                           // (d_in)
+    pub up_w: DeciderMat,                           // (d_in·e, d_in)
+    pub up_b: Vec<f32>,                             // (d_in·e)
+    pub down_w: DeciderMat,                         // (d_out, d_in·e)
+    pub down_b: Vec<f32>,                           // (d_out)
+    pub dim_change: Option<(DeciderMat, Vec<f32>)>, // (d_out, d_in), (d_out)
 }
 
 /// An immutable model, shareable between sessions (and threads).
@@ -145,31 +169,33 @@ impl Model {
         };
         let decider = cfg.tah.as_ref().map(|tah| {
             let p = |s: &str| vec(&format!("{}{s}", keys::DECIDER_PREFIX));
+            let pm = |s: &str| decider_mat(&file, t(&format!("{}{s}", keys::DECIDER_PREFIX)));
             let dims = &tah.decider_hidden_dims;
             let blocks = (0..dims.len())
                 .map(|i| {
                     let (d_in, d_out) = (dims[i], *dims.get(i + 1).unwrap_or(&dims[i]));
                     let bp = |s: &str| p(&format!("backbone.blocks.{i}.{s}"));
+                    let bm = |s: &str| pm(&format!("backbone.blocks.{i}.{s}"));
                     DeciderBlock {
                         d_in,
                         d_out,
                         norm_w: bp("layer_norm.weight"),
                         norm_b: bp("layer_norm.bias"),
-                        up_w: bp("mlp.0.weight"),
+                        up_w: bm("mlp.0.weight"),
                         up_b: bp("mlp.0.bias"),
-                        down_w: bp("mlp.3.weight"),
+                        down_w: bm("mlp.3.weight"),
                         down_b: bp("mlp.3.bias"),
                         dim_change: (d_in != d_out)
-                            .then(|| (bp("dim_change.weight"), bp("dim_change.bias"))),
+                            .then(|| (bm("dim_change.weight"), bp("dim_change.bias"))),
                     }
                 })
                 .collect();
             DeciderWeights {
-                logits_proj_w: p("logits_projection.weight"),
+                logits_proj_w: pm("logits_projection.weight"),
                 logits_proj_b: p("logits_projection.bias"),
-                combined_w: p("combined_projection.weight"),
+                combined_w: pm("combined_projection.weight"),
                 combined_b: p("combined_projection.bias"),
-                input_proj_w: p("backbone.input_projection.weight"),
+                input_proj_w: pm("backbone.input_projection.weight"),
                 input_proj_b: p("backbone.input_projection.bias"),
                 hidden_norm: tah.normalize_input.then(|| {
                     (
@@ -199,6 +225,19 @@ impl Model {
         })
     }
 
+    /// The values of a decider matrix.
+    pub fn decider_mat<'a>(&'a self, m: &'a DeciderMat) -> Matrix<'a> {
+        match m {
+            DeciderMat::File(r) => self.mat(r),
+            DeciderMat::Owned { f32le, rows, cols } => Matrix {
+                ty: GgmlType::F32,
+                data: f32le,
+                rows: *rows,
+                cols: *cols,
+            },
+        }
+    }
+
     pub fn file(&self) -> &GgufFile {
         &self.file
     }
@@ -219,6 +258,22 @@ fn text_error(f: &GgufFile, e: crate::text::TextError) -> ModelError {
         file: f.path().display().to_string(),
         key: "tokenizer".into(),
         why: e.to_string(),
+    }
+}
+
+fn decider_mat(f: &GgufFile, t: &TensorInfo) -> DeciderMat {
+    let r = mat_ref(f, t);
+    if t.ty.row_bytes(r.cols as u64) == Some((r.len / r.rows.max(1)) as u64) {
+        return DeciderMat::File(r);
+    }
+    DeciderMat::Owned {
+        f32le: f
+            .tensor_f32(t)
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        rows: r.rows,
+        cols: r.cols,
     }
 }
 

@@ -1,6 +1,9 @@
-//! The iteration decider (MLPIterDecider), in f32: from a token's hidden states at
-//! the file's layer indices and its sorted top-k logits, the probability that the
-//! prediction needs another pass.
+//! The iteration decider (MLPIterDecider): from a token's hidden states at the
+//! file's layer indices and its sorted top-k logits, the probability that the
+//! prediction needs another pass. Vector work is f32; the matrices are multiplied
+//! in their file type by the matmul kernels (f32 weights: f32 throughout; f16 /
+//! bf16 weights: activations rounded to that type, as ggml does and as the
+//! reference computes a bf16 checkpoint).
 //!
 //! ```text
 //! u = logits_projection(v)                 v = top-k logit values, descending
@@ -9,7 +12,11 @@
 //! prob = sigmoid(output(LayerNorm(z)))
 //! ```
 
-use crate::model::weights::DeciderWeights;
+use crate::kernels::{self, MatmulScratch};
+use crate::model::weights::{DeciderMat, DeciderWeights};
+use crate::model::Model;
+use crate::quant::GgmlType;
+use half::f16;
 
 /// LayerNorm epsilon (PyTorch's default; the base model's RMSNorm eps differs).
 const LN_EPS: f32 = 1e-5;
@@ -22,6 +29,7 @@ pub struct DeciderScratch {
     normed: Vec<f32>,
     hidden: Vec<f32>, // (max width · expansion)
     topv: Vec<f32>,   // (topk) softmax when normalize_input
+    aff: AffineScratch,
 }
 
 impl DeciderScratch {
@@ -40,17 +48,85 @@ impl DeciderScratch {
             b: vec![0.0; widest],
             normed: vec![0.0; widest.max(n_in)],
             hidden: vec![0.0; expanded],
-            topv: vec![0.0; w.logits_proj_w.len() / w.logits_proj_b.len().max(1)],
+            topv: vec![0.0; w.logits_proj_w.cols()],
+            aff: AffineScratch {
+                x16: vec![f16::ZERO; n_in.max(widest).max(expanded)],
+                mm: MatmulScratch::default(),
+            },
         }
     }
 }
 
-/// `y = W·x + b`, W row-major (out, in).
-fn affine(w: &[f32], b: &[f32], x: &[f32], y: &mut [f32]) {
-    let n_in = x.len();
-    for (o, (row, bias)) in y.iter_mut().zip(w.chunks_exact(n_in).zip(b)) {
-        *o = crate::kernels::dot_f32(row, x) + bias;
+/// `y = W·x + b`, W (out, in). One activation row makes the matmul tiles
+/// latency-bound (one accumulator chain per weight row), so f32 and f16
+/// weights go row by row through the multi-accumulator dot kernels (f16: the
+/// activation rounded to f16 once, as the matmul would); other types take the
+/// matmul. Rows are split over the thread pool.
+fn affine(
+    model: &Model,
+    w: &DeciderMat,
+    b: &[f32],
+    x: &[f32],
+    y: &mut [f32],
+    s: &mut AffineScratch,
+) {
+    let m = model.decider_mat(w);
+    let k = kernels::kernels();
+    let row_bytes = m.row_bytes();
+    // Rows per task: at least 16 KiB of weights each.
+    let per = (16384 / row_bytes.max(1)).max(1);
+    let rows = |f: &(dyn Fn(usize) -> f32 + Sync), y: &mut [f32]| {
+        crate::threads::for_each_chunk_mut(y, per, |t, ys| {
+            for (i, o) in ys.iter_mut().enumerate() {
+                *o = f(t * per + i);
+            }
+        });
+    };
+    match m.ty {
+        GgmlType::F32 => {
+            // The file aligns tensors to 32 bytes; an unaligned one takes the matmul.
+            match f32_rows(m.data) {
+                Some(wf) => rows(&|r| (k.dot_f32)(&wf[r * m.cols..][..m.cols], x), y),
+                None => kernels::matmul(&m, x, 1, y, &mut s.mm),
+            }
+        }
+        GgmlType::F16 => match f16_rows(m.data) {
+            Some(wh) => {
+                let xh = &mut s.x16[..x.len()];
+                for (d, v) in xh.iter_mut().zip(x) {
+                    *d = f16::from_f32(*v);
+                }
+                let xh = &*xh;
+                rows(&|r| (k.dot_f16)(&wh[r * m.cols..][..m.cols], xh), y)
+            }
+            None => kernels::matmul(&m, x, 1, y, &mut s.mm),
+        },
+        _ => kernels::matmul(&m, x, 1, y, &mut s.mm),
     }
+    for (o, bias) in y.iter_mut().zip(b) {
+        *o += bias;
+    }
+}
+
+/// The bytes as f32 values, if they are 4-byte aligned (the file aligns its
+/// tensors to 32 bytes).
+fn f32_rows(b: &[u8]) -> Option<&[f32]> {
+    // SAFETY: every bit pattern is a valid f32; align_to keeps the lifetime.
+    let (pre, v, post) = unsafe { b.align_to::<f32>() };
+    (pre.is_empty() && post.is_empty()).then_some(v)
+}
+
+/// The bytes as f16 values, if they are 2-byte aligned.
+fn f16_rows(b: &[u8]) -> Option<&[f16]> {
+    // SAFETY: every bit pattern is a valid f16 (a u16 newtype).
+    let (pre, v, post) = unsafe { b.align_to::<f16>() };
+    (pre.is_empty() && post.is_empty()).then_some(v)
+}
+
+/// What [`affine`] converts activations into.
+struct AffineScratch {
+    x16: Vec<f16>,
+    mm: MatmulScratch,
 }
 
 /// LayerNorm with affine weight and bias, biased variance.
@@ -64,37 +140,77 @@ fn layer_norm(x: &[f32], w: &[f32], b: &[f32], out: &mut [f32]) {
     }
 }
 
-/// Exact GELU: x·Φ(x) = x/2 · (1 + erf(x/√2)).
-fn gelu(x: f32) -> f32 {
-    0.5 * x * (1.0 + erf(x as f64 / std::f64::consts::SQRT_2) as f32)
+/// Exact GELU, x·Φ(x) = x/2 · (1 + erf(x/√2)), in place. Eight values at a
+/// time run the erf series in lockstep (it vectorizes); values past its range
+/// take the scalar [`erf`].
+fn gelu_in_place(xs: &mut [f32]) {
+    const LANES: usize = 8;
+    for chunk in xs.chunks_mut(LANES) {
+        let mut z = [0f64; LANES];
+        for (zi, &v) in z.iter_mut().zip(chunk.iter()) {
+            *zi = v as f64 / std::f64::consts::SQRT_2;
+        }
+        let series = erf_series(z);
+        for ((v, &zi), e) in chunk.iter_mut().zip(&z).zip(series) {
+            let e = if zi.abs() < ERF_SERIES_MAX {
+                e
+            } else {
+                erf(zi)
+            };
+            *v = 0.5 * *v * (1.0 + e as f32);
+        }
+    }
+}
+
+/// Below this |x| erf is its Maclaurin series; above, 1 − erfc by continued
+/// fraction.
+const ERF_SERIES_MAX: f64 = 2.0;
+/// Terms of the series: the last, 4^35 / (35!·71) ≈ 2e-21 at |x| = 2, is far
+/// below f64 precision.
+const ERF_TERMS: usize = 36;
+/// erf(x) = 2/√π · x · Σ_n c_n·(x²)^n with c_n = (−1)^n / (n!·(2n+1)).
+const ERF_COEF: [f64; ERF_TERMS] = {
+    let mut c = [0.0; ERF_TERMS];
+    let mut factorial = 1.0f64;
+    let mut n = 0;
+    while n < ERF_TERMS {
+        if n > 0 {
+            factorial *= n as f64;
+        }
+        let sign = if n % 2 == 0 { 1.0 } else { -1.0 };
+        c[n] = sign / (factorial * (2 * n + 1) as f64);
+        n += 1;
+    }
+    c
+};
+
+/// The Maclaurin series of erf for each lane (meaningful where |x| < 2), by
+/// Horner's rule in x².
+fn erf_series<const N: usize>(x: [f64; N]) -> [f64; N] {
+    let mut y = [0f64; N];
+    for (y, x) in y.iter_mut().zip(&x) {
+        *y = x * x;
+    }
+    let mut acc = [ERF_COEF[ERF_TERMS - 1]; N];
+    for &c in ERF_COEF[..ERF_TERMS - 1].iter().rev() {
+        for (a, y) in acc.iter_mut().zip(&y) {
+            *a = *a * y + c;
+        }
+    }
+    for (a, x) in acc.iter_mut().zip(&x) {
+        *a *= std::f64::consts::FRAC_2_SQRT_PI * x;
+    }
+    acc
 }
 
 /// erf in f64 (std has none): the Maclaurin series below 2, the continued
 /// fraction of erfc above; both converge to f64 precision, far beyond what f32
 /// GELU needs (short approximations like A&S 7.1.26 err by 1.5e-7).
 fn erf(x: f64) -> f64 {
-    let ax = x.abs();
-    let r = if ax < 2.0 {
-        // Maclaurin series: erf(x) = 2/√π Σ (-1)^n x^(2n+1) / (n! (2n+1)).
-        let mut term = ax;
-        let mut sum = ax;
-        let x2 = ax * ax;
-        // Terms shrink below f64 precision within ~40 steps for |x| < 2 (and at
-        // once for x = 0, where every term is 0).
-        for n in 1..100 {
-            let n = n as f64;
-            term *= -x2 / n;
-            let add = term / (2.0 * n + 1.0);
-            sum += add;
-            if add.abs() <= 1e-17 * sum.abs() {
-                break;
-            }
-        }
-        sum * std::f64::consts::FRAC_2_SQRT_PI
-    } else {
-        // erfc(x) by Lentz's continued fraction, accurate for x ≥ 2.
-        1.0 - erfc_cf(ax)
-    };
+    if x.abs() < ERF_SERIES_MAX {
+        return erf_series([x])[0];
+    }
+    let r = 1.0 - erfc_cf(x.abs());
     if x < 0.0 {
         -r
     } else {
@@ -127,12 +243,13 @@ fn erfc_cf(x: f64) -> f64 {
 /// The continue-probability of one token. `hidden` is concat of the selected
 /// hidden states (n·H), `topk` the sorted top-k logit values.
 pub fn probability(
-    w: &DeciderWeights,
+    model: &Model,
     normalize_input: bool,
     hidden: &[f32],
     topk: &[f32],
     s: &mut DeciderScratch,
 ) -> f32 {
+    let w = model.decider.as_ref().expect("a TaH model has a decider");
     let h = w.logits_proj_b.len();
     let n_hidden = hidden.len();
     let (hc, u) = s.input.split_at_mut(n_hidden);
@@ -150,24 +267,58 @@ pub fn probability(
     } else {
         topk
     };
-    affine(&w.logits_proj_w, &w.logits_proj_b, v, &mut u[..h]);
+    affine(
+        model,
+        &w.logits_proj_w,
+        &w.logits_proj_b,
+        v,
+        &mut u[..h],
+        &mut s.aff,
+    );
 
     let d0 = w.combined_b.len();
-    affine(&w.combined_w, &w.combined_b, &s.input, &mut s.a[..d0]);
-    affine(&w.input_proj_w, &w.input_proj_b, &s.a[..d0], &mut s.b[..d0]);
+    let mm = &mut s.aff;
+    affine(
+        model,
+        &w.combined_w,
+        &w.combined_b,
+        &s.input,
+        &mut s.a[..d0],
+        mm,
+    );
+    affine(
+        model,
+        &w.input_proj_w,
+        &w.input_proj_b,
+        &s.a[..d0],
+        &mut s.b[..d0],
+        mm,
+    );
     // z lives in s.b.
     for blk in &w.blocks {
         let (din, dout) = (blk.d_in, blk.d_out);
         layer_norm(&s.b[..din], &blk.norm_w, &blk.norm_b, &mut s.normed[..din]);
         let e = blk.up_b.len();
-        affine(&blk.up_w, &blk.up_b, &s.normed[..din], &mut s.hidden[..e]);
-        for x in &mut s.hidden[..e] {
-            *x = gelu(*x);
-        }
-        affine(&blk.down_w, &blk.down_b, &s.hidden[..e], &mut s.a[..dout]);
+        affine(
+            model,
+            &blk.up_w,
+            &blk.up_b,
+            &s.normed[..din],
+            &mut s.hidden[..e],
+            mm,
+        );
+        gelu_in_place(&mut s.hidden[..e]);
+        affine(
+            model,
+            &blk.down_w,
+            &blk.down_b,
+            &s.hidden[..e],
+            &mut s.a[..dout],
+            mm,
+        );
         match &blk.dim_change {
             Some((cw, cb)) => {
-                affine(cw, cb, &s.b[..din], &mut s.normed[..dout]);
+                affine(model, cw, cb, &s.b[..din], &mut s.normed[..dout], mm);
                 for (z, r) in s.a[..dout].iter_mut().zip(&s.normed[..dout]) {
                     *z += r;
                 }
@@ -187,7 +338,7 @@ pub fn probability(
         &w.out_norm_b,
         &mut s.normed[..last],
     );
-    let z = crate::kernels::dot_f32(&w.out_w, &s.normed[..last]) + w.out_b;
+    let z = kernels::dot_f32(&w.out_w, &s.normed[..last]) + w.out_b;
     1.0 / (1.0 + (-z).exp())
 }
 
@@ -205,6 +356,9 @@ mod tests {
             (2.0, 0.9953222650189527),
             (3.0, 0.9999779095030014),
             (-1.0, -0.8427007929497149),
+            (1.9, 0.9927904292352575),
+            (-1.99, -0.995111413199617),
+            (2.5, 0.999593047982555),
         ] {
             assert!(
                 (erf(x) - want).abs() < 1e-14,
@@ -212,5 +366,24 @@ mod tests {
                 erf(x)
             );
         }
+    }
+
+    #[test]
+    fn gelu_in_place_matches_the_scalar_formula() {
+        // Both sides of the series' range, an odd tail, and a NaN.
+        let mut xs: Vec<f32> = (-60..=60).map(|i| i as f32 * 0.125).collect();
+        xs.push(f32::NAN);
+        let want: Vec<f32> = xs
+            .iter()
+            .map(|&x| 0.5 * x * (1.0 + erf(x as f64 / std::f64::consts::SQRT_2) as f32))
+            .collect();
+        gelu_in_place(&mut xs);
+        for (g, w) in xs.iter().zip(&want) {
+            assert!(g == w || (g.is_nan() && w.is_nan()), "{g} vs {w}");
+        }
+        // GELU(1) = Φ(1) = 0.8413447460685429.
+        let mut one = [1.0f32];
+        gelu_in_place(&mut one);
+        assert!((one[0] - 0.841_344_75).abs() < 1e-7, "{}", one[0]);
     }
 }

@@ -71,8 +71,9 @@ pub struct TahOptions {
     pub threshold: Option<f32>,
     /// Overrides the file's `max_iter`.
     pub max_depth: Option<usize>,
-    /// Benchmarking: send this random fraction of tokens one depth further,
-    /// whatever the decider says (it still runs, so its cost is counted).
+    /// Benchmarking: send this fraction of tokens one depth further, spread
+    /// evenly from a random start, whatever the decider says (it still runs,
+    /// so its cost is counted).
     pub hard_rate: Option<f32>,
 }
 

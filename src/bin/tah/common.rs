@@ -37,8 +37,10 @@ pub struct ModelArgs {
     /// Maximum depth override (1 = base model only).
     #[arg(long)]
     pub max_depth: Option<usize>,
-    /// Send this random fraction of tokens to depth 2, whatever the decider says
-    /// (measures TaH's cost on any TaH file, e.g. with random weights).
+    /// Send this fraction of tokens to depth 2, whatever the decider says
+    /// (measures TaH's cost on any TaH file, e.g. with random weights). The
+    /// picks are spread evenly from a random start, so any run of n tokens
+    /// has within one of n times this many.
     #[arg(long)]
     pub hard_rate: Option<f32>,
 }
