@@ -11,8 +11,8 @@
 //! weight block is unpacked once per tile and an activation block's data
 //! (loaded quants, scale, offset correction) once per tile. Decode (one
 //! activation row) uses 4 × 1 tiles; prefill uses 2 × 4 tiles with AVX2's 16
-//! vector registers, 4 × 4 with AVX-512's 32; with AVX-512, decode of q5_0,
-//! q4_k and q6_k has kernels of its own (`q5_0_rows`, `q4_k_rows`,
+//! vector registers, 4 × 4 with AVX-512's 32; with AVX-512, decode of q4_0,
+//! q5_0, q4_k and q6_k has kernels of its own (`x_0_rows`, `q4_k_rows`,
 //! `q6_k_rows`: fewer operations per weight byte). Each tile
 //! keeps 8 f32 lanes per product and sums them at the end, so the block sums
 //! are added in another order than ggml's scalar code (the only difference).
@@ -378,20 +378,32 @@ macro_rules! decode_rows {
     }};
 }
 
-/// q5_0 decode of `RW` rows, two blocks at a time: both blocks' nibbles in
-/// one vector (the low nibbles against the activations 0..16 of both blocks,
-/// the high ones against 16..32), the fifth bits or-ed in under `qh` as a
-/// byte mask, the offset 16 taken off as `16 · Σ y`, the f16 scales of both
-/// blocks of all rows converted at once.
+/// q4_0 (`Q5 == false`) or q5_0 decode of `RW` rows, two blocks at a time:
+/// both blocks' nibbles in one vector (the low nibbles against the
+/// activations 0..16 of both blocks, the high ones against 16..32), for q5_0
+/// the fifth bits or-ed in under `qh` as a byte mask, the offset (8, q5_0 16)
+/// taken off as `offset · Σ y`; the activations rearranged and the f16 scales
+/// of both blocks of all rows converted once per pass, shared by the rows.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn q5_0_rows<const RW: usize>(cols: usize, w: &[u8], ws: usize, x: &[u8]) -> [f32; RW] {
+fn x_0_rows<const RW: usize, const Q5: bool>(
+    cols: usize,
+    w: &[u8],
+    ws: usize,
+    x: &[u8],
+) -> [f32; RW] {
+    // block bytes, where its nibbles start, the quants' offset
+    let (wb, qs, off) = if Q5 { (22, 6, 16) } else { (18, 2, 8) };
     let nb = cols / 32;
     // the bounds of every load below, checked once
-    assert!(w.len() >= (RW - 1) * ws + nb * 22 && x.len() >= nb * 34);
+    assert!(w.len() >= (RW - 1) * ws + nb * wb && x.len() >= nb * 34);
     let ahead = tile_ahead(RW, ws);
     let (wp, xp) = (w.as_ptr(), x.as_ptr());
     const { assert!(RW <= 4) };
-    let (m4, f5) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x10));
+    let (m4, fo, f5) = (
+        _mm256_set1_epi8(0x0F),
+        _mm256_set1_epi8(off),
+        _mm256_set1_epi8(0x10),
+    );
     // row jj's scales (lanes 2jj, 2jj + 1 of the 8 below) spread over 4 lanes each
     let spread: [__m256i; 4] = core::array::from_fn(|jj| {
         let (a, b) = (2 * jj as i32, 2 * jj as i32 + 1);
@@ -415,19 +427,19 @@ fn q5_0_rows<const RW: usize>(cols: usize, w: &[u8], ws: usize, x: &[u8]) -> [f3
             _mm256_permute2x128_si256::<0x20>(y0, y1),
             _mm256_permute2x128_si256::<0x31>(y0, y1),
         );
-        let c16 = _mm256_dpbusd_epi32(
-            _mm256_dpbusd_epi32(_mm256_setzero_si256(), f5, ylo),
-            f5,
+        let coff = _mm256_dpbusd_epi32(
+            _mm256_dpbusd_epi32(_mm256_setzero_si256(), fo, ylo),
+            fo,
             yhi,
         );
-        let init = _mm256_sub_epi32(_mm256_setzero_si256(), c16);
+        let init = _mm256_sub_epi32(_mm256_setzero_si256(), coff);
         // the weight scales of both blocks of all rows, f16 → f32 at once
         let mut hw = [0u64; 2];
         for jj in 0..RW {
             // SAFETY: jj < RW, b + 1 < nb: both blocks within w (asserted above).
             let h = unsafe {
-                let p = wp.add(jj * ws + b * 22);
-                u32p(p) & 0xFFFF | u32p(p.add(22)) << 16
+                let p = wp.add(jj * ws + b * wb);
+                u32p(p) & 0xFFFF | u32p(p.add(wb)) << 16
             };
             hw[jj / 2] |= (h as u64) << (32 * (jj % 2));
         }
@@ -440,25 +452,38 @@ fn q5_0_rows<const RW: usize>(cols: usize, w: &[u8], ws: usize, x: &[u8]) -> [f3
         );
         for (jj, acc) in acc.iter_mut().enumerate() {
             // the row streams are short, so the hardware prefetcher starts too late
-            prefetch(w, ahead + jj * ws + b * 22);
+            prefetch(w, ahead + jj * ws + b * wb);
             // SAFETY: jj < RW, b + 1 < nb: both blocks within w (asserted above).
-            let (v, h0, h1) = unsafe {
-                let p = wp.add(jj * ws + b * 22);
-                let v = _mm256_inserti128_si256::<1>(
-                    _mm256_castsi128_si256(ld16p(p.add(6))),
-                    ld16p(p.add(28)),
-                );
-                (v, u32p(p.add(2)), u32p(p.add(24)))
+            let v = unsafe {
+                let p = wp.add(jj * ws + b * wb);
+                _mm256_inserti128_si256::<1>(
+                    _mm256_castsi128_si256(ld16p(p.add(qs))),
+                    ld16p(p.add(wb + qs)),
+                )
             };
-            // the fifth bits of the low and of the high nibbles
-            let (klo, khi) = (h0 & 0xFFFF | h1 << 16, h0 >> 16 | h1 & 0xFFFF_0000);
-            // (nibble & 0x0F) | fifth bit, in one ternary-logic op
-            let qlo = _mm256_ternarylogic_epi32::<0xEA>(v, m4, _mm256_maskz_mov_epi8(klo, f5));
-            let qhi = _mm256_ternarylogic_epi32::<0xEA>(
-                _mm256_srli_epi16::<4>(v),
-                m4,
-                _mm256_maskz_mov_epi8(khi, f5),
-            );
+            let (qlo, qhi) = if Q5 {
+                // SAFETY: jj < RW, b + 1 < nb: both blocks within w (asserted above).
+                let (h0, h1) = unsafe {
+                    let p = wp.add(jj * ws + b * wb);
+                    (u32p(p.add(2)), u32p(p.add(wb + 2)))
+                };
+                // the fifth bits of the low and of the high nibbles
+                let (klo, khi) = (h0 & 0xFFFF | h1 << 16, h0 >> 16 | h1 & 0xFFFF_0000);
+                // (nibble & 0x0F) | fifth bit, in one ternary-logic op
+                (
+                    _mm256_ternarylogic_epi32::<0xEA>(v, m4, _mm256_maskz_mov_epi8(klo, f5)),
+                    _mm256_ternarylogic_epi32::<0xEA>(
+                        _mm256_srli_epi16::<4>(v),
+                        m4,
+                        _mm256_maskz_mov_epi8(khi, f5),
+                    ),
+                )
+            } else {
+                (
+                    _mm256_and_si256(v, m4),
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4),
+                )
+            };
             let p = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(init, qlo, ylo), qhi, yhi);
             *acc = _mm256_fmadd_ps(
                 _mm256_cvtepi32_ps(p),
@@ -478,15 +503,19 @@ fn q5_0_rows<const RW: usize>(cols: usize, w: &[u8], ws: usize, x: &[u8]) -> [f3
         let (y, dx) = unsafe { (ld32p(xp.add(b * 34 + 2)), f16p(xp.add(b * 34))) };
         let init = _mm256_sub_epi32(
             _mm256_setzero_si256(),
-            _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(16), y),
+            _mm256_dpbusd_epi32(_mm256_setzero_si256(), fo, y),
         );
         for (jj, o) in out.iter_mut().enumerate() {
             // SAFETY: jj < RW, b < nb: the block within w (asserted above).
             let (lo, qh, dw) = unsafe {
-                let p = wp.add(jj * ws + b * 22);
-                (nibbles_p(p.add(6)), u32p(p.add(2)), f16p(p))
+                let p = wp.add(jj * ws + b * wb);
+                (nibbles_p(p.add(qs)), u32p(p.add(2)), f16p(p))
             };
-            let q = _mm256_mask_add_epi8(lo, qh, lo, _mm256_set1_epi8(16));
+            let q = if Q5 {
+                _mm256_mask_add_epi8(lo, qh, lo, f5)
+            } else {
+                lo
+            };
             let p = _mm256_dpbusd_epi32(init, q, y);
             *o += (dw * dx) * hsum(_mm256_cvtepi32_ps(p));
         }
@@ -494,7 +523,25 @@ fn q5_0_rows<const RW: usize>(cols: usize, w: &[u8], ws: usize, x: &[u8]) -> [f3
     out
 }
 
-/// q5_0 decode (see [`q5_0_rows`]): the `TileFn` shape without `xs`/`nx`.
+/// q4_0 decode of `RW` rows (see [`x_0_rows`]).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q4_0_rows<const RW: usize>(cols: usize, w: &[u8], ws: usize, x: &[u8]) -> [f32; RW] {
+    x_0_rows::<RW, false>(cols, w, ws, x)
+}
+
+/// q5_0 decode of `RW` rows (see [`x_0_rows`]).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q5_0_rows<const RW: usize>(cols: usize, w: &[u8], ws: usize, x: &[u8]) -> [f32; RW] {
+    x_0_rows::<RW, true>(cols, w, ws, x)
+}
+
+/// q4_0 decode (see [`x_0_rows`]): the `TileFn` shape without `xs`/`nx`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q4_0_decode(cols: usize, w: &[u8], ws: usize, x: &[u8], out: &mut [f32]) {
+    decode_rows!(q4_0_rows, cols, w, ws, x, out)
+}
+
+/// q5_0 decode (see [`x_0_rows`]): the `TileFn` shape without `xs`/`nx`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn q5_0_decode(cols: usize, w: &[u8], ws: usize, x: &[u8], out: &mut [f32]) {
     decode_rows!(q5_0_rows, cols, w, ws, x, out)
@@ -877,9 +924,27 @@ macro_rules! x86_kernels {
                 };
             }
 
+            /// Defines the table's `TileFn` `tile`: with AVX-512 and one
+            /// activation row, the decode kernel `$decode`, else `tile32`.
+            macro_rules! wide_tile {
+                ($decode:ident) => {
+                    /// [`super::super::TileFn`]: AVX-512 decode has its own kernel.
+                    pub fn tile(cols: usize, w: &[u8], ws: usize, x: &[u8], xs: usize, nx: usize, out: &mut [f32]) {
+                        if $wide && nx == 1 {
+                            // SAFETY: `$wide` only in the AVX-512 instantiation, whose table
+                            // `available()` hands out only after detecting its features.
+                            unsafe { $decode(cols, w, ws, x, out) }
+                        } else {
+                            tile32(cols, w, ws, x, xs, nx, out)
+                        }
+                    }
+                };
+            }
+
             mod q4_0 {
                 use super::*;
-                block32!(tile, micro, 18, 34, 2, |blk| nibbles_p(blk.add(2)), $dot_u8i8, 8, false);
+                block32!(tile32, micro, 18, 34, 2, |blk| nibbles_p(blk.add(2)), $dot_u8i8, 8, false);
+                wide_tile!(q4_0_decode);
             }
             pub use q4_0::tile as tile_q4_0;
 
@@ -892,17 +957,7 @@ macro_rules! x86_kernels {
             mod q5_0 {
                 use super::*;
                 block32!(tile32, micro, 22, 34, 2, |blk| q5_p(blk.add(2)), $dot_u8i8, 16, false);
-
-                /// [`super::super::TileFn`]: AVX-512 decode has its own kernel.
-                pub fn tile(cols: usize, w: &[u8], ws: usize, x: &[u8], xs: usize, nx: usize, out: &mut [f32]) {
-                    if $wide && nx == 1 {
-                        // SAFETY: `$wide` only in the AVX-512 instantiation, whose table
-                        // `available()` hands out only after detecting its features.
-                        unsafe { q5_0_decode(cols, w, ws, x, out) }
-                    } else {
-                        tile32(cols, w, ws, x, xs, nx, out)
-                    }
-                }
+                wide_tile!(q5_0_decode);
             }
             pub use q5_0::tile as tile_q5_0;
 
@@ -925,7 +980,7 @@ macro_rules! x86_kernels {
             macro_rules! wide_decode {
                 ($rows:ident, $cols:expr, $w:expr, $ws:expr, $x:expr, $out:expr, $nx:expr) => {
                     if $wide && RX == 1 {
-                        // SAFETY: `$wide` only in the AVX-512 instantiation (see `q5_0::tile`).
+                        // SAFETY: `$wide` only in the AVX-512 instantiation (see `wide_tile!`).
                         #[allow(unused_unsafe)] // needed in the AVX2 instantiation only
                         let r = unsafe { $rows::<RW>($cols, $w, $ws, $x) };
                         for (jj, r) in r.into_iter().enumerate() {
