@@ -378,6 +378,60 @@ macro_rules! decode_rows {
     }};
 }
 
+/// The q8_0 activation blocks `b` and `b + 1` at `xp`: their quants, and
+/// their f16 scales as one u32 (block `b` in the low half).
+///
+/// # Safety
+/// `xp + 34b .. xp + 34b + 68` readable.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn x_pair(xp: *const u8, b: usize) -> (__m256i, __m256i, u32) {
+    // SAFETY: caller.
+    unsafe {
+        let xb = xp.add(b * 34);
+        (
+            ld32p(xb.add(2)),
+            ld32p(xb.add(36)),
+            u32p(xb) & 0xFFFF | u32p(xb.add(34)) << 16,
+        )
+    }
+}
+
+/// The products' scales `d_w · d_x` of the weight blocks `b` and `b + 1`
+/// (`wb` bytes each, the f16 scale first) of `RW` rows `ws` bytes apart at
+/// `wp`: lanes 2jj, 2jj + 1 for row jj; `hx` the activation scales as from
+/// [`x_pair`]. The f16 of 4 rows × 2 blocks converted at once.
+///
+/// # Safety
+/// For jj < RW, `wp + jj·ws + b·wb .. + 2·wb` readable.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn w_scales<const RW: usize>(
+    wp: *const u8,
+    ws: usize,
+    b: usize,
+    wb: usize,
+    hx: u32,
+) -> __m256 {
+    const { assert!(RW <= 4) };
+    let mut hw = [0u64; 2];
+    for jj in 0..RW {
+        // SAFETY: caller.
+        let h = unsafe {
+            let p = wp.add(jj * ws + b * wb);
+            u32p(p) & 0xFFFF | u32p(p.add(wb)) << 16
+        };
+        hw[jj / 2] |= (h as u64) << (32 * (jj % 2));
+    }
+    let dx = _mm256_castpd_ps(_mm256_broadcastsd_pd(_mm_castps_pd(_mm_cvtph_ps(
+        _mm_cvtsi32_si128(hx as i32),
+    ))));
+    _mm256_mul_ps(
+        _mm256_cvtph_ps(_mm_set_epi64x(hw[1] as i64, hw[0] as i64)),
+        dx,
+    )
+}
+
 /// q4_0 (`Q5 == false`) or q5_0 decode of `RW` rows, two blocks at a time:
 /// both blocks' nibbles in one vector (the low nibbles against the
 /// activations 0..16 of both blocks, the high ones against 16..32), for q5_0
@@ -415,14 +469,7 @@ fn x_0_rows<const RW: usize, const Q5: bool>(
         // the activations as [b: 0..16 | b + 1: 0..16] and [b: 16..32 | b + 1: 16..32],
         // matching the low and high nibbles of both weight blocks in one vector
         // SAFETY: b + 1 < nb: both blocks within x (asserted above).
-        let (y0, y1, hx) = unsafe {
-            let xb = xp.add(b * 34);
-            (
-                ld32p(xb.add(2)),
-                ld32p(xb.add(36)),
-                u32p(xb) & 0xFFFF | u32p(xb.add(34)) << 16,
-            )
-        };
+        let (y0, y1, hx) = unsafe { x_pair(xp, b) };
         let (ylo, yhi) = (
             _mm256_permute2x128_si256::<0x20>(y0, y1),
             _mm256_permute2x128_si256::<0x31>(y0, y1),
@@ -433,23 +480,8 @@ fn x_0_rows<const RW: usize, const Q5: bool>(
             yhi,
         );
         let init = _mm256_sub_epi32(_mm256_setzero_si256(), coff);
-        // the weight scales of both blocks of all rows, f16 → f32 at once
-        let mut hw = [0u64; 2];
-        for jj in 0..RW {
-            // SAFETY: jj < RW, b + 1 < nb: both blocks within w (asserted above).
-            let h = unsafe {
-                let p = wp.add(jj * ws + b * wb);
-                u32p(p) & 0xFFFF | u32p(p.add(wb)) << 16
-            };
-            hw[jj / 2] |= (h as u64) << (32 * (jj % 2));
-        }
-        let dx = _mm256_castpd_ps(_mm256_broadcastsd_pd(_mm_castps_pd(_mm_cvtph_ps(
-            _mm_cvtsi32_si128(hx as i32),
-        ))));
-        let s = _mm256_mul_ps(
-            _mm256_cvtph_ps(_mm_set_epi64x(hw[1] as i64, hw[0] as i64)),
-            dx,
-        );
+        // SAFETY: b + 1 < nb: both blocks of all RW rows within w (asserted above).
+        let s = unsafe { w_scales::<RW>(wp, ws, b, wb, hx) };
         for (jj, acc) in acc.iter_mut().enumerate() {
             // the row streams are short, so the hardware prefetcher starts too late
             prefetch(w, ahead + jj * ws + b * wb);
@@ -521,6 +553,82 @@ fn x_0_rows<const RW: usize, const Q5: bool>(
         }
     }
     out
+}
+
+/// q8_0 decode of `RW` rows, two blocks per pass: the weights made unsigned
+/// by flipping their sign bits (`w + 128`, one xor instead of `vpabsb` and
+/// `vpsignb`), the 128 taken off as `128 · Σ y` (the dot's starting value,
+/// once per pass for all rows), the f16 scales of both blocks of all rows
+/// converted at once and broadcast from memory.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q8_0_rows<const RW: usize>(cols: usize, w: &[u8], ws: usize, x: &[u8]) -> [f32; RW] {
+    let nb = cols / 32;
+    // the bounds of every load below, checked once
+    assert!(w.len() >= (RW - 1) * ws + nb * 34 && x.len() >= nb * 34);
+    let ahead = tile_ahead(RW, ws);
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    const { assert!(RW <= 4) };
+    let sign = _mm256_set1_epi8(-128);
+    // -128 · Σ y of the activation block at `xb`
+    let init = |y: __m256i| {
+        _mm256_sub_epi32(
+            _mm256_setzero_si256(),
+            _mm256_dpbusd_epi32(_mm256_setzero_si256(), sign, y),
+        )
+    };
+    let mut acc = [_mm256_setzero_ps(); RW];
+    let mut b = 0;
+    while b + 2 <= nb {
+        // SAFETY: b + 1 < nb: both blocks within x (asserted above).
+        let (y0, y1, hx) = unsafe { x_pair(xp, b) };
+        let (i0, i1) = (init(y0), init(y1));
+        // the scales of both blocks of all rows (lanes 2jj, 2jj + 1), to broadcast from memory
+        let mut s = [0f32; 8];
+        // SAFETY: b + 1 < nb: both blocks of all RW rows within w (asserted
+        // above); 8 f32 in `s`, unaligned store.
+        unsafe { _mm256_storeu_ps(s.as_mut_ptr(), w_scales::<RW>(wp, ws, b, 34, hx)) };
+        for (jj, acc) in acc.iter_mut().enumerate() {
+            // the row streams are short, so the hardware prefetcher starts too late
+            prefetch(w, ahead + jj * ws + b * 34);
+            prefetch(w, ahead + jj * ws + b * 34 + 64);
+            // SAFETY: jj < RW, b + 1 < nb: both blocks within w (asserted above).
+            let (w0, w1) = unsafe {
+                let p = wp.add(jj * ws + b * 34);
+                (ld32p(p.add(2)), ld32p(p.add(36)))
+            };
+            let p0 = _mm256_dpbusd_epi32(i0, _mm256_xor_si256(w0, sign), y0);
+            let p1 = _mm256_dpbusd_epi32(i1, _mm256_xor_si256(w1, sign), y1);
+            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(s[2 * jj]), *acc);
+            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_set1_ps(s[2 * jj + 1]), *acc);
+        }
+        b += 2;
+    }
+    let mut out = [0f32; RW];
+    for (jj, o) in out.iter_mut().enumerate() {
+        *o = hsum(acc[jj]);
+    }
+    if b < nb {
+        // the last block of an odd count
+        // SAFETY: b < nb: the block within x (asserted above).
+        let (y, dx) = unsafe { (ld32p(xp.add(b * 34 + 2)), f16p(xp.add(b * 34))) };
+        let i0 = init(y);
+        for (jj, o) in out.iter_mut().enumerate() {
+            // SAFETY: jj < RW, b < nb: the block within w (asserted above).
+            let (q, dw) = unsafe {
+                let p = wp.add(jj * ws + b * 34);
+                (ld32p(p.add(2)), f16p(p))
+            };
+            let p = _mm256_dpbusd_epi32(i0, _mm256_xor_si256(q, sign), y);
+            *o += (dw * dx) * hsum(_mm256_cvtepi32_ps(p));
+        }
+    }
+    out
+}
+
+/// q8_0 decode (see [`q8_0_rows`]): the `TileFn` shape without `xs`/`nx`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q8_0_decode(cols: usize, w: &[u8], ws: usize, x: &[u8], out: &mut [f32]) {
+    decode_rows!(q8_0_rows, cols, w, ws, x, out)
 }
 
 /// q4_0 decode of `RW` rows (see [`x_0_rows`]).
@@ -969,7 +1077,8 @@ macro_rules! x86_kernels {
 
             mod q8_0 {
                 use super::*;
-                block32!(tile, micro, 34, 34, 2, |blk| ld32p(blk.add(2)), $dot_i8i8, 0, false);
+                block32!(tile32, micro, 34, 34, 2, |blk| ld32p(blk.add(2)), $dot_i8i8, 0, false);
+                wide_tile!(q8_0_decode);
             }
             pub use q8_0::tile as tile_q8_0;
 
