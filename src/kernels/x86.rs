@@ -12,8 +12,8 @@
 //! (loaded quants, scale, offset correction) once per tile. Decode (one
 //! activation row) uses 4 × 1 tiles; prefill uses 2 × 4 tiles with AVX2's 16
 //! vector registers, 4 × 4 with AVX-512's 32; with AVX-512, decode of q4_0,
-//! q5_0, q4_k and q6_k has kernels of its own (`x_0_rows`, `q4_k_rows`,
-//! `q6_k_rows`: fewer operations per weight byte). Each tile
+//! q5_0, q8_0, q4_k and q6_k has kernels of its own (`x_0_rows`, `q8_0_rows`,
+//! `q4_k_rows`, `q6_k_rows`: fewer operations per weight byte). Each tile
 //! keeps 8 f32 lanes per product and sums them at the end, so the block sums
 //! are added in another order than ggml's scalar code (the only difference).
 //!
