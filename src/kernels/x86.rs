@@ -13,8 +13,8 @@
 //! activation row) uses 4 × 1 tiles; prefill uses 2 × 4 tiles with AVX2's 16
 //! vector registers; with AVX-512, prefill of the block-32 types and the
 //! k-quants runs the panel products of [`panel`] (4 × 4 tiles are left for 2–3
-//! activation rows and the other types), and decode of q5_0,
-//! q4_k and q6_k has kernels of its own (`q5_0_rows`, `q4_k_rows`,
+//! activation rows and the other types), and decode of q4_0, q5_0, q8_0, q4_k
+//! and q6_k has kernels of its own (`x_0_rows`, `q8_0_rows`, `q4_k_rows`,
 //! `q6_k_rows`: fewer operations per weight byte). Each tile
 //! keeps 8 f32 lanes per product and sums them at the end, so the block sums
 //! are added in another order than ggml's scalar code (the only difference).
@@ -380,20 +380,86 @@ macro_rules! decode_rows {
     }};
 }
 
-/// q5_0 decode of `RW` rows, two blocks at a time: both blocks' nibbles in
-/// one vector (the low nibbles against the activations 0..16 of both blocks,
-/// the high ones against 16..32), the fifth bits or-ed in under `qh` as a
-/// byte mask, the offset 16 taken off as `16 · Σ y`, the f16 scales of both
-/// blocks of all rows converted at once.
+/// The q8_0 activation blocks `b` and `b + 1` at `xp`: their quants, and
+/// their f16 scales as one u32 (block `b` in the low half).
+///
+/// # Safety
+/// `xp + 34b .. xp + 34b + 68` readable.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn x_pair(xp: *const u8, b: usize) -> (__m256i, __m256i, u32) {
+    // SAFETY: caller.
+    unsafe {
+        let xb = xp.add(b * 34);
+        (
+            ld32p(xb.add(2)),
+            ld32p(xb.add(36)),
+            u32p(xb) & 0xFFFF | u32p(xb.add(34)) << 16,
+        )
+    }
+}
+
+/// The products' scales `d_w · d_x` of the weight blocks `b` and `b + 1`
+/// (`wb` bytes each, the f16 scale first) of `RW` rows `ws` bytes apart at
+/// `wp`: lanes 2jj, 2jj + 1 for row jj; `hx` the activation scales as from
+/// [`x_pair`]. The f16 of 4 rows × 2 blocks converted at once.
+///
+/// # Safety
+/// For jj < RW, `wp + jj·ws + b·wb .. + 2·wb` readable.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn w_scales<const RW: usize>(
+    wp: *const u8,
+    ws: usize,
+    b: usize,
+    wb: usize,
+    hx: u32,
+) -> __m256 {
+    const { assert!(RW <= 4) };
+    let mut hw = [0u64; 2];
+    for jj in 0..RW {
+        // SAFETY: caller.
+        let h = unsafe {
+            let p = wp.add(jj * ws + b * wb);
+            u32p(p) & 0xFFFF | u32p(p.add(wb)) << 16
+        };
+        hw[jj / 2] |= (h as u64) << (32 * (jj % 2));
+    }
+    let dx = _mm256_castpd_ps(_mm256_broadcastsd_pd(_mm_castps_pd(_mm_cvtph_ps(
+        _mm_cvtsi32_si128(hx as i32),
+    ))));
+    _mm256_mul_ps(
+        _mm256_cvtph_ps(_mm_set_epi64x(hw[1] as i64, hw[0] as i64)),
+        dx,
+    )
+}
+
+/// q4_0 (`Q5 == false`) or q5_0 decode of `RW` rows, two blocks at a time:
+/// both blocks' nibbles in one vector (the low nibbles against the
+/// activations 0..16 of both blocks, the high ones against 16..32), for q5_0
+/// the fifth bits or-ed in under `qh` as a byte mask, the offset (8, q5_0 16)
+/// taken off as `offset · Σ y`; the activations rearranged and the f16 scales
+/// of both blocks of all rows converted once per pass, shared by the rows.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn q5_0_rows<const RW: usize>(cols: usize, w: &[u8], ws: usize, x: &[u8]) -> [f32; RW] {
+fn x_0_rows<const RW: usize, const Q5: bool>(
+    cols: usize,
+    w: &[u8],
+    ws: usize,
+    x: &[u8],
+) -> [f32; RW] {
+    // block bytes, where its nibbles start, the quants' offset
+    let (wb, qs, off) = if Q5 { (22, 6, 16) } else { (18, 2, 8) };
     let nb = cols / 32;
     // the bounds of every load below, checked once
-    assert!(w.len() >= (RW - 1) * ws + nb * 22 && x.len() >= nb * 34);
+    assert!(w.len() >= (RW - 1) * ws + nb * wb && x.len() >= nb * 34);
     let ahead = tile_ahead(RW, ws);
     let (wp, xp) = (w.as_ptr(), x.as_ptr());
     const { assert!(RW <= 4) };
-    let (m4, f5) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x10));
+    let (m4, fo, f5) = (
+        _mm256_set1_epi8(0x0F),
+        _mm256_set1_epi8(off),
+        _mm256_set1_epi8(0x10),
+    );
     // row jj's scales (lanes 2jj, 2jj + 1 of the 8 below) spread over 4 lanes each
     let spread: [__m256i; 4] = core::array::from_fn(|jj| {
         let (a, b) = (2 * jj as i32, 2 * jj as i32 + 1);
@@ -405,62 +471,53 @@ fn q5_0_rows<const RW: usize>(cols: usize, w: &[u8], ws: usize, x: &[u8]) -> [f3
         // the activations as [b: 0..16 | b + 1: 0..16] and [b: 16..32 | b + 1: 16..32],
         // matching the low and high nibbles of both weight blocks in one vector
         // SAFETY: b + 1 < nb: both blocks within x (asserted above).
-        let (y0, y1, hx) = unsafe {
-            let xb = xp.add(b * 34);
-            (
-                ld32p(xb.add(2)),
-                ld32p(xb.add(36)),
-                u32p(xb) & 0xFFFF | u32p(xb.add(34)) << 16,
-            )
-        };
+        let (y0, y1, hx) = unsafe { x_pair(xp, b) };
         let (ylo, yhi) = (
             _mm256_permute2x128_si256::<0x20>(y0, y1),
             _mm256_permute2x128_si256::<0x31>(y0, y1),
         );
-        let c16 = _mm256_dpbusd_epi32(
-            _mm256_dpbusd_epi32(_mm256_setzero_si256(), f5, ylo),
-            f5,
+        let coff = _mm256_dpbusd_epi32(
+            _mm256_dpbusd_epi32(_mm256_setzero_si256(), fo, ylo),
+            fo,
             yhi,
         );
-        let init = _mm256_sub_epi32(_mm256_setzero_si256(), c16);
-        // the weight scales of both blocks of all rows, f16 → f32 at once
-        let mut hw = [0u64; 2];
-        for jj in 0..RW {
-            // SAFETY: jj < RW, b + 1 < nb: both blocks within w (asserted above).
-            let h = unsafe {
-                let p = wp.add(jj * ws + b * 22);
-                u32p(p) & 0xFFFF | u32p(p.add(22)) << 16
-            };
-            hw[jj / 2] |= (h as u64) << (32 * (jj % 2));
-        }
-        let dx = _mm256_castpd_ps(_mm256_broadcastsd_pd(_mm_castps_pd(_mm_cvtph_ps(
-            _mm_cvtsi32_si128(hx as i32),
-        ))));
-        let s = _mm256_mul_ps(
-            _mm256_cvtph_ps(_mm_set_epi64x(hw[1] as i64, hw[0] as i64)),
-            dx,
-        );
+        let init = _mm256_sub_epi32(_mm256_setzero_si256(), coff);
+        // SAFETY: b + 1 < nb: both blocks of all RW rows within w (asserted above).
+        let s = unsafe { w_scales::<RW>(wp, ws, b, wb, hx) };
         for (jj, acc) in acc.iter_mut().enumerate() {
             // the row streams are short, so the hardware prefetcher starts too late
-            prefetch(w, ahead + jj * ws + b * 22);
+            prefetch(w, ahead + jj * ws + b * wb);
             // SAFETY: jj < RW, b + 1 < nb: both blocks within w (asserted above).
-            let (v, h0, h1) = unsafe {
-                let p = wp.add(jj * ws + b * 22);
-                let v = _mm256_inserti128_si256::<1>(
-                    _mm256_castsi128_si256(ld16p(p.add(6))),
-                    ld16p(p.add(28)),
-                );
-                (v, u32p(p.add(2)), u32p(p.add(24)))
+            let v = unsafe {
+                let p = wp.add(jj * ws + b * wb);
+                _mm256_inserti128_si256::<1>(
+                    _mm256_castsi128_si256(ld16p(p.add(qs))),
+                    ld16p(p.add(wb + qs)),
+                )
             };
-            // the fifth bits of the low and of the high nibbles
-            let (klo, khi) = (h0 & 0xFFFF | h1 << 16, h0 >> 16 | h1 & 0xFFFF_0000);
-            // (nibble & 0x0F) | fifth bit, in one ternary-logic op
-            let qlo = _mm256_ternarylogic_epi32::<0xEA>(v, m4, _mm256_maskz_mov_epi8(klo, f5));
-            let qhi = _mm256_ternarylogic_epi32::<0xEA>(
-                _mm256_srli_epi16::<4>(v),
-                m4,
-                _mm256_maskz_mov_epi8(khi, f5),
-            );
+            let (qlo, qhi) = if Q5 {
+                // SAFETY: jj < RW, b + 1 < nb: both blocks within w (asserted above).
+                let (h0, h1) = unsafe {
+                    let p = wp.add(jj * ws + b * wb);
+                    (u32p(p.add(2)), u32p(p.add(wb + 2)))
+                };
+                // the fifth bits of the low and of the high nibbles
+                let (klo, khi) = (h0 & 0xFFFF | h1 << 16, h0 >> 16 | h1 & 0xFFFF_0000);
+                // (nibble & 0x0F) | fifth bit, in one ternary-logic op
+                (
+                    _mm256_ternarylogic_epi32::<0xEA>(v, m4, _mm256_maskz_mov_epi8(klo, f5)),
+                    _mm256_ternarylogic_epi32::<0xEA>(
+                        _mm256_srli_epi16::<4>(v),
+                        m4,
+                        _mm256_maskz_mov_epi8(khi, f5),
+                    ),
+                )
+            } else {
+                (
+                    _mm256_and_si256(v, m4),
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4),
+                )
+            };
             let p = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(init, qlo, ylo), qhi, yhi);
             *acc = _mm256_fmadd_ps(
                 _mm256_cvtepi32_ps(p),
@@ -480,15 +537,19 @@ fn q5_0_rows<const RW: usize>(cols: usize, w: &[u8], ws: usize, x: &[u8]) -> [f3
         let (y, dx) = unsafe { (ld32p(xp.add(b * 34 + 2)), f16p(xp.add(b * 34))) };
         let init = _mm256_sub_epi32(
             _mm256_setzero_si256(),
-            _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(16), y),
+            _mm256_dpbusd_epi32(_mm256_setzero_si256(), fo, y),
         );
         for (jj, o) in out.iter_mut().enumerate() {
             // SAFETY: jj < RW, b < nb: the block within w (asserted above).
             let (lo, qh, dw) = unsafe {
-                let p = wp.add(jj * ws + b * 22);
-                (nibbles_p(p.add(6)), u32p(p.add(2)), f16p(p))
+                let p = wp.add(jj * ws + b * wb);
+                (nibbles_p(p.add(qs)), u32p(p.add(2)), f16p(p))
             };
-            let q = _mm256_mask_add_epi8(lo, qh, lo, _mm256_set1_epi8(16));
+            let q = if Q5 {
+                _mm256_mask_add_epi8(lo, qh, lo, f5)
+            } else {
+                lo
+            };
             let p = _mm256_dpbusd_epi32(init, q, y);
             *o += (dw * dx) * hsum(_mm256_cvtepi32_ps(p));
         }
@@ -496,7 +557,101 @@ fn q5_0_rows<const RW: usize>(cols: usize, w: &[u8], ws: usize, x: &[u8]) -> [f3
     out
 }
 
-/// q5_0 decode (see [`q5_0_rows`]): the `TileFn` shape without `xs`/`nx`.
+/// q8_0 decode of `RW` rows, two blocks per pass: the weights made unsigned
+/// by flipping their sign bits (`w + 128`, one xor instead of `vpabsb` and
+/// `vpsignb`), the 128 taken off as `128 · Σ y` (the dot's starting value,
+/// once per pass for all rows), the f16 scales of both blocks of all rows
+/// converted at once and broadcast from memory.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q8_0_rows<const RW: usize>(cols: usize, w: &[u8], ws: usize, x: &[u8]) -> [f32; RW] {
+    let nb = cols / 32;
+    // the bounds of every load below, checked once
+    assert!(w.len() >= (RW - 1) * ws + nb * 34 && x.len() >= nb * 34);
+    let ahead = tile_ahead(RW, ws);
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    const { assert!(RW <= 4) };
+    let sign = _mm256_set1_epi8(-128);
+    // -128 · Σ y of the activation block at `xb`
+    let init = |y: __m256i| {
+        _mm256_sub_epi32(
+            _mm256_setzero_si256(),
+            _mm256_dpbusd_epi32(_mm256_setzero_si256(), sign, y),
+        )
+    };
+    let mut acc = [_mm256_setzero_ps(); RW];
+    let mut b = 0;
+    while b + 2 <= nb {
+        // SAFETY: b + 1 < nb: both blocks within x (asserted above).
+        let (y0, y1, hx) = unsafe { x_pair(xp, b) };
+        let (i0, i1) = (init(y0), init(y1));
+        // the scales of both blocks of all rows (lanes 2jj, 2jj + 1), to broadcast from memory
+        let mut s = [0f32; 8];
+        // SAFETY: b + 1 < nb: both blocks of all RW rows within w (asserted
+        // above); 8 f32 in `s`, unaligned store.
+        unsafe { _mm256_storeu_ps(s.as_mut_ptr(), w_scales::<RW>(wp, ws, b, 34, hx)) };
+        for (jj, acc) in acc.iter_mut().enumerate() {
+            // the row streams are short, so the hardware prefetcher starts too late
+            prefetch(w, ahead + jj * ws + b * 34);
+            prefetch(w, ahead + jj * ws + b * 34 + 64);
+            // SAFETY: jj < RW, b + 1 < nb: both blocks within w (asserted above).
+            let (w0, w1) = unsafe {
+                let p = wp.add(jj * ws + b * 34);
+                (ld32p(p.add(2)), ld32p(p.add(36)))
+            };
+            let p0 = _mm256_dpbusd_epi32(i0, _mm256_xor_si256(w0, sign), y0);
+            let p1 = _mm256_dpbusd_epi32(i1, _mm256_xor_si256(w1, sign), y1);
+            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(s[2 * jj]), *acc);
+            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_set1_ps(s[2 * jj + 1]), *acc);
+        }
+        b += 2;
+    }
+    let mut out = [0f32; RW];
+    for (jj, o) in out.iter_mut().enumerate() {
+        *o = hsum(acc[jj]);
+    }
+    if b < nb {
+        // the last block of an odd count
+        // SAFETY: b < nb: the block within x (asserted above).
+        let (y, dx) = unsafe { (ld32p(xp.add(b * 34 + 2)), f16p(xp.add(b * 34))) };
+        let i0 = init(y);
+        for (jj, o) in out.iter_mut().enumerate() {
+            // SAFETY: jj < RW, b < nb: the block within w (asserted above).
+            let (q, dw) = unsafe {
+                let p = wp.add(jj * ws + b * 34);
+                (ld32p(p.add(2)), f16p(p))
+            };
+            let p = _mm256_dpbusd_epi32(i0, _mm256_xor_si256(q, sign), y);
+            *o += (dw * dx) * hsum(_mm256_cvtepi32_ps(p));
+        }
+    }
+    out
+}
+
+/// q8_0 decode (see [`q8_0_rows`]): the `TileFn` shape without `xs`/`nx`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q8_0_decode(cols: usize, w: &[u8], ws: usize, x: &[u8], out: &mut [f32]) {
+    decode_rows!(q8_0_rows, cols, w, ws, x, out)
+}
+
+/// q4_0 decode of `RW` rows (see [`x_0_rows`]).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q4_0_rows<const RW: usize>(cols: usize, w: &[u8], ws: usize, x: &[u8]) -> [f32; RW] {
+    x_0_rows::<RW, false>(cols, w, ws, x)
+}
+
+/// q5_0 decode of `RW` rows (see [`x_0_rows`]).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q5_0_rows<const RW: usize>(cols: usize, w: &[u8], ws: usize, x: &[u8]) -> [f32; RW] {
+    x_0_rows::<RW, true>(cols, w, ws, x)
+}
+
+/// q4_0 decode (see [`x_0_rows`]): the `TileFn` shape without `xs`/`nx`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q4_0_decode(cols: usize, w: &[u8], ws: usize, x: &[u8], out: &mut [f32]) {
+    decode_rows!(q4_0_rows, cols, w, ws, x, out)
+}
+
+/// q5_0 decode (see [`x_0_rows`]): the `TileFn` shape without `xs`/`nx`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn q5_0_decode(cols: usize, w: &[u8], ws: usize, x: &[u8], out: &mut [f32]) {
     decode_rows!(q5_0_rows, cols, w, ws, x, out)
@@ -879,9 +1034,27 @@ macro_rules! x86_kernels {
                 };
             }
 
+            /// Defines the table's `TileFn` `tile`: with AVX-512 and one
+            /// activation row, the decode kernel `$decode`, else `tile32`.
+            macro_rules! wide_tile {
+                ($decode:ident) => {
+                    /// [`super::super::TileFn`]: AVX-512 decode has its own kernel.
+                    pub fn tile(cols: usize, w: &[u8], ws: usize, x: &[u8], xs: usize, nx: usize, out: &mut [f32]) {
+                        if $wide && nx == 1 {
+                            // SAFETY: `$wide` only in the AVX-512 instantiation, whose table
+                            // `available()` hands out only after detecting its features.
+                            unsafe { $decode(cols, w, ws, x, out) }
+                        } else {
+                            tile32(cols, w, ws, x, xs, nx, out)
+                        }
+                    }
+                };
+            }
+
             mod q4_0 {
                 use super::*;
-                block32!(tile, micro, 18, 34, 2, |blk| nibbles_p(blk.add(2)), $dot_u8i8, 8, false);
+                block32!(tile32, micro, 18, 34, 2, |blk| nibbles_p(blk.add(2)), $dot_u8i8, 8, false);
+                wide_tile!(q4_0_decode);
             }
             pub use q4_0::tile as tile_q4_0;
 
@@ -894,17 +1067,7 @@ macro_rules! x86_kernels {
             mod q5_0 {
                 use super::*;
                 block32!(tile32, micro, 22, 34, 2, |blk| q5_p(blk.add(2)), $dot_u8i8, 16, false);
-
-                /// [`super::super::TileFn`]: AVX-512 decode has its own kernel.
-                pub fn tile(cols: usize, w: &[u8], ws: usize, x: &[u8], xs: usize, nx: usize, out: &mut [f32]) {
-                    if $wide && nx == 1 {
-                        // SAFETY: `$wide` only in the AVX-512 instantiation, whose table
-                        // `available()` hands out only after detecting its features.
-                        unsafe { q5_0_decode(cols, w, ws, x, out) }
-                    } else {
-                        tile32(cols, w, ws, x, xs, nx, out)
-                    }
-                }
+                wide_tile!(q5_0_decode);
             }
             pub use q5_0::tile as tile_q5_0;
 
@@ -916,7 +1079,8 @@ macro_rules! x86_kernels {
 
             mod q8_0 {
                 use super::*;
-                block32!(tile, micro, 34, 34, 2, |blk| ld32p(blk.add(2)), $dot_i8i8, 0, false);
+                block32!(tile32, micro, 34, 34, 2, |blk| ld32p(blk.add(2)), $dot_i8i8, 0, false);
+                wide_tile!(q8_0_decode);
             }
             pub use q8_0::tile as tile_q8_0;
 
@@ -927,7 +1091,7 @@ macro_rules! x86_kernels {
             macro_rules! wide_decode {
                 ($rows:ident, $cols:expr, $w:expr, $ws:expr, $x:expr, $out:expr, $nx:expr) => {
                     if $wide && RX == 1 {
-                        // SAFETY: `$wide` only in the AVX-512 instantiation (see `q5_0::tile`).
+                        // SAFETY: `$wide` only in the AVX-512 instantiation (see `wide_tile!`).
                         #[allow(unused_unsafe)] // needed in the AVX2 instantiation only
                         let r = unsafe { $rows::<RW>($cols, $w, $ws, $x) };
                         for (jj, r) in r.into_iter().enumerate() {
