@@ -473,9 +473,9 @@ const ATT_CHUNK: usize = 64;
 /// One query head over f16 keys/values, in llama.cpp's CPU flash-attention
 /// arithmetic (its default with an f16 cache), so greedy near-ties resolve as
 /// there: the query rounded to f16, K·Q by [`kernels::dot_f16`], online softmax
-/// with e^x (`expf`'s bits, [`kernels::Kernels::exp`]) where a new maximum rescales the accumulator and otherwise weighs
-/// the row, and the weighted V sum kept in an f16 accumulator
-/// ([`kernels::mad_f16`]).
+/// with e^x (`expf`'s bits, [`kernels::Kernels::exp`]) where a new maximum
+/// rescales the accumulator and otherwise weighs the row, and the weighted V
+/// sum kept in an f16 accumulator ([`kernels::mad_f16`]).
 fn attend_f16(
     qh: &[f32],
     sets: &[KvSet],
