@@ -24,7 +24,7 @@
 #![allow(non_camel_case_types)]
 #![allow(clippy::missing_safety_doc)]
 
-use crate::embed::{EmbedModel, EmbedSession, ModelParams, Piece, SessionParams};
+use crate::api::{ApiModel, ApiSession, ModelParams, Piece, SessionParams};
 use crate::generate::StopReason;
 use crate::model::kv_cache::KvType;
 use crate::sample::SamplingParams;
@@ -63,12 +63,12 @@ pub const TAH_THINKING_DEFAULT: i32 = -1;
 
 /// A loaded model (opaque). Thread-safe; see the conventions above.
 pub struct tah_model {
-    inner: Arc<EmbedModel>,
+    inner: Arc<ApiModel>,
 }
 
 /// One conversation on a model (opaque). One thread at a time.
 pub struct tah_session {
-    inner: Mutex<EmbedSession>,
+    inner: Mutex<ApiSession>,
 }
 
 /// How to load a model. Start from `tah_model_default_params()`.
@@ -235,7 +235,7 @@ unsafe fn ids_arg(ids: *const i32, n: usize) -> Result<Vec<u32>, String> {
 /// one in use elsewhere is an error.
 unsafe fn with_session<R>(
     s: *const tah_session,
-    f: impl FnOnce(&mut EmbedSession) -> Result<R, String>,
+    f: impl FnOnce(&mut ApiSession) -> Result<R, String>,
 ) -> Result<R, String> {
     let s = s.as_ref().ok_or("session is NULL")?;
     let mut g = match s.inner.try_lock() {
@@ -364,7 +364,7 @@ pub unsafe extern "C" fn tah_model_load(
             Some(p) => *p,
             None => tah_model_default_params(),
         };
-        let inner = EmbedModel::load(path, model_params(&p)?)?;
+        let inner = ApiModel::load(path, model_params(&p)?)?;
         Ok(Box::into_raw(Box::new(tah_model { inner })))
     })
 }
@@ -468,7 +468,7 @@ pub unsafe extern "C" fn tah_session_new(
             ctx: nonneg(p.n_ctx, "context length")?,
             batch: nonneg(p.n_batch, "batch size")?,
         };
-        let s = EmbedSession::new(Arc::clone(&m.inner), &sp)?;
+        let s = ApiSession::new(Arc::clone(&m.inner), &sp)?;
         Ok(Box::into_raw(Box::new(tah_session {
             inner: Mutex::new(s),
         })))

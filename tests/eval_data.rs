@@ -3,8 +3,8 @@
 //! rationals), the answer after `####` equal to the last step, and the
 //! expected answer readable by the grader.
 
-use tah::eval::data::{load, DataFormat};
-use tah::eval::grade::parse_number;
+use tah::app::eval::data::{load, DataFormat};
+use tah::app::eval::grade::parse_number;
 
 /// Exact value of `+ - * / ( )` over decimal numbers, as a fraction (num, den).
 fn eval(expr: &str) -> (i128, i128) {

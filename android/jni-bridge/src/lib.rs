@@ -1,8 +1,8 @@
 //! JNI bridge: the native methods of `ai.tah.Tah` (android/java/ai/tah/Tah.java)
-//! over tah's embedding API (`tah::embed`, the same layer the C ABI wraps).
+//! over tah's app-facing API (`tah::api`, the same layer the C ABI wraps).
 //!
-//! Handles are `jlong`s: a model is a `Box<Arc<EmbedModel>>`, a session a
-//! `Box<Mutex<EmbedSession>>` (which holds its own `Arc` of the model, so the
+//! Handles are `jlong`s: a model is a `Box<Arc<ApiModel>>`, a session a
+//! `Box<Mutex<ApiSession>>` (which holds its own `Arc` of the model, so the
 //! model may be closed first). The Java class synchronizes each handle and zeroes
 //! it on close; the bridge still refuses a session that is busy (for example a
 //! call from inside its own token listener) instead of racing. Errors and caught
@@ -15,7 +15,7 @@ use jni::sys::{jboolean, jdoubleArray, jfloat, jint, jintArray, jlong, jstring, 
 use jni::JNIEnv;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, TryLockError};
-use tah::embed::{EmbedModel, EmbedSession, ModelParams, Piece, SessionParams};
+use tah::api::{ApiModel, ApiSession, ModelParams, Piece, SessionParams};
 use tah::generate::StopReason;
 use tah::model::kv_cache::KvType;
 use tah::sample::SamplingParams;
@@ -70,14 +70,14 @@ fn ids(env: &mut JNIEnv, a: &JIntArray) -> Res<Vec<u32>> {
         .collect()
 }
 
-unsafe fn model<'a>(h: jlong) -> Res<&'a Arc<EmbedModel>> {
-    (h as *const Arc<EmbedModel>)
+unsafe fn model<'a>(h: jlong) -> Res<&'a Arc<ApiModel>> {
+    (h as *const Arc<ApiModel>)
         .as_ref()
         .ok_or_else(|| "the model is closed".to_string())
 }
 
-unsafe fn with_session<R>(h: jlong, f: impl FnOnce(&mut EmbedSession) -> Res<R>) -> Res<R> {
-    let s = (h as *const Mutex<EmbedSession>)
+unsafe fn with_session<R>(h: jlong, f: impl FnOnce(&mut ApiSession) -> Res<R>) -> Res<R> {
+    let s = (h as *const Mutex<ApiSession>)
         .as_ref()
         .ok_or("the session is closed")?;
     let mut g = match s.try_lock() {
@@ -152,7 +152,7 @@ pub extern "system" fn Java_ai_tah_Tah_nativeLoad<'l>(
                 KvType::F16
             },
         };
-        let m = EmbedModel::load(&path, params)?;
+        let m = ApiModel::load(&path, params)?;
         Ok(Box::into_raw(Box::new(m)) as jlong)
     })
 }
@@ -164,7 +164,7 @@ pub unsafe extern "system" fn Java_ai_tah_Tah_nativeFreeModel<'l>(
     h: jlong,
 ) {
     if h != 0 {
-        let _ = catch_unwind(|| drop(Box::from_raw(h as *mut Arc<EmbedModel>)));
+        let _ = catch_unwind(|| drop(Box::from_raw(h as *mut Arc<ApiModel>)));
     }
 }
 
@@ -227,7 +227,7 @@ pub unsafe extern "system" fn Java_ai_tah_Tah_nativeNewSession<'l>(
             ctx: nonneg(ctx, "context length")?,
             batch: nonneg(batch, "batch size")?,
         };
-        let s = EmbedSession::new(Arc::clone(m), &p)?;
+        let s = ApiSession::new(Arc::clone(m), &p)?;
         Ok(Box::into_raw(Box::new(Mutex::new(s))) as jlong)
     })
 }
@@ -239,7 +239,7 @@ pub unsafe extern "system" fn Java_ai_tah_Tah_nativeFreeSession<'l>(
     h: jlong,
 ) {
     if h != 0 {
-        let _ = catch_unwind(|| drop(Box::from_raw(h as *mut Mutex<EmbedSession>)));
+        let _ = catch_unwind(|| drop(Box::from_raw(h as *mut Mutex<ApiSession>)));
     }
 }
 

@@ -9,10 +9,10 @@ use clap::Args;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use tah::generate::{generate, GenerateOptions, TokenEvent};
-use tah::html::HtmlPage;
+use tah::app::html::HtmlPage;
 use tah::sample::SamplingParams;
 use tah::text::ChatMessage;
-use tah::tutor::{prompt_opens_thinking, ThinkFilter, TUTOR_SYSTEM_PROMPT};
+use tah::app::tutor::{prompt_opens_thinking, ThinkFilter, TUTOR_SYSTEM_PROMPT};
 
 #[derive(Args, Debug)]
 pub struct ChatArgs {

@@ -107,8 +107,8 @@ impl ModelArgs {
 /// Collects the generated tokens of one answer for an `--html` page, marking
 /// the ones inside `<think>…</think>`.
 pub struct HtmlCollector {
-    pub tokens: Vec<tah::html::HtmlToken>,
-    filter: tah::tutor::ThinkFilter,
+    pub tokens: Vec<tah::app::html::HtmlToken>,
+    filter: tah::app::tutor::ThinkFilter,
     has_text: bool,
 }
 
@@ -118,7 +118,7 @@ impl HtmlCollector {
     pub fn new(starts_thinking: bool, has_text: bool) -> HtmlCollector {
         HtmlCollector {
             tokens: Vec::new(),
-            filter: tah::tutor::ThinkFilter::new(starts_thinking),
+            filter: tah::app::tutor::ThinkFilter::new(starts_thinking),
             has_text,
         }
     }
@@ -131,7 +131,7 @@ impl HtmlCollector {
         } else {
             format!("[{}] ", e.id)
         };
-        self.tokens.push(tah::html::HtmlToken {
+        self.tokens.push(tah::app::html::HtmlToken {
             id: e.id,
             text,
             depth: e.depth,
@@ -141,7 +141,7 @@ impl HtmlCollector {
     }
 
     /// Appends what the decoder flushed at the end (text not yet in a token).
-    pub fn finish(mut self, full_text: &str) -> Vec<tah::html::HtmlToken> {
+    pub fn finish(mut self, full_text: &str) -> Vec<tah::app::html::HtmlToken> {
         if self.has_text {
             let seen: usize = self.tokens.iter().map(|t| t.text.len()).sum();
             if let (Some(rest), Some(last)) = (full_text.get(seen..), self.tokens.last_mut()) {

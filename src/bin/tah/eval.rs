@@ -1,15 +1,15 @@
 //! `tah eval`: answer a JSON-lines set of word problems and grade the answers
-//! (see `tah::eval`).
+//! (see `tah::app::eval`).
 
 use crate::common::{Error, HtmlCollector, ModelArgs};
 use clap::Args;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Instant;
-use tah::eval::data::{self, DataFormat};
-use tah::eval::{run_problem, EvalOptions, Summary};
+use tah::app::eval::data::{self, DataFormat};
+use tah::app::eval::{run_problem, EvalOptions, Summary};
 use tah::generate::{GenerateOptions, TokenEvent};
-use tah::html::HtmlPage;
+use tah::app::html::HtmlPage;
 use tah::sample::SamplingParams;
 use tah::tah::ThinkMode;
 
@@ -106,7 +106,7 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
         return Err(format!(
             "{}: {}",
             a.model.model.display(),
-            tah::eval::EvalError::NoTokenizer
+            tah::app::eval::EvalError::NoTokenizer
         )
         .into());
     }

@@ -67,11 +67,11 @@ fn main() -> ExitCode {
 
 fn info(file: &std::path::Path, json: bool) -> Result<(), common::Error> {
     let f = tah::format::GgufFile::open(file)?;
-    let info = tah::info::describe(&f);
+    let info = tah::app::info::describe(&f);
     if json {
         println!("{}", serde_json::to_string_pretty(&info)?);
     } else {
-        print!("{}", tah::info::render(&info));
+        print!("{}", tah::app::info::render(&info));
     }
     Ok(())
 }

@@ -43,7 +43,7 @@ pub fn perplexity(mut a: PerplexityArgs) -> Result<(), Error> {
             let _ = std::io::stderr().flush();
         }
     };
-    let p = tah::perplexity::perplexity(&mut session, &tokens, ctx, bos, &mut progress)?;
+    let p = tah::app::perplexity::perplexity(&mut session, &tokens, ctx, bos, &mut progress)?;
     if json {
         println!("{}", serde_json::to_string(&p)?);
     } else {

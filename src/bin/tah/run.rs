@@ -147,7 +147,7 @@ pub fn run(a: RunArgs) -> Result<(), Error> {
     let mut out = std::io::stdout().lock();
     let mut collect = a.html.as_ref().map(|_| {
         HtmlCollector::new(
-            tah::tutor::prompt_opens_thinking(&prompt_shown),
+            tah::app::tutor::prompt_opens_thinking(&prompt_shown),
             model.tokenizer.is_some(),
         )
     });
@@ -185,7 +185,7 @@ pub fn run(a: RunArgs) -> Result<(), Error> {
         write_logits(path, log, model.cfg.vocab)?;
     }
     if let (Some(path), Some(c)) = (&a.html, collect) {
-        let mut page = tah::html::HtmlPage::new("tah run");
+        let mut page = tah::app::html::HtmlPage::new("tah run");
         page.subtitle(format!(
             "model {}, think {}",
             a.model.model.display(),

@@ -1,11 +1,11 @@
-//! The embedding API: what the C ABI ([`crate::ffi`]) and the Android JNI bridge
+//! The app-facing API: what the C ABI ([`crate::ffi`]) and the Android JNI bridge
 //! (`android/jni-bridge`) both wrap, in safe Rust.
 //!
-//! An [`EmbedModel`] is a loaded model plus its own thread pool
+//! An [`ApiModel`] is a loaded model plus its own thread pool
 //! ([`crate::threads::Threads`], not the global one, so an app can run two models with different thread counts); it is
-//! immutable and shared through `Arc`. An [`EmbedSession`] is one conversation:
-//! prompts are queued ([`EmbedSession::prompt_text`], [`EmbedSession::prompt_tokens`],
-//! [`EmbedSession::chat`]) and fed by the next [`EmbedSession::generate`], which
+//! immutable and shared through `Arc`. An [`ApiSession`] is one conversation:
+//! prompts are queued ([`ApiSession::prompt_text`], [`ApiSession::prompt_tokens`],
+//! [`ApiSession::chat`]) and fed by the next [`ApiSession::generate`], which
 //! runs the forward passes with the model's pool and calls the per-token
 //! callback on the caller's thread (JNI and UI code rely on that).
 
@@ -20,7 +20,7 @@ use crate::threads::Threads;
 use std::path::Path;
 use std::sync::Arc;
 
-/// Errors of the embedding API are messages for a person (the C ABI hands them
+/// Errors of the app-facing API are messages for a person (the C ABI hands them
 /// out through `tah_last_error`).
 pub type Error = String;
 
@@ -61,28 +61,28 @@ pub struct SessionParams {
     pub batch: usize,
 }
 
-pub struct EmbedModel {
+pub struct ApiModel {
     pub model: Arc<Model>,
     pub params: ModelParams,
     pool: Threads,
 }
 
-impl std::fmt::Debug for EmbedModel {
+impl std::fmt::Debug for ApiModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbedModel")
+        f.debug_struct("ApiModel")
             .field("params", &self.params)
             .field("threads", &self.pool)
             .finish()
     }
 }
 
-impl EmbedModel {
+impl ApiModel {
     /// Maps the file, checks the think settings against it and starts the pool.
-    pub fn load(path: impl AsRef<Path>, params: ModelParams) -> Result<Arc<EmbedModel>, Error> {
+    pub fn load(path: impl AsRef<Path>, params: ModelParams) -> Result<Arc<ApiModel>, Error> {
         let path = path.as_ref();
         let model = Arc::new(Model::load(path).map_err(|e| e.to_string())?);
         let pool = Threads::new(params.threads)?;
-        let m = EmbedModel {
+        let m = ApiModel {
             model,
             params,
             pool,
@@ -141,7 +141,7 @@ impl EmbedModel {
     }
 }
 
-/// What the last [`EmbedSession::generate`] did.
+/// What the last [`ApiSession::generate`] did.
 #[derive(Clone, Debug, Default)]
 pub struct EmbedStats {
     pub prompt_tokens: usize,
@@ -161,7 +161,7 @@ pub struct EmbedStats {
     pub stop: Option<StopReason>,
 }
 
-/// One generated token, as the embedding callback sees it.
+/// One generated token, as the app callback sees it.
 pub struct Piece<'a> {
     pub id: u32,
     /// The text the token completes (may be empty while a character is split,
@@ -170,21 +170,21 @@ pub struct Piece<'a> {
     pub depth: u8,
 }
 
-pub struct EmbedSession {
-    model: Arc<EmbedModel>,
+pub struct ApiSession {
+    model: Arc<ApiModel>,
     session: Session,
     /// Tokens queued for the next generation.
     pending: Vec<u32>,
     last: EmbedStats,
 }
 
-impl EmbedSession {
-    pub fn new(model: Arc<EmbedModel>, p: &SessionParams) -> Result<EmbedSession, Error> {
+impl ApiSession {
+    pub fn new(model: Arc<ApiModel>, p: &SessionParams) -> Result<ApiSession, Error> {
         let ctx = if p.ctx == 0 { model.params.ctx } else { p.ctx };
         let batch = if p.batch == 0 { 64 } else { p.batch };
         let opts = model.session_options(ctx, batch);
         let session = Session::new(Arc::clone(&model.model), &opts).map_err(|e| e.to_string())?;
-        Ok(EmbedSession {
+        Ok(ApiSession {
             model,
             session,
             pending: Vec::new(),
@@ -192,7 +192,7 @@ impl EmbedSession {
         })
     }
 
-    pub fn model(&self) -> &Arc<EmbedModel> {
+    pub fn model(&self) -> &Arc<ApiModel> {
         &self.model
     }
 

@@ -94,7 +94,7 @@ pub fn prompt_text(
 /// output starts inside it when `starts_thinking`), and in the whole output
 /// when the part after the thinking has none.
 pub fn grade_answer(expected: &str, output: &str, starts_thinking: bool) -> (Option<String>, bool) {
-    let answer = crate::tutor::strip_thinking(output, starts_thinking);
+    let answer = crate::app::tutor::strip_thinking(output, starts_thinking);
     let got = grade::extract_answer(&answer).or_else(|| grade::extract_answer(output));
     let ok = got
         .as_deref()
@@ -181,7 +181,7 @@ pub fn run_problem(
         .filter(|&t| !tok.is_eog(t))
         .collect();
     let output = tok.decode(&answer);
-    let starts_thinking = crate::tutor::prompt_opens_thinking(&text);
+    let starts_thinking = crate::app::tutor::prompt_opens_thinking(&text);
     let (extracted, correct) = grade_answer(&problem.expected, &output, starts_thinking);
     let s = &g.stats;
     let r = ProblemResult {
