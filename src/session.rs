@@ -1,18 +1,17 @@
 //! A `Session` is one conversation with a model: its KV cache, position, scratch
 //! buffers and logits. The `Model` is shared (read-only) between sessions.
 //!
-//! Feeding tokens runs the TaH step of `TAH_SPEC.md` §3–4 on each chunk: depth 1
-//! for every token, then, while tokens continue, the decider and the next depth
-//! on the continuing ones only, adding their logits.
+//! Feeding tokens runs each chunk's depth-1 pass here, then the TaH step
+//! ([`crate::tah::step`], docs/TAH_SEMANTICS.md §3–4): while tokens continue,
+//! the decider and the next depth on the continuing ones only, adding their
+//! logits.
 
-use crate::model::forward::{self, Capture, Scratch};
+use crate::model::forward::{self, Scratch};
 use crate::model::kv_cache::{KvCache, KvType};
 use crate::model::Model;
-use crate::sample::Rng;
 use crate::tah::budget::Budget;
-use crate::tah::decider::{self, DeciderScratch};
-use crate::tah::soft_input;
-use crate::tah::{TahOptions, ThinkMode, TokenInfo};
+use crate::tah::step::{TahStep, Think};
+use crate::tah::{TahOptions, TokenInfo};
 use std::fmt;
 use std::sync::Arc;
 
@@ -71,17 +70,6 @@ impl fmt::Display for SessionError {
 
 impl std::error::Error for SessionError {}
 
-/// The TaH settings in force for a session.
-#[derive(Clone, Debug)]
-pub struct Think {
-    pub mode: ThinkMode,
-    /// Deepest depth a token may reach (1 = base model only).
-    pub max_depth: usize,
-    pub threshold: f32,
-    /// See [`TahOptions::hard_rate`].
-    pub hard_rate: Option<f32>,
-}
-
 /// Per-token callback: `(index in the fed tokens, final logits, what happened)`.
 pub type OnLogits<'a, 'b> = &'a mut (dyn FnMut(usize, &[f32], TokenInfo) + 'b);
 
@@ -97,26 +85,13 @@ pub struct Session {
     logits_row: Option<usize>,
     /// Cumulative logits of the current chunk (batch × vocab).
     chunk_logits: Vec<f32>,
-    /// Logits of one deeper pass (batch × vocab); empty when max_depth is 1.
-    depth_logits: Vec<f32>,
-    /// Decider input: the captured hidden states (batch × layers × dim).
-    hidden: Vec<f32>,
-    decider: Option<DeciderScratch>,
-    /// The adaptive threshold of `ThinkMode::Budget`.
-    budget: Option<Budget>,
-    /// Rows of the chunk still going deeper, and the ones that continue.
-    active: Vec<usize>,
-    next: Vec<usize>,
+    /// The TaH step's buffers.
+    step: TahStep,
     positions: Vec<usize>,
-    top_ids: Vec<u32>,
-    top_vals: Vec<f32>,
-    embd_row: Vec<f32>,
     /// Tokens consumed so far (their positions are their indices) and their depths.
     tokens: Vec<u32>,
     info: Vec<TokenInfo>,
     ctx: usize,
-    /// `--hard-rate`: systematic sampling, seeded (benchmarks are repeatable).
-    hard_picks: HardPicks,
 }
 
 impl Session {
@@ -127,7 +102,7 @@ impl Session {
         } else {
             opts.ctx
         };
-        let think = resolve_think(&model, &opts.tah)?;
+        let think = Think::resolve(&model, &opts.tah)?;
         let batch = opts.batch.max(1);
         let cache = KvCache::new(
             opts.kv_type,
@@ -136,53 +111,23 @@ impl Session {
             ctx,
             think.max_depth,
         );
-        let scratch = Scratch::new(&model, batch);
-        let deep = think.max_depth > 1;
-        let auto = deep && think.mode.uses_decider();
-        let tah = c.tah.as_ref();
-        let n_sel = tah.map_or(0, |t| t.decider_layers.len());
-        let decider = match (&model.decider, auto) {
-            (Some(w), true) => Some(DeciderScratch::new(w, n_sel * c.dim + c.dim)),
-            _ => None,
-        };
-        let topk = tah.map_or(0, |t| t.input_topk.max(t.decider_topk));
         Ok(Session {
             cache,
-            scratch,
+            scratch: Scratch::new(&model, batch),
             logits: vec![0.0; c.vocab],
             logits_row: None,
-            chunk_logits: if deep {
+            chunk_logits: if think.deep() {
                 vec![0.0; batch * c.vocab]
             } else {
                 Vec::new()
             },
-            depth_logits: if deep {
-                vec![0.0; batch * c.vocab]
-            } else {
-                Vec::new()
-            },
-            hidden: if auto {
-                vec![0.0; batch * n_sel * c.dim]
-            } else {
-                Vec::new()
-            },
-            decider,
-            budget: match think.mode {
-                ThinkMode::Budget(r) if auto => Some(Budget::new(r, think.threshold)),
-                _ => None,
-            },
-            active: Vec::with_capacity(batch),
-            next: Vec::with_capacity(batch),
+            step: TahStep::new(&model, &think, batch),
             positions: Vec::with_capacity(batch),
-            top_ids: Vec::with_capacity(topk + 1),
-            top_vals: Vec::with_capacity(topk + 1),
-            embd_row: vec![0.0; c.dim],
             tokens: Vec::with_capacity(ctx),
             info: Vec::with_capacity(ctx),
             ctx,
             think,
             model,
-            hard_picks: HardPicks::new(0x7a4),
         })
     }
 
@@ -206,7 +151,7 @@ impl Session {
 
     /// The think-budget controller (`ThinkMode::Budget` on a TaH model).
     pub fn budget(&self) -> Option<&Budget> {
-        self.budget.as_ref()
+        self.step.budget()
     }
 
     /// Forgets everything (keeps the buffers).
@@ -275,6 +220,8 @@ impl Session {
         self.feed(&[token], None)
     }
 
+    /// One chunk: embeddings, the depth-1 pass of every token, then (TaH) the
+    /// deeper depths of the tokens that continue; the logits the caller asked for.
     fn feed_chunk(
         &mut self,
         chunk: &[u32],
@@ -282,8 +229,7 @@ impl Session {
         on_logits: Option<OnLogits<'_, '_>>,
     ) {
         let model = Arc::clone(&self.model);
-        let c = &model.cfg;
-        let (dim, vocab, n) = (c.dim, c.vocab, chunk.len());
+        let (dim, vocab, n) = (model.cfg.dim, model.cfg.vocab, chunk.len());
         let start = self.tokens.len();
         let embd = model.mat(&model.token_embd);
         for (i, &t) in chunk.iter().enumerate() {
@@ -291,22 +237,7 @@ impl Session {
         }
         self.positions.clear();
         self.positions.extend(start..start + n);
-        let deep = self.think.max_depth > 1;
-        let layers: &[usize] = match (&c.tah, &self.decider) {
-            (Some(t), Some(_)) => &t.decider_layers,
-            _ => &[],
-        };
-
-        // Depth 1: every token.
-        let mut capture = Capture {
-            layers,
-            out: &mut self.hidden[..n * layers.len() * dim],
-        };
-        let cap = if layers.is_empty() {
-            None
-        } else {
-            Some(&mut capture)
-        };
+        let capture = self.step.capture(&model, n);
         forward::run_layers(
             &model,
             &mut self.cache,
@@ -314,255 +245,53 @@ impl Session {
             n,
             &self.positions,
             1,
-            cap,
+            capture,
         );
         let first_info = self.info.len();
-        for _ in 0..n {
-            self.info.push(TokenInfo {
-                depth: 1,
-                prob: f32::NAN,
-            });
-        }
+        let depth1 = TokenInfo {
+            depth: 1,
+            prob: f32::NAN,
+        };
+        self.info.extend(std::iter::repeat_n(depth1, n));
         self.tokens.extend_from_slice(chunk);
 
-        if !deep {
-            match on_logits {
-                Some(cb) => {
-                    // All rows' logits, through the chunk buffer (sized on first use).
-                    self.chunk_logits.resize(self.scratch.max_rows * vocab, 0.0);
-                    self.active.clear();
-                    self.active.extend(0..n);
-                    forward::logits(
-                        &model,
-                        &mut self.scratch,
-                        &self.active,
-                        &mut self.chunk_logits,
-                    );
-                    for i in 0..n {
-                        cb(
-                            first_index + i,
-                            &self.chunk_logits[i * vocab..(i + 1) * vocab],
-                            self.info[first_info + i],
-                        );
-                    }
-                    self.logits_row = Some(n - 1);
-                }
-                None => {
-                    forward::logits(&model, &mut self.scratch, &[n - 1], &mut self.logits);
-                    self.logits_row = None;
-                }
-            }
+        let all_rows = self.think.deep() || on_logits.is_some();
+        if !all_rows {
+            // Only the last token's logits are needed.
+            forward::logits(&model, &mut self.scratch, &[n - 1], &mut self.logits);
+            self.logits_row = None;
             return;
         }
-
-        // Depth-1 logits of every row: the decider and the soft input need them.
-        self.active.clear();
-        self.active.extend(0..n);
+        // Every row's logits, through the chunk buffer (sized on first use when
+        // the session is not deep): the decider, the soft input and the
+        // callback need them.
+        self.chunk_logits.resize(self.scratch.max_rows * vocab, 0.0);
+        self.positions.clear();
+        self.positions.extend(0..n);
         forward::logits(
             &model,
             &mut self.scratch,
-            &self.active,
+            &self.positions,
             &mut self.chunk_logits,
         );
-        let tah = c.tah.as_ref().expect("deep sessions have TaH settings");
-        for depth in 1..self.think.max_depth {
-            // Decide which active rows continue.
-            self.next.clear();
-            for (j, &row) in self.active.iter().enumerate() {
-                let go = match self.think.mode {
-                    ThinkMode::Always => true,
-                    ThinkMode::Never => false,
-                    ThinkMode::Auto | ThinkMode::Budget(_) => {
-                        let cum = &self.chunk_logits[row * vocab..(row + 1) * vocab];
-                        soft_input::top_k(
-                            cum,
-                            tah.decider_topk,
-                            &mut self.top_ids,
-                            &mut self.top_vals,
-                        );
-                        let h = &self.hidden[j * layers.len() * dim..(j + 1) * layers.len() * dim];
-                        let s = self
-                            .decider
-                            .as_mut()
-                            .expect("auto sessions have decider scratch");
-                        let p =
-                            decider::probability(&model, tah.normalize_input, h, &self.top_vals, s);
-                        if depth == 1 {
-                            self.info[first_info + row].prob = p;
-                        }
-                        match (self.think.hard_rate, self.budget.as_mut()) {
-                            (Some(rate), _) => self.hard_picks.next(rate as f64),
-                            (None, Some(b)) if depth == 1 => b.decide(p),
-                            _ => p > self.think.threshold,
-                        }
-                    }
-                };
-                if go {
-                    self.next.push(row);
-                }
-            }
-            if self.next.is_empty() {
-                break;
-            }
-            std::mem::swap(&mut self.active, &mut self.next);
-
-            // Soft inputs and positions of the continuing rows, packed in order.
-            self.positions.clear();
-            for (j, &row) in self.active.iter().enumerate() {
-                let cum = &self.chunk_logits[row * vocab..(row + 1) * vocab];
-                soft_input::top_k(cum, tah.input_topk, &mut self.top_ids, &mut self.top_vals);
-                let x = &mut self.scratch.x[j * dim..(j + 1) * dim];
-                soft_input::soft_input(&embd, &self.top_ids, &self.top_vals, x, &mut self.embd_row);
-                self.positions.push(start + row);
-                self.info[first_info + row].depth = (depth + 1) as u8;
-            }
-            let m = self.active.len();
-            let capture_next = depth + 1 < self.think.max_depth && !layers.is_empty();
-            let mut capture = Capture {
-                layers,
-                out: &mut self.hidden[..m * layers.len() * dim],
-            };
-            let cap = if capture_next {
-                Some(&mut capture)
-            } else {
-                None
-            };
-            forward::run_layers(
+        if self.think.deep() {
+            self.step.run(
                 &model,
+                &self.think,
                 &mut self.cache,
                 &mut self.scratch,
-                m,
-                &self.positions,
-                depth + 1,
-                cap,
+                start,
+                n,
+                &mut self.chunk_logits[..n * vocab],
+                &mut self.info[first_info..],
             );
-            // The batch rows 0..m now hold the continuing tokens.
-            self.next.clear();
-            self.next.extend(0..m);
-            forward::logits(
-                &model,
-                &mut self.scratch,
-                &self.next,
-                &mut self.depth_logits,
-            );
-            for (j, &row) in self.active.iter().enumerate() {
-                let (cum, add) = (
-                    &mut self.chunk_logits[row * vocab..(row + 1) * vocab],
-                    &self.depth_logits[j * vocab..(j + 1) * vocab],
-                );
-                for (a, b) in cum.iter_mut().zip(add) {
-                    *a += b;
-                }
-            }
         }
         if let Some(cb) = on_logits {
             for i in 0..n {
-                cb(
-                    first_index + i,
-                    &self.chunk_logits[i * vocab..(i + 1) * vocab],
-                    self.info[first_info + i],
-                );
+                let logits = &self.chunk_logits[i * vocab..(i + 1) * vocab];
+                cb(first_index + i, logits, self.info[first_info + i]);
             }
         }
         self.logits_row = Some(n - 1);
-    }
-}
-
-/// Which tokens `--hard-rate r` sends deeper: systematic sampling with a random
-/// phase u, so the k-th decision of the session continues iff
-/// ⌊u + (k+1)·r⌋ > ⌊u + k·r⌋. Any run of m decisions then holds ⌊m·r⌋ or
-/// ⌈m·r⌉ picks (independent draws would give 64 tokens at r = 0.06 anywhere
-/// from 1 to 8), and the count carries across `reset`, so repeated runs pick
-/// other tokens.
-struct HardPicks {
-    phase: f64,
-    decided: u64,
-}
-
-impl HardPicks {
-    fn new(seed: u64) -> HardPicks {
-        HardPicks {
-            phase: Rng::new(seed).next_f64(),
-            decided: 0,
-        }
-    }
-
-    fn next(&mut self, rate: f64) -> bool {
-        let k = self.decided as f64;
-        self.decided += 1;
-        (self.phase + (k + 1.0) * rate).floor() > (self.phase + k * rate).floor()
-    }
-}
-
-fn resolve_think(model: &Model, o: &TahOptions) -> Result<Think, SessionError> {
-    let tah = model.cfg.tah.as_ref();
-    if let Some(t) = o.threshold {
-        if !(0.0..=1.0).contains(&t) {
-            return Err(SessionError::BadOption(format!(
-                "threshold {t} is outside [0, 1]"
-            )));
-        }
-    }
-    if let Some(r) = o.hard_rate {
-        if !(0.0..=1.0).contains(&r) {
-            return Err(SessionError::BadOption(format!(
-                "hard rate {r} is outside [0, 1]"
-            )));
-        }
-    }
-    if o.max_depth == Some(0) {
-        return Err(SessionError::BadOption(
-            "max depth must be at least 1".into(),
-        ));
-    }
-    if let Some(d) = o
-        .max_depth
-        .filter(|&d| d > crate::model::forward::MAX_DEPTH)
-    {
-        return Err(SessionError::BadOption(format!(
-            "max depth {d} is above the engine's limit of {}",
-            crate::model::forward::MAX_DEPTH
-        )));
-    }
-    let Some(t) = tah else {
-        if o.max_depth.is_some_and(|d| d > 1) {
-            return Err(SessionError::BadOption(
-                "this model has no TaH parts: only depth 1 is possible".into(),
-            ));
-        }
-        return Ok(Think {
-            mode: ThinkMode::Never,
-            max_depth: 1,
-            threshold: 1.0,
-            hard_rate: None,
-        });
-    };
-    let max_depth = if o.mode == ThinkMode::Never {
-        1
-    } else {
-        o.max_depth.unwrap_or(t.max_iter)
-    };
-    Ok(Think {
-        mode: o.mode,
-        max_depth,
-        threshold: o.threshold.unwrap_or(t.threshold),
-        hard_rate: o.hard_rate,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::HardPicks;
-
-    #[test]
-    fn hard_picks_hold_the_rate_in_every_window() {
-        let mut h = HardPicks::new(7);
-        let picks: Vec<bool> = (0..1000).map(|_| h.next(0.06)).collect();
-        for m in [17, 64, 256] {
-            for w in picks.windows(m) {
-                let n = w.iter().filter(|&&p| p).count() as f64;
-                assert!((n - m as f64 * 0.06).abs() < 1.0, "{n} picks in {m}");
-            }
-        }
     }
 }

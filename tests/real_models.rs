@@ -132,7 +132,8 @@ fn gpl3_perplexity(m: &Arc<Model>) -> (f64, usize) {
         },
     )
     .unwrap();
-    let p = tah::app::perplexity::perplexity(&mut s, &tokens, 512, None, &mut |_, _, _| {}).unwrap();
+    let p =
+        tah::app::perplexity::perplexity(&mut s, &tokens, 512, None, &mut |_, _, _| {}).unwrap();
     (p.ppl, p.chunks)
 }
 

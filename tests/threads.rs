@@ -10,27 +10,27 @@ use tah::threads::{self, Threads};
 #[test]
 fn chunks_equal_the_sequential_loop() {
     let want: Vec<u64> = (0..1003u64).map(|i| i * 3 + i / 10).collect();
-        for n in [1, 2, 4] {
-            let pool = Threads::new(n).unwrap();
-            pool.install(|| {
-                assert_eq!(threads::current_threads(), n);
-                for chunk in [1, 10, 64, 2000] {
-                    let mut v = vec![0u64; 1003];
-                    threads::for_each_chunk_mut(&mut v, chunk, |c, xs| {
-                        for (j, x) in xs.iter_mut().enumerate() {
-                            let i = (c * chunk + j) as u64;
-                            *x += i * 3 + i / 10;
-                        }
-                    });
-                    assert_eq!(v, want, "{n} threads, chunks of {chunk}");
-                }
-                let sum = AtomicUsize::new(0);
-                threads::for_each(100, &|i| {
-                    sum.fetch_add(i, Ordering::Relaxed);
+    for n in [1, 2, 4] {
+        let pool = Threads::new(n).unwrap();
+        pool.install(|| {
+            assert_eq!(threads::current_threads(), n);
+            for chunk in [1, 10, 64, 2000] {
+                let mut v = vec![0u64; 1003];
+                threads::for_each_chunk_mut(&mut v, chunk, |c, xs| {
+                    for (j, x) in xs.iter_mut().enumerate() {
+                        let i = (c * chunk + j) as u64;
+                        *x += i * 3 + i / 10;
+                    }
                 });
-                assert_eq!(sum.into_inner(), 4950);
+                assert_eq!(v, want, "{n} threads, chunks of {chunk}");
+            }
+            let sum = AtomicUsize::new(0);
+            threads::for_each(100, &|i| {
+                sum.fetch_add(i, Ordering::Relaxed);
             });
-        }
+            assert_eq!(sum.into_inner(), 4950);
+        });
+    }
 }
 
 /// A product split over the pool gives the bits of the single-threaded one,

@@ -5,7 +5,7 @@
 
 use super::config::Arch;
 use super::kv_cache::{KvCache, Rows};
-use super::weights::{Lora, MatRef, Model};
+use super::weights::{Layer, Linear, Model};
 use crate::kernels::{self, MatmulScratch};
 use half::f16;
 
@@ -15,18 +15,16 @@ pub const MAX_HEAD_DIM: usize = 512;
 /// Activation buffers for up to `max_rows` rows, allocated once per session.
 pub struct Scratch {
     pub max_rows: usize,
-    pub x: Vec<f32>,      // (rows, dim) residual stream
-    pub xb: Vec<f32>,     // (rows, dim) normed input of a sub-block
-    pub q: Vec<f32>,      // (rows, n_heads·hd)
-    pub k: Vec<f32>,      // (rows, n_kv·hd)
-    pub v: Vec<f32>,      // (rows, n_kv·hd)
-    pub att: Vec<f32>,    // (rows, n_heads·hd) attention output
-    pub proj: Vec<f32>,   // (rows, dim) output of o / down
-    pub gate: Vec<f32>,   // (rows, ffn)
-    pub up: Vec<f32>,     // (rows, ffn)
-    pub lora_t: Vec<f32>, // (rows, r) A·x
-    pub lora_y: Vec<f32>, // (rows, max out) B·(A·x)
-    pub mm: MatmulScratch,
+    pub x: Vec<f32>,    // (rows, dim) residual stream
+    pub xb: Vec<f32>,   // (rows, dim) normed input of a sub-block
+    pub q: Vec<f32>,    // (rows, n_heads·hd)
+    pub k: Vec<f32>,    // (rows, n_kv·hd)
+    pub v: Vec<f32>,    // (rows, n_kv·hd)
+    pub att: Vec<f32>,  // (rows, n_heads·hd) attention output
+    pub proj: Vec<f32>, // (rows, dim) output of o / down
+    pub gate: Vec<f32>, // (rows, ffn)
+    pub up: Vec<f32>,   // (rows, ffn)
+    pub lin: LinearScratch,
     /// RoPE inverse frequencies (hd/2).
     inv_freq: Vec<f32>,
     /// (rows, hd/2) (cos, sin) of each row's rotation angles, computed once
@@ -56,13 +54,22 @@ impl Scratch {
             proj: vec![0.0; max_rows * c.dim],
             gate: vec![0.0; max_rows * c.ffn_dim],
             up: vec![0.0; max_rows * c.ffn_dim],
-            lora_t: vec![0.0; max_rows * r],
-            lora_y: vec![0.0; max_rows * max_out],
-            mm: MatmulScratch::default(),
+            lin: LinearScratch {
+                lora_t: vec![0.0; max_rows * r],
+                lora_y: vec![0.0; max_rows * max_out],
+                mm: MatmulScratch::default(),
+            },
             inv_freq,
             rope_cs: vec![(0.0, 0.0); max_rows * (c.head_dim / 2)],
         }
     }
+}
+
+/// The work buffers of [`Linears::apply`].
+pub struct LinearScratch {
+    lora_t: Vec<f32>, // (rows, r) A·x
+    lora_y: Vec<f32>, // (rows, max out) B·(A·x)
+    pub mm: MatmulScratch,
 }
 
 /// Which hidden states to record for the decider, and where.
@@ -124,39 +131,44 @@ fn rope(x: &mut [f32], hd: usize, cs: &[(f32, f32)], neox: bool) {
     }
 }
 
-/// `y = x·Wᵀ (+ bias) (+ scale·(x·Aᵀ)·Bᵀ)` for `n` rows.
-#[allow(clippy::too_many_arguments)]
-fn linear(
-    model: &Model,
-    w: &MatRef,
-    bias: Option<&[f32]>,
-    lora: Option<(&Lora, f32)>,
-    x: &[f32],
+/// What the linears of one [`run_layers`] call share: the model, the number of
+/// rows, and the LoRA scale α/r (`None` at depth 1, where LoRA is off).
+struct Linears<'m> {
+    model: &'m Model,
     n: usize,
-    y: &mut [f32],
-    lora_t: &mut [f32],
-    lora_y: &mut [f32],
-    mm: &mut MatmulScratch,
-) {
-    let (rows, cols) = (w.rows, w.cols);
-    let y = &mut y[..n * rows];
-    kernels::matmul(&model.mat(w), &x[..n * cols], n, y, mm);
-    if let Some(b) = bias {
-        for yr in y.chunks_exact_mut(rows) {
-            for (o, bv) in yr.iter_mut().zip(b) {
-                *o += bv;
+    lora_scale: Option<f32>,
+}
+
+impl Linears<'_> {
+    /// `y = x·Wᵀ (+ bias) (+ scale·(x·Aᵀ)·Bᵀ)` for linear `which` of `layer`.
+    fn apply(&self, layer: &Layer, which: Linear, x: &[f32], y: &mut [f32], s: &mut LinearScratch) {
+        let (w, bias, lora) = layer.linear(which);
+        let (n, rows, cols) = (self.n, w.rows, w.cols);
+        let y = &mut y[..n * rows];
+        kernels::matmul(&self.model.mat(w), &x[..n * cols], n, y, &mut s.mm);
+        if let Some(b) = bias {
+            for yr in y.chunks_exact_mut(rows) {
+                for (o, bv) in yr.iter_mut().zip(b) {
+                    *o += bv;
+                }
+            }
+        }
+        if let (Some(l), Some(scale)) = (lora, self.lora_scale) {
+            let t = &mut s.lora_t[..n * l.a.rows];
+            kernels::matmul(&self.model.mat(&l.a), &x[..n * cols], n, t, &mut s.mm);
+            let ly = &mut s.lora_y[..n * rows];
+            kernels::matmul(&self.model.mat(&l.b), t, n, ly, &mut s.mm);
+            for (o, d) in y.iter_mut().zip(ly.iter()) {
+                *o += d * scale;
             }
         }
     }
-    if let Some((l, scale)) = lora {
-        let r = l.a.rows;
-        let t = &mut lora_t[..n * r];
-        kernels::matmul(&model.mat(&l.a), &x[..n * cols], n, t, mm);
-        let ly = &mut lora_y[..n * rows];
-        kernels::matmul(&model.mat(&l.b), t, n, ly, mm);
-        for (o, d) in y.iter_mut().zip(ly.iter()) {
-            *o += d * scale;
-        }
+}
+
+/// `x += d`, elementwise (the residual connections).
+fn add(x: &mut [f32], d: &[f32]) {
+    for (x, d) in x.iter_mut().zip(d) {
+        *x += d;
     }
 }
 
@@ -170,7 +182,7 @@ pub fn run_layers(
     n: usize,
     positions: &[usize],
     depth: usize,
-    mut capture: Option<&mut Capture>,
+    mut capture: Option<Capture>,
 ) {
     let c = &model.cfg;
     let (dim, hd) = (c.dim, c.head_dim);
@@ -184,10 +196,15 @@ pub fn run_layers(
             .all(|(i, &p)| p == cache.len(1) + i));
     }
     let first_slot = cache.append(depth, positions);
-    let lora_scale = c
-        .tah
-        .as_ref()
-        .map_or(0.0, |t| t.lora_alpha / t.lora_rank as f32);
+    let lin = Linears {
+        model,
+        n,
+        lora_scale: match &c.tah {
+            Some(t) if depth >= 2 => Some(t.lora_alpha / t.lora_rank as f32),
+            _ => None,
+        },
+    };
+    let (nd, eps) = (n * dim, c.rms_eps);
     let neox = c.arch != Arch::Llama;
     let n_sel = capture.as_ref().map_or(0, |cap| cap.layers.len());
     for (cs, &p) in s.rope_cs.chunks_exact_mut(hd / 2).zip(positions) {
@@ -195,154 +212,50 @@ pub fn run_layers(
     }
 
     for (l, layer) in model.layers.iter().enumerate() {
-        if let Some(cap) = capture.as_deref_mut() {
+        if let Some(cap) = capture.as_mut() {
             record(cap, l, &s.x[..n * dim], n, n_sel, dim);
         }
-        let lora = |i: usize| {
-            if depth >= 2 {
-                layer.lora[i].as_ref().map(|lo| (lo, lora_scale))
-            } else {
-                None
-            }
-        };
 
         // Attention block.
-        rms_norm(
-            &s.x[..n * dim],
-            &layer.attn_norm,
-            c.rms_eps,
-            &mut s.xb[..n * dim],
-        );
-        linear(
-            model,
-            &layer.wq,
-            layer.bq.as_deref(),
-            lora(0),
-            &s.xb,
-            n,
-            &mut s.q,
-            &mut s.lora_t,
-            &mut s.lora_y,
-            &mut s.mm,
-        );
-        linear(
-            model,
-            &layer.wk,
-            layer.bk.as_deref(),
-            lora(1),
-            &s.xb,
-            n,
-            &mut s.k,
-            &mut s.lora_t,
-            &mut s.lora_y,
-            &mut s.mm,
-        );
-        linear(
-            model,
-            &layer.wv,
-            layer.bv.as_deref(),
-            lora(2),
-            &s.xb,
-            n,
-            &mut s.v,
-            &mut s.lora_t,
-            &mut s.lora_y,
-            &mut s.mm,
-        );
+        rms_norm(&s.x[..nd], &layer.attn_norm, eps, &mut s.xb[..nd]);
+        lin.apply(layer, Linear::Q, &s.xb, &mut s.q, &mut s.lin);
+        lin.apply(layer, Linear::K, &s.xb, &mut s.k, &mut s.lin);
+        lin.apply(layer, Linear::V, &s.xb, &mut s.v, &mut s.lin);
         for i in 0..n {
             let q = &mut s.q[i * q_dim..(i + 1) * q_dim];
             let k = &mut s.k[i * kv_dim..(i + 1) * kv_dim];
             if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
-                rms_norm_heads(q, qn, c.rms_eps);
-                rms_norm_heads(k, kn, c.rms_eps);
+                rms_norm_heads(q, qn, eps);
+                rms_norm_heads(k, kn, eps);
             }
             let cs = &s.rope_cs[i * (hd / 2)..(i + 1) * (hd / 2)];
             rope(q, hd, cs, neox);
             rope(k, hd, cs, neox);
-            cache.write(
-                depth,
-                l,
-                first_slot + i,
-                k,
-                &s.v[i * kv_dim..(i + 1) * kv_dim],
-            );
+            let v = &s.v[i * kv_dim..(i + 1) * kv_dim];
+            cache.write(depth, l, first_slot + i, k, v);
         }
+        let heads = (c.n_heads, c.n_kv_heads, hd);
         attention(
             cache,
             l,
             depth,
             &s.q[..n * q_dim],
             positions,
-            c.n_heads,
-            c.n_kv_heads,
-            hd,
+            heads,
             &mut s.att[..n * q_dim],
         );
-        linear(
-            model,
-            &layer.wo,
-            None,
-            lora(3),
-            &s.att,
-            n,
-            &mut s.proj,
-            &mut s.lora_t,
-            &mut s.lora_y,
-            &mut s.mm,
-        );
-        for (x, p) in s.x[..n * dim].iter_mut().zip(&s.proj[..n * dim]) {
-            *x += p;
-        }
+        lin.apply(layer, Linear::O, &s.att, &mut s.proj, &mut s.lin);
+        add(&mut s.x[..nd], &s.proj[..nd]);
 
         // Feed-forward block: down(silu(gate(x)) · up(x)).
-        rms_norm(
-            &s.x[..n * dim],
-            &layer.ffn_norm,
-            c.rms_eps,
-            &mut s.xb[..n * dim],
-        );
-        linear(
-            model,
-            &layer.w_gate,
-            None,
-            lora(4),
-            &s.xb,
-            n,
-            &mut s.gate,
-            &mut s.lora_t,
-            &mut s.lora_y,
-            &mut s.mm,
-        );
-        linear(
-            model,
-            &layer.w_up,
-            None,
-            lora(5),
-            &s.xb,
-            n,
-            &mut s.up,
-            &mut s.lora_t,
-            &mut s.lora_y,
-            &mut s.mm,
-        );
+        rms_norm(&s.x[..nd], &layer.ffn_norm, eps, &mut s.xb[..nd]);
+        lin.apply(layer, Linear::Gate, &s.xb, &mut s.gate, &mut s.lin);
+        lin.apply(layer, Linear::Up, &s.xb, &mut s.up, &mut s.lin);
         kernels::swiglu(&mut s.gate[..n * c.ffn_dim], &s.up[..n * c.ffn_dim]);
-        linear(
-            model,
-            &layer.w_down,
-            None,
-            lora(6),
-            &s.gate,
-            n,
-            &mut s.proj,
-            &mut s.lora_t,
-            &mut s.lora_y,
-            &mut s.mm,
-        );
-        for (x, p) in s.x[..n * dim].iter_mut().zip(&s.proj[..n * dim]) {
-            *x += p;
-        }
+        lin.apply(layer, Linear::Down, &s.gate, &mut s.proj, &mut s.lin);
+        add(&mut s.x[..nd], &s.proj[..nd]);
     }
-    if let Some(cap) = capture {
+    if let Some(cap) = capture.as_mut() {
         if cap.layers.contains(&c.n_layers) {
             rms_norm(
                 &s.x[..n * dim],
@@ -374,18 +287,17 @@ type KvSet<'a> = (Rows<'a>, Rows<'a>, Option<&'a [usize]>);
 /// Duo-causal attention: the query of row i (position p, depth d) attends to the
 /// depth-1 keys at positions ≤ p and, for each depth 2..=d, to that depth's keys at
 /// positions ≤ p — one softmax over all of them, computed online (no mask).
-#[allow(clippy::too_many_arguments)]
+/// `heads` = (query heads, key/value heads, head dimension).
 fn attention(
     cache: &KvCache,
     layer: usize,
     depth: usize,
     q: &[f32],
     positions: &[usize],
-    n_heads: usize,
-    n_kv: usize,
-    hd: usize,
+    heads: (usize, usize, usize),
     out: &mut [f32],
 ) {
+    let (n_heads, n_kv, hd) = heads;
     let kv_dim = n_kv * hd;
     let group = n_heads / n_kv;
     let scale = 1.0 / (hd as f32).sqrt();
@@ -553,6 +465,6 @@ pub fn logits(model: &Model, s: &mut Scratch, rows: &[usize], logits: &mut [f32]
         &s.xb[..n * dim],
         n,
         &mut logits[..n * c.vocab],
-        &mut s.mm,
+        &mut s.lin.mm,
     );
 }

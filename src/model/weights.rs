@@ -40,8 +40,38 @@ pub struct Layer {
     pub w_gate: MatRef,           // (ffn, dim)
     pub w_up: MatRef,             // (ffn, dim)
     pub w_down: MatRef,           // (dim, ffn)
-    /// LoRA of [q, k, v, o, gate, up, down] (depth ≥ 2 only); `None` where not adapted.
+    /// LoRA of each [`Linear`] (depth ≥ 2 only), indexed by `Linear as usize`;
+    /// `None` where not adapted.
     pub lora: [Option<Lora>; 7],
+}
+
+/// The seven linears of a layer that TaH's depth-2 LoRA may adapt, in the
+/// order of [`keys::LINEARS`] (the file's tensor stems).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Linear {
+    Q,
+    K,
+    V,
+    O,
+    Gate,
+    Up,
+    Down,
+}
+
+impl Layer {
+    /// The base matrix, bias and LoRA pair of one linear.
+    pub fn linear(&self, which: Linear) -> (&MatRef, Option<&[f32]>, Option<&Lora>) {
+        let (w, b) = match which {
+            Linear::Q => (&self.wq, self.bq.as_deref()),
+            Linear::K => (&self.wk, self.bk.as_deref()),
+            Linear::V => (&self.wv, self.bv.as_deref()),
+            Linear::O => (&self.wo, None),
+            Linear::Gate => (&self.w_gate, None),
+            Linear::Up => (&self.w_up, None),
+            Linear::Down => (&self.w_down, None),
+        };
+        (w, b, self.lora[which as usize].as_ref())
+    }
 }
 
 /// A decider matrix. Stored in the file in a type the matmul kernels take
@@ -82,6 +112,41 @@ pub struct DeciderWeights {
     pub out_norm_b: Vec<f32>, // (last)
     pub out_w: Vec<f32>,      // (1, last)
     pub out_b: f32,
+}
+
+/// A model's decider: its weights and the mapped file bytes their matrices
+/// live in (all [`crate::tah::decider::probability`] needs).
+#[derive(Clone, Copy)]
+pub struct Decider<'a> {
+    pub w: &'a DeciderWeights,
+    file: &'a [u8],
+}
+
+impl<'a> Decider<'a> {
+    /// The values of one of the decider's matrices.
+    pub fn mat<'m>(&self, m: &'m DeciderMat) -> Matrix<'m>
+    where
+        'a: 'm,
+    {
+        resolve_decider_mat(self.file, m)
+    }
+}
+
+fn resolve_decider_mat<'a>(file: &'a [u8], m: &'a DeciderMat) -> Matrix<'a> {
+    match m {
+        DeciderMat::File(r) => Matrix {
+            ty: r.ty,
+            data: &file[r.start..r.start + r.len],
+            rows: r.rows,
+            cols: r.cols,
+        },
+        DeciderMat::Owned { f32le, rows, cols } => Matrix {
+            ty: GgmlType::F32,
+            data: f32le,
+            rows: *rows,
+            cols: *cols,
+        },
+    }
 }
 
 pub struct DeciderBlock {
@@ -225,17 +290,18 @@ impl Model {
         })
     }
 
+    /// The decider's weights with the file they point into; `None` for a
+    /// model without TaH.
+    pub fn decider(&self) -> Option<Decider<'_>> {
+        self.decider.as_ref().map(|w| Decider {
+            w,
+            file: self.file.raw(),
+        })
+    }
+
     /// The values of a decider matrix.
     pub fn decider_mat<'a>(&'a self, m: &'a DeciderMat) -> Matrix<'a> {
-        match m {
-            DeciderMat::File(r) => self.mat(r),
-            DeciderMat::Owned { f32le, rows, cols } => Matrix {
-                ty: GgmlType::F32,
-                data: f32le,
-                rows: *rows,
-                cols: *cols,
-            },
-        }
+        resolve_decider_mat(self.file.raw(), m)
     }
 
     pub fn file(&self) -> &GgufFile {

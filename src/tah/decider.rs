@@ -13,8 +13,7 @@
 //! ```
 
 use crate::kernels::{self, MatmulScratch};
-use crate::model::weights::{DeciderMat, DeciderWeights};
-use crate::model::Model;
+use crate::model::weights::{Decider, DeciderMat, DeciderWeights};
 use crate::quant::GgmlType;
 use half::f16;
 
@@ -63,14 +62,14 @@ impl DeciderScratch {
 /// activation rounded to f16 once, as the matmul would); other types take the
 /// matmul. Rows are split over the thread pool.
 fn affine(
-    model: &Model,
+    d: &Decider<'_>,
     w: &DeciderMat,
     b: &[f32],
     x: &[f32],
     y: &mut [f32],
     s: &mut AffineScratch,
 ) {
-    let m = model.decider_mat(w);
+    let m = d.mat(w);
     let k = kernels::kernels();
     let row_bytes = m.row_bytes();
     // Rows per task: at least 16 KiB of weights each.
@@ -243,13 +242,13 @@ fn erfc_cf(x: f64) -> f64 {
 /// The continue-probability of one token. `hidden` is concat of the selected
 /// hidden states (n·H), `topk` the sorted top-k logit values.
 pub fn probability(
-    model: &Model,
+    d: &Decider<'_>,
     normalize_input: bool,
     hidden: &[f32],
     topk: &[f32],
     s: &mut DeciderScratch,
 ) -> f32 {
-    let w = model.decider.as_ref().expect("a TaH model has a decider");
+    let w = d.w;
     let h = w.logits_proj_b.len();
     let n_hidden = hidden.len();
     let (hc, u) = s.input.split_at_mut(n_hidden);
@@ -268,7 +267,7 @@ pub fn probability(
         topk
     };
     affine(
-        model,
+        d,
         &w.logits_proj_w,
         &w.logits_proj_b,
         v,
@@ -279,7 +278,7 @@ pub fn probability(
     let d0 = w.combined_b.len();
     let mm = &mut s.aff;
     affine(
-        model,
+        d,
         &w.combined_w,
         &w.combined_b,
         &s.input,
@@ -287,7 +286,7 @@ pub fn probability(
         mm,
     );
     affine(
-        model,
+        d,
         &w.input_proj_w,
         &w.input_proj_b,
         &s.a[..d0],
@@ -300,7 +299,7 @@ pub fn probability(
         layer_norm(&s.b[..din], &blk.norm_w, &blk.norm_b, &mut s.normed[..din]);
         let e = blk.up_b.len();
         affine(
-            model,
+            d,
             &blk.up_w,
             &blk.up_b,
             &s.normed[..din],
@@ -309,7 +308,7 @@ pub fn probability(
         );
         gelu_in_place(&mut s.hidden[..e]);
         affine(
-            model,
+            d,
             &blk.down_w,
             &blk.down_b,
             &s.hidden[..e],
@@ -318,7 +317,7 @@ pub fn probability(
         );
         match &blk.dim_change {
             Some((cw, cb)) => {
-                affine(model, cw, cb, &s.b[..din], &mut s.normed[..dout], mm);
+                affine(d, cw, cb, &s.b[..din], &mut s.normed[..dout], mm);
                 for (z, r) in s.a[..dout].iter_mut().zip(&s.normed[..dout]) {
                     *z += r;
                 }

@@ -7,6 +7,7 @@
 pub mod budget;
 pub mod decider;
 pub mod soft_input;
+pub mod step;
 
 use std::fmt;
 use std::str::FromStr;

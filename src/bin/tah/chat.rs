@@ -8,11 +8,11 @@ use crate::run::{depth_colour, print_stats, stats_line};
 use clap::Args;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
-use tah::generate::{generate, GenerateOptions, TokenEvent};
 use tah::app::html::HtmlPage;
+use tah::app::tutor::{prompt_opens_thinking, ThinkFilter, TUTOR_SYSTEM_PROMPT};
+use tah::generate::{generate, GenerateOptions, TokenEvent};
 use tah::sample::SamplingParams;
 use tah::text::ChatMessage;
-use tah::app::tutor::{prompt_opens_thinking, ThinkFilter, TUTOR_SYSTEM_PROMPT};
 
 #[derive(Args, Debug)]
 pub struct ChatArgs {

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 use tah::app::eval::data::{self, DataFormat};
 use tah::app::eval::{run_problem, EvalOptions, Summary};
-use tah::generate::{GenerateOptions, TokenEvent};
 use tah::app::html::HtmlPage;
+use tah::generate::{GenerateOptions, TokenEvent};
 use tah::sample::SamplingParams;
 use tah::tah::ThinkMode;
 
