@@ -269,16 +269,7 @@ impl ApiSession {
                 self.session.ctx()
             ));
         }
-        // Feed at least one token: generation starts from its logits.
-        let keep = self
-            .session
-            .tokens()
-            .iter()
-            .zip(&ids)
-            .take_while(|(a, b)| a == b)
-            .count()
-            .min(ids.len() - 1);
-        self.session.truncate(keep);
+        let keep = self.session.keep_shared_prefix(&ids);
         self.pending.clear();
         self.pending.extend_from_slice(&ids[keep..]);
         Ok(self.pending.len())

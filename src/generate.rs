@@ -77,6 +77,54 @@ pub struct Stats {
     pub budget_tokens: Option<usize>,
 }
 
+impl Stats {
+    /// Adds another generation's figures to these (an evaluation's totals):
+    /// counts add up; rates, mean depth and speeds are recomputed over the
+    /// sums; the KV bytes per depth keep the largest seen. `budget_target` is
+    /// this one's.
+    pub fn add(&mut self, o: &Stats) {
+        let secs = |n: usize, per_s: f64| if per_s > 0.0 { n as f64 / per_s } else { 0.0 };
+        let decode_s = secs(self.generated_tokens, self.decode_tokens_per_s)
+            + secs(o.generated_tokens, o.decode_tokens_per_s);
+        let prefill_s = secs(self.prompt_tokens, self.prefill_tokens_per_s)
+            + secs(o.prompt_tokens, o.prefill_tokens_per_s);
+        let depth_sum = self.avg_depth * self.generated_tokens as f64
+            + o.avg_depth * o.generated_tokens as f64;
+        let budget_hard = |s: &Stats| {
+            s.budget_rate
+                .zip(s.budget_tokens)
+                .map_or(0.0, |(r, n)| (r * n as f64).round())
+        };
+        let budget_hard = budget_hard(self) + budget_hard(o);
+        self.prompt_tokens += o.prompt_tokens;
+        self.generated_tokens += o.generated_tokens;
+        self.hard_tokens += o.hard_tokens;
+        self.prompt_hard_tokens += o.prompt_hard_tokens;
+        add_elementwise(&mut self.tokens_per_depth, &o.tokens_per_depth, |a, b| a + b);
+        add_elementwise(&mut self.kv_bytes_per_depth, &o.kv_bytes_per_depth, usize::max);
+        if o.budget_tokens.is_some() || self.budget_tokens.is_some() {
+            let n = self.budget_tokens.unwrap_or(0) + o.budget_tokens.unwrap_or(0);
+            self.budget_tokens = Some(n);
+            self.budget_rate = Some(budget_hard / n.max(1) as f64);
+        }
+        let g = self.generated_tokens.max(1) as f64;
+        self.hard_rate = self.hard_tokens as f64 / g;
+        self.avg_depth = depth_sum / g;
+        self.decode_tokens_per_s = self.generated_tokens as f64 / decode_s.max(1e-9);
+        self.prefill_tokens_per_s = self.prompt_tokens as f64 / prefill_s.max(1e-9);
+    }
+}
+
+/// `a[i] = f(a[i], b[i])`, `a` first grown to `b`'s length with zeros.
+fn add_elementwise(a: &mut Vec<usize>, b: &[usize], f: impl Fn(usize, usize) -> usize) {
+    if a.len() < b.len() {
+        a.resize(b.len(), 0);
+    }
+    for (x, y) in a.iter_mut().zip(b) {
+        *x = f(*x, *y);
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Generation {
     pub prompt_ids: Vec<u32>,

@@ -166,6 +166,22 @@ impl Session {
         self.cache.truncate(n);
     }
 
+    /// Keeps the longest cached prefix that `ids` starts with, but at most
+    /// `ids.len() - 1` tokens (at least one is left to feed: generation starts
+    /// from its logits), and forgets the rest; returns the number kept. A chat
+    /// re-rendered each turn then feeds only what changed.
+    pub fn keep_shared_prefix(&mut self, ids: &[u32]) -> usize {
+        let keep = self
+            .tokens
+            .iter()
+            .zip(ids)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(ids.len().saturating_sub(1));
+        self.truncate(keep);
+        keep
+    }
+
     /// Logits after the last token fed.
     pub fn logits(&self) -> &[f32] {
         match self.logits_row {

@@ -132,13 +132,6 @@ pub struct TensorSink<W: Write> {
 }
 
 impl<W: Write> TensorSink<W> {
-    /// Name, dims and type of the next tensor expected.
-    pub fn next_tensor(&self) -> Option<(&str, &[u64], GgmlType)> {
-        self.tensors
-            .get(self.next)
-            .map(|t| (t.name.as_str(), t.dims.as_slice(), t.ty))
-    }
-
     /// Writes the next tensor's data (exactly its declared size).
     pub fn write_tensor(&mut self, data: &[u8]) -> io::Result<()> {
         let t = self

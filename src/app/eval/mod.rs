@@ -10,7 +10,7 @@
 pub mod data;
 pub mod grade;
 
-use crate::generate::{generate, GenerateOptions, Generation, StopReason, TokenEvent};
+use crate::generate::{generate, GenerateOptions, Generation, Stats, StopReason, TokenEvent};
 use crate::session::{Session, SessionError};
 use crate::text::{ChatMessage, ChatTemplate, TextError, Tokenizer};
 use data::Problem;
@@ -224,7 +224,8 @@ pub fn wilson(k: usize, n: usize, z: f64) -> (f64, f64) {
     ((centre - half).max(0.0), (centre + half).min(1.0))
 }
 
-/// The totals of an evaluation run.
+/// The totals of an evaluation run: the grades, and the generation
+/// statistics of every answer added up ([`Stats::add`]).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Summary {
     pub think: String,
@@ -235,78 +236,35 @@ pub struct Summary {
     pub accuracy_ci95: (f64, f64),
     /// Problems where no answer could be extracted.
     pub unanswered: usize,
-    pub prompt_tokens: usize,
-    pub generated_tokens: usize,
-    pub hard_tokens: usize,
-    /// Share of generated tokens that ran depth ≥ 2.
-    pub hard_rate: f64,
-    /// Mean depth of the generated tokens.
-    pub avg_depth: f64,
-    pub tokens_per_depth: Vec<usize>,
-    /// Generated tokens per second of decoding.
-    pub decode_tokens_per_s: f64,
+    #[serde(flatten)]
+    pub totals: Stats,
     /// Generated tokens per second of wall time (prefill included).
     pub tokens_per_s: f64,
     pub time_s: f64,
-    /// `--think budget:R`: the target and the achieved share over the
-    /// generated tokens decided after the controller's warm-up.
-    pub budget_target: Option<f64>,
-    pub budget_rate: Option<f64>,
-    #[serde(skip)]
-    decode_s: f64,
-    #[serde(skip)]
-    depth_sum: f64,
-    #[serde(skip)]
-    budget_counts: (usize, usize),
 }
 
 impl Summary {
     pub fn new(think: impl Into<String>, budget_target: Option<f64>) -> Summary {
         Summary {
             think: think.into(),
-            budget_target,
+            totals: Stats {
+                budget_target,
+                ..Stats::default()
+            },
             ..Default::default()
         }
     }
 
-    /// Counts one problem.
-    pub fn add(&mut self, r: &ProblemResult) {
+    /// Counts one problem: its grade and its generation's statistics.
+    pub fn add(&mut self, r: &ProblemResult, stats: &Stats) {
         self.problems += 1;
         self.correct += r.correct as usize;
         self.unanswered += r.extracted.is_none() as usize;
-        self.prompt_tokens += r.prompt_tokens;
-        self.generated_tokens += r.tokens;
-        self.hard_tokens += r.hard_tokens;
-        self.depth_sum += r.avg_depth * r.tokens as f64;
-        if self.tokens_per_depth.len() < r.tokens_per_depth.len() {
-            self.tokens_per_depth.resize(r.tokens_per_depth.len(), 0);
-        }
-        for (a, b) in self.tokens_per_depth.iter_mut().zip(&r.tokens_per_depth) {
-            *a += b;
-        }
+        self.totals.add(stats);
         self.time_s += r.time_s;
-        if r.decode_tokens_per_s > 0.0 {
-            self.decode_s += r.tokens as f64 / r.decode_tokens_per_s;
-        }
-        if let (Some(n), Some(h)) = (r.budget_tokens, r.budget_hard) {
-            self.budget_counts.0 += n;
-            self.budget_counts.1 += h;
-        }
-        self.update();
-    }
-
-    fn update(&mut self) {
-        let g = self.generated_tokens.max(1) as f64;
         self.accuracy = self.correct as f64 / self.problems.max(1) as f64;
         self.accuracy_ci95 = wilson(self.correct, self.problems, 1.96);
-        self.hard_rate = self.hard_tokens as f64 / g;
-        self.avg_depth = self.depth_sum / g;
-        self.decode_tokens_per_s = self.generated_tokens as f64 / self.decode_s.max(1e-9);
-        self.tokens_per_s = self.generated_tokens as f64 / self.time_s.max(1e-9);
-        if self.budget_target.is_some() {
-            let (n, h) = self.budget_counts;
-            self.budget_rate = Some(h as f64 / n.max(1) as f64);
-        }
+        self.tokens_per_s = self.totals.generated_tokens as f64 / self.time_s.max(1e-9);
     }
 
     /// The human-readable report.
@@ -323,12 +281,12 @@ impl Summary {
         s += &format!(
             "think {}: generated {} tokens, hard rate {:.2}%, average depth {:.3}, tokens per depth {:?}\n",
             self.think,
-            self.generated_tokens,
-            100.0 * self.hard_rate,
-            self.avg_depth,
-            self.tokens_per_depth
+            self.totals.generated_tokens,
+            100.0 * self.totals.hard_rate,
+            self.totals.avg_depth,
+            self.totals.tokens_per_depth
         );
-        if let (Some(t), Some(r)) = (self.budget_target, self.budget_rate) {
+        if let (Some(t), Some(r)) = (self.totals.budget_target, self.totals.budget_rate) {
             s += &format!(
                 "think budget: target {:.2}%, achieved {:.2}% (generated tokens after warm-up)\n",
                 100.0 * t,
@@ -337,7 +295,7 @@ impl Summary {
         }
         s += &format!(
             "speed: {:.2} tokens/s decoding, {:.2} tokens/s overall, {:.1} s in all\n",
-            self.decode_tokens_per_s, self.tokens_per_s, self.time_s
+            self.totals.decode_tokens_per_s, self.tokens_per_s, self.time_s
         );
         s
     }

@@ -3,7 +3,7 @@
 //! longest prefix already in the cache are fed, so the cache (both depths) stays
 //! consistent even when a template rewrites earlier turns.
 
-use crate::common::{Error, HtmlCollector, ModelArgs};
+use crate::common::{Error, HtmlCollector, ModelArgs, SamplingArgs};
 use crate::run::{depth_colour, print_stats, stats_line};
 use clap::Args;
 use std::io::{BufRead, IsTerminal, Write};
@@ -18,22 +18,14 @@ use tah::text::ChatMessage;
 pub struct ChatArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// System message.
     #[arg(long)]
     pub system: Option<String>,
     /// Most new tokens per answer.
     #[arg(short = 'n', long, default_value_t = 1024)]
     pub n_predict: usize,
-    #[arg(long, default_value_t = 0.6)]
-    pub temp: f32,
-    #[arg(long, default_value_t = 20)]
-    pub top_k: usize,
-    #[arg(long, default_value_t = 0.95)]
-    pub top_p: f32,
-    #[arg(long, default_value_t = 0.0)]
-    pub min_p: f32,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
     /// Ask a thinking model not to think (enable_thinking=false).
     #[arg(long)]
     pub no_think: bool,
@@ -163,25 +155,16 @@ pub fn chat(a: ChatArgs) -> Result<(), Error> {
         let text = tmpl.render(&messages, true, (!thinking).then_some(false))?;
         let ids = tok.encode(&text, true)?;
         // Keep the cached prefix the new rendering shares; feed the rest.
-        let keep = session
-            .tokens()
-            .iter()
-            .zip(&ids)
-            .take_while(|(a, b)| a == b)
-            .count()
-            .min(ids.len() - 1);
-        session.truncate(keep);
+        let keep = session.keep_shared_prefix(&ids);
         if ids.len() >= session.ctx() {
             eprintln!("[tah] the conversation no longer fits the context ({} tokens); /reset to start over", ids.len());
             messages.pop();
             continue;
         }
+        let base = a.sampling.params(SamplingParams::default());
         let sampling = SamplingParams {
-            temperature: a.temp,
-            top_k: a.top_k,
-            top_p: a.top_p,
-            min_p: a.min_p,
-            seed: a.seed.wrapping_add(turn),
+            seed: base.seed.wrapping_add(turn),
+            ..base
         };
         let opts = GenerateOptions {
             max_tokens: a.n_predict,

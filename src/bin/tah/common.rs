@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tah::model::kv_cache::KvType;
 use tah::model::Model;
+use tah::sample::SamplingParams;
 use tah::session::{Session, SessionOptions};
 use tah::tah::{TahOptions, ThinkMode};
 
@@ -43,6 +44,42 @@ pub struct ModelArgs {
     /// has within one of n times this many.
     #[arg(long)]
     pub hard_rate: Option<f32>,
+}
+
+/// The sampling flags of `run`, `chat` and `eval`. Unset flags keep the
+/// command's defaults: the sampler's own ([`SamplingParams::default`]: Qwen3's
+/// recommended temperature 0.6, top-k 20, top-p 0.95), greedy for `eval`.
+#[derive(Args, Clone, Debug)]
+pub struct SamplingArgs {
+    /// Sampling temperature; 0 = greedy [default: 0.6; eval: 0].
+    #[arg(long)]
+    pub temp: Option<f32>,
+    /// Keep the k most likely tokens (0 = off) [default: 20].
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Nucleus sampling mass (1 = off) [default: 0.95].
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    /// Drop tokens below min_p × the most likely one's probability (0 = off) [default: 0].
+    #[arg(long)]
+    pub min_p: Option<f32>,
+    /// Random seed; runs are reproducible for a given seed (chat turn i and
+    /// eval problem i use seed + i) [default: 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+impl SamplingArgs {
+    /// `defaults` with the flags given on the command line put over them.
+    pub fn params(&self, defaults: SamplingParams) -> SamplingParams {
+        SamplingParams {
+            temperature: self.temp.unwrap_or(defaults.temperature),
+            top_k: self.top_k.unwrap_or(defaults.top_k),
+            top_p: self.top_p.unwrap_or(defaults.top_p),
+            min_p: self.min_p.unwrap_or(defaults.min_p),
+            seed: self.seed.unwrap_or(defaults.seed),
+        }
+    }
 }
 
 fn parse_kv(s: &str) -> Result<KvType, String> {

@@ -1,7 +1,7 @@
 //! `tah eval`: answer a JSON-lines set of word problems and grade the answers
 //! (see `tah::app::eval`).
 
-use crate::common::{Error, HtmlCollector, ModelArgs};
+use crate::common::{Error, HtmlCollector, ModelArgs, SamplingArgs};
 use clap::Args;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -17,6 +17,8 @@ use tah::tah::ThinkMode;
 pub struct EvalArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// The problems: JSON lines with "question" and "answer".
     #[arg(long)]
     pub data: PathBuf,
@@ -31,18 +33,6 @@ pub struct EvalArgs {
     /// Most new tokens per answer.
     #[arg(short = 'n', long, default_value_t = 512)]
     pub n_predict: usize,
-    /// Sampling temperature; 0 = greedy (the default).
-    #[arg(long, default_value_t = 0.0)]
-    pub temp: f32,
-    #[arg(long, default_value_t = 20)]
-    pub top_k: usize,
-    #[arg(long, default_value_t = 0.95)]
-    pub top_p: f32,
-    #[arg(long, default_value_t = 0.0)]
-    pub min_p: f32,
-    /// Random seed (problem i uses seed + i).
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
     /// A system message before each question.
     #[arg(long)]
     pub system: Option<String>,
@@ -87,7 +77,7 @@ impl Progress {
             self.total,
             s.correct,
             100.0 * s.accuracy,
-            100.0 * s.hard_rate,
+            100.0 * s.totals.hard_rate,
             tokens_now
         );
     }
@@ -133,16 +123,18 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
         last: Instant::now(),
     };
     let tok = model.tokenizer.as_ref();
+    // Greedy unless asked otherwise: an evaluation is reproducible by default.
+    let base = a.sampling.params(SamplingParams {
+        temperature: 0.0,
+        ..SamplingParams::default()
+    });
     for (i, p) in problems.iter().enumerate() {
         let opts = EvalOptions {
             generate: GenerateOptions {
                 max_tokens: a.n_predict,
                 sampling: SamplingParams {
-                    temperature: a.temp,
-                    top_k: a.top_k,
-                    top_p: a.top_p,
-                    min_p: a.min_p,
-                    seed: a.seed.wrapping_add(i as u64),
+                    seed: base.seed.wrapping_add(i as u64),
+                    ..base
                 },
                 stop_at_eog: true,
             },
@@ -168,7 +160,7 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
             &opts,
             &mut on_token,
         )?;
-        summary.add(&r);
+        summary.add(&r, &g.stats);
         if let Some(l) = log.as_mut() {
             writeln!(l, "{}", serde_json::to_string(&r)?)?;
             l.flush()?;

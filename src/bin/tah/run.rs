@@ -1,6 +1,6 @@
 //! `tah run`: one prompt, streamed answer.
 
-use crate::common::{Error, HtmlCollector, ModelArgs};
+use crate::common::{Error, HtmlCollector, ModelArgs, SamplingArgs};
 use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
@@ -12,6 +12,8 @@ use tah::text::ChatMessage;
 pub struct RunArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// The prompt text.
     #[arg(short = 'p', long, conflicts_with_all = ["prompt_ids", "file"])]
     pub prompt: Option<String>,
@@ -33,21 +35,6 @@ pub struct RunArgs {
     /// Most new tokens.
     #[arg(short = 'n', long, default_value_t = 256)]
     pub n_predict: usize,
-    /// Sampling temperature; 0 = greedy.
-    #[arg(long, default_value_t = 0.6)]
-    pub temp: f32,
-    /// Keep the k most likely tokens (0 = off).
-    #[arg(long, default_value_t = 20)]
-    pub top_k: usize,
-    /// Nucleus sampling mass (1 = off).
-    #[arg(long, default_value_t = 0.95)]
-    pub top_p: f32,
-    /// Drop tokens below min_p × the most likely one's probability (0 = off).
-    #[arg(long, default_value_t = 0.0)]
-    pub min_p: f32,
-    /// Random seed (runs are reproducible for a given seed).
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
     /// Do not stop at end-of-generation tokens.
     #[arg(long)]
     pub ignore_eos: bool,
@@ -72,16 +59,6 @@ pub fn depth_colour(depth: u8) -> &'static str {
         0 | 1 => "",
         2 => "\x1b[1;33m",
         _ => "\x1b[1;31m",
-    }
-}
-
-pub fn sampling(a: &RunArgs) -> SamplingParams {
-    SamplingParams {
-        temperature: a.temp,
-        top_k: a.top_k,
-        top_p: a.top_p,
-        min_p: a.min_p,
-        seed: a.seed,
     }
 }
 
@@ -139,7 +116,7 @@ pub fn run(a: RunArgs) -> Result<(), Error> {
     }
     let opts = GenerateOptions {
         max_tokens: a.n_predict,
-        sampling: sampling(&a),
+        sampling: a.sampling.params(SamplingParams::default()),
         stop_at_eog: !a.ignore_eos,
     };
     let mut log = a.logits_out.as_ref().map(|_| LogitsLog::default());
