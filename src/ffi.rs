@@ -21,8 +21,11 @@
 //!   own token callback, fails instead of racing). Each model runs its forward
 //!   passes on its own pool of `threads` workers; the token callback is called on
 //!   the thread that called `tah_session_generate`.
+//! - **Safety.** Each `unsafe` entry point's `# Safety` section lists what the
+//!   caller must guarantee beyond the above: pointers that are NULL or valid for
+//!   what they say (a handle from this library not yet freed, a NUL-terminated
+//!   string, `n` readable elements, `capacity` writable ones).
 #![allow(non_camel_case_types)]
-#![allow(clippy::missing_safety_doc)]
 
 use crate::api::{ApiModel, ApiSession, ModelParams, Piece, SessionParams};
 use crate::generate::StopReason;
@@ -205,19 +208,33 @@ fn guard<R>(fail: R, f: impl FnOnce() -> Result<R, String>) -> R {
     }
 }
 
+/// A borrowed string argument.
+///
+/// # Safety
+/// `p` is NULL or a NUL-terminated string that outlives `'a`.
 unsafe fn str_arg<'a>(p: *const c_char, what: &str) -> Result<&'a str, String> {
     if p.is_null() {
         return Err(format!("{what} is NULL"));
     }
-    CStr::from_ptr(p)
+    // SAFETY: not NULL, and NUL-terminated by the caller's contract.
+    unsafe { CStr::from_ptr(p) }
         .to_str()
         .map_err(|_| format!("{what} is not valid UTF-8"))
 }
 
+/// A model handle argument.
+///
+/// # Safety
+/// `m` is NULL or a handle from `tah_model_load` not yet freed.
 unsafe fn model_arg<'a>(m: *const tah_model) -> Result<&'a tah_model, String> {
-    m.as_ref().ok_or_else(|| "model is NULL".to_string())
+    // SAFETY: NULL or a live handle (the caller's contract).
+    unsafe { m.as_ref() }.ok_or_else(|| "model is NULL".to_string())
 }
 
+/// A token-id array argument, copied.
+///
+/// # Safety
+/// `ids` is NULL or points to `n` readable `i32`s.
 unsafe fn ids_arg(ids: *const i32, n: usize) -> Result<Vec<u32>, String> {
     if n == 0 {
         return Ok(Vec::new());
@@ -225,7 +242,8 @@ unsafe fn ids_arg(ids: *const i32, n: usize) -> Result<Vec<u32>, String> {
     if ids.is_null() {
         return Err("token ids are NULL".into());
     }
-    std::slice::from_raw_parts(ids, n)
+    // SAFETY: not NULL, and `n` readable elements by the caller's contract.
+    unsafe { std::slice::from_raw_parts(ids, n) }
         .iter()
         .map(|&t| u32::try_from(t).map_err(|_| format!("negative token id {t}")))
         .collect()
@@ -233,11 +251,15 @@ unsafe fn ids_arg(ids: *const i32, n: usize) -> Result<Vec<u32>, String> {
 
 /// Locks a session for one call. A session whose last call panicked is reset;
 /// one in use elsewhere is an error.
+///
+/// # Safety
+/// `s` is NULL or a handle from `tah_session_new` not yet freed.
 unsafe fn with_session<R>(
     s: *const tah_session,
     f: impl FnOnce(&mut ApiSession) -> Result<R, String>,
 ) -> Result<R, String> {
-    let s = s.as_ref().ok_or("session is NULL")?;
+    // SAFETY: NULL or a live handle (the caller's contract).
+    let s = unsafe { s.as_ref() }.ok_or("session is NULL")?;
     let mut g = match s.inner.try_lock() {
         Ok(g) => g,
         Err(TryLockError::WouldBlock) => return Err(
@@ -353,14 +375,20 @@ fn model_params(p: &tah_model_params) -> Result<ModelParams, String> {
 /// Loads (memory-maps) a `.tah` / GGUF file. `params` may be NULL (defaults).
 /// Returns NULL on failure (a missing file, a bad file, settings the model does
 /// not support such as depth 2 on a plain model).
+///
+/// # Safety
+/// `path` is NULL or a NUL-terminated string; `params` is NULL or points to a
+/// `tah_model_params`.
 #[no_mangle]
 pub unsafe extern "C" fn tah_model_load(
     path: *const c_char,
     params: *const tah_model_params,
 ) -> *mut tah_model {
     guard(std::ptr::null_mut(), || {
-        let path = str_arg(path, "path")?;
-        let p = match params.as_ref() {
+        // SAFETY: the caller's contract above.
+        let path = unsafe { str_arg(path, "path") }?;
+        // SAFETY: NULL or a readable `tah_model_params`.
+        let p = match unsafe { params.as_ref() } {
             Some(p) => *p,
             None => tah_model_default_params(),
         };
@@ -371,31 +399,49 @@ pub unsafe extern "C" fn tah_model_load(
 
 /// Releases the caller's handle (NULL is fine). Sessions on the model keep it
 /// alive until they are freed.
+///
+/// # Safety
+/// `model` is NULL or a handle from `tah_model_load`, freed only once.
 #[no_mangle]
 pub unsafe extern "C" fn tah_model_free(model: *mut tah_model) {
     if !model.is_null() {
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(model))));
+        // SAFETY: a handle made by `Box::into_raw` in `tah_model_load`, freed once.
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(model) })));
     }
 }
 
 /// Vocabulary size, or -1.
+///
+/// # Safety
+/// `model` is NULL or a live model handle.
 #[no_mangle]
 pub unsafe extern "C" fn tah_model_n_vocab(model: *const tah_model) -> i32 {
-    guard(-1, || Ok(model_arg(model)?.inner.model.cfg.vocab as i32))
+    // SAFETY: the caller's contract above.
+    guard(-1, || {
+        Ok(unsafe { model_arg(model) }?.inner.model.cfg.vocab as i32)
+    })
 }
 
 /// True when the model carries a tokenizer (text and chat prompts work);
 /// id-only models are driven with `tah_session_prompt_tokens`.
+///
+/// # Safety
+/// `model` is NULL or a live model handle.
 #[no_mangle]
 pub unsafe extern "C" fn tah_model_has_tokenizer(model: *const tah_model) -> bool {
     guard(false, || {
-        Ok(model_arg(model)?.inner.model.tokenizer.is_some())
+        // SAFETY: the caller's contract above.
+        Ok(unsafe { model_arg(model) }?.inner.model.tokenizer.is_some())
     })
 }
 
 /// Token ids of `text` into `out` (room for `capacity`). Returns the number of
 /// tokens; when that is more than `capacity` nothing is written (call again with
 /// a bigger buffer; `out` may be NULL when `capacity` is 0). -1 on error.
+///
+/// # Safety
+/// `model` is NULL or a live model handle; `text` is NULL or a NUL-terminated
+/// string; `out` is NULL or has room for `capacity` `int32_t`s.
 #[no_mangle]
 pub unsafe extern "C" fn tah_tokenize(
     model: *const tah_model,
@@ -405,15 +451,18 @@ pub unsafe extern "C" fn tah_tokenize(
     capacity: usize,
 ) -> i32 {
     guard(-1, || {
-        let m = model_arg(model)?;
-        let ids = m.inner.tokenize(str_arg(text, "text")?, add_special)?;
+        // SAFETY: the caller's contract above.
+        let (m, text) = unsafe { (model_arg(model)?, str_arg(text, "text")?) };
+        let ids = m.inner.tokenize(text, add_special)?;
         let n = i32::try_from(ids.len()).map_err(|_| "text too long".to_string())?;
         if ids.len() <= capacity && !ids.is_empty() {
             if out.is_null() {
                 return Err("output buffer is NULL".into());
             }
-            for (i, &id) in ids.iter().enumerate() {
-                *out.add(i) = id as i32;
+            // SAFETY: not NULL, with room for `capacity` ≥ `ids.len()` elements.
+            let out = unsafe { std::slice::from_raw_parts_mut(out, ids.len()) };
+            for (o, &id) in out.iter_mut().zip(&ids) {
+                *o = id as i32;
             }
         }
         Ok(n)
@@ -424,6 +473,10 @@ pub unsafe extern "C" fn tah_tokenize(
 /// Returns the text's length in bytes without the NUL; when `capacity` is less than
 /// that plus one nothing is written (`out` may be NULL when `capacity` is 0).
 /// -1 on error.
+///
+/// # Safety
+/// `model` is NULL or a live model handle; `ids` is NULL or points to `n`
+/// `int32_t`s; `out` is NULL or has room for `capacity` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn tah_detokenize(
     model: *const tah_model,
@@ -433,14 +486,17 @@ pub unsafe extern "C" fn tah_detokenize(
     capacity: usize,
 ) -> i64 {
     guard(-1, || {
-        let m = model_arg(model)?;
-        let text = m.inner.detokenize(&ids_arg(ids, n)?)?;
+        // SAFETY: the caller's contract above.
+        let (m, ids) = unsafe { (model_arg(model)?, ids_arg(ids, n)?) };
+        let text = m.inner.detokenize(&ids)?;
         if text.len() < capacity {
             if out.is_null() {
                 return Err("output buffer is NULL".into());
             }
-            std::ptr::copy_nonoverlapping(text.as_ptr(), out.cast::<u8>(), text.len());
-            *out.add(text.len()) = 0;
+            // SAFETY: not NULL, with room for `capacity` > `text.len()` bytes.
+            let out = unsafe { std::slice::from_raw_parts_mut(out.cast::<u8>(), text.len() + 1) };
+            out[..text.len()].copy_from_slice(text.as_bytes());
+            out[text.len()] = 0;
         }
         Ok(text.len() as i64)
     })
@@ -451,14 +507,19 @@ pub unsafe extern "C" fn tah_detokenize(
 
 /// A new, empty session on `model`. `params` may be NULL (defaults). Allocates
 /// the KV cache for its context. NULL on failure.
+///
+/// # Safety
+/// `model` is NULL or a live model handle; `params` is NULL or points to a
+/// `tah_session_params`.
 #[no_mangle]
 pub unsafe extern "C" fn tah_session_new(
     model: *const tah_model,
     params: *const tah_session_params,
 ) -> *mut tah_session {
     guard(std::ptr::null_mut(), || {
-        let m = model_arg(model)?;
-        let p = match params.as_ref() {
+        // SAFETY: the caller's contract above.
+        let (m, params) = unsafe { (model_arg(model)?, params.as_ref()) };
+        let p = match params {
             Some(p) => *p,
             None => tah_session_default_params(),
         };
@@ -476,21 +537,33 @@ pub unsafe extern "C" fn tah_session_new(
 }
 
 /// Frees a session (NULL is fine). Not while another thread uses it.
+///
+/// # Safety
+/// `session` is NULL or a handle from `tah_session_new`, freed only once and
+/// not in use on another thread.
 #[no_mangle]
 pub unsafe extern "C" fn tah_session_free(session: *mut tah_session) {
     if !session.is_null() {
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(session))));
+        // SAFETY: a handle made by `Box::into_raw` in `tah_session_new`, freed
+        // once, unused elsewhere (the caller's contract).
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(session) })));
     }
 }
 
 /// Forgets the conversation (the cache and anything queued). 0 or -1.
+///
+/// # Safety
+/// `session` is NULL or a live session handle.
 #[no_mangle]
 pub unsafe extern "C" fn tah_session_reset(session: *mut tah_session) -> i32 {
     guard(-1, || {
-        with_session(session, |s| {
-            s.reset();
-            Ok(0)
-        })
+        // SAFETY: the caller's contract above.
+        unsafe {
+            with_session(session, |s| {
+                s.reset();
+                Ok(0)
+            })
+        }
     })
 }
 
@@ -498,6 +571,10 @@ pub unsafe extern "C" fn tah_session_reset(session: *mut tah_session) -> i32 {
 /// `tah_session_generate`. With `add_special` the model's BOS is prepended where
 /// it wants one (use it for the first text of a conversation). Returns the number
 /// of tokens queued, or -1.
+///
+/// # Safety
+/// `session` is NULL or a live session handle; `text` is NULL or a
+/// NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn tah_session_prompt(
     session: *mut tah_session,
@@ -505,14 +582,18 @@ pub unsafe extern "C" fn tah_session_prompt(
     add_special: bool,
 ) -> i32 {
     guard(-1, || {
-        with_session(session, |s| {
-            let n = s.prompt_text(str_arg(text, "text")?, add_special)?;
-            Ok(n as i32)
-        })
+        // SAFETY: the caller's contract above.
+        let text = unsafe { str_arg(text, "text") }?;
+        // SAFETY: the caller's contract above.
+        unsafe { with_session(session, |s| Ok(s.prompt_text(text, add_special)? as i32)) }
     })
 }
 
 /// Queues `n` token ids after what the session holds. 0 or -1.
+///
+/// # Safety
+/// `session` is NULL or a live session handle; `ids` is NULL or points to `n`
+/// `int32_t`s.
 #[no_mangle]
 pub unsafe extern "C" fn tah_session_prompt_tokens(
     session: *mut tah_session,
@@ -520,10 +601,15 @@ pub unsafe extern "C" fn tah_session_prompt_tokens(
     n: usize,
 ) -> i32 {
     guard(-1, || {
-        with_session(session, |s| {
-            s.prompt_tokens(&ids_arg(ids, n)?)?;
-            Ok(0)
-        })
+        // SAFETY: the caller's contract above.
+        let ids = unsafe { ids_arg(ids, n) }?;
+        // SAFETY: the caller's contract above.
+        unsafe {
+            with_session(session, |s| {
+                s.prompt_tokens(&ids)?;
+                Ok(0)
+            })
+        }
     })
 }
 
@@ -535,6 +621,10 @@ pub unsafe extern "C" fn tah_session_prompt_tokens(
 /// queued, so a multi-turn chat passes the whole conversation each turn (the
 /// assistant's replies included) and pays only for the new suffix. Returns the
 /// number of tokens queued, or -1.
+///
+/// # Safety
+/// `session` is NULL or a live session handle; `messages` is NULL or points to
+/// `n` `tah_chat_message`s whose strings are NULL or NUL-terminated.
 #[no_mangle]
 pub unsafe extern "C" fn tah_session_chat(
     session: *mut tah_session,
@@ -550,16 +640,21 @@ pub unsafe extern "C" fn tah_session_chat(
         let msgs = if n == 0 {
             &[][..]
         } else {
-            std::slice::from_raw_parts(messages, n)
+            // SAFETY: not NULL, `n` readable messages (the caller's contract).
+            unsafe { std::slice::from_raw_parts(messages, n) }
         };
         let msgs = msgs
             .iter()
             .enumerate()
             .map(|(i, m)| {
-                Ok(ChatMessage::new(
-                    str_arg(m.role, &format!("messages[{i}].role"))?,
-                    str_arg(m.content, &format!("messages[{i}].content"))?,
-                ))
+                // SAFETY: NULL or NUL-terminated strings (the caller's contract).
+                let (role, content) = unsafe {
+                    (
+                        str_arg(m.role, &format!("messages[{i}].role"))?,
+                        str_arg(m.content, &format!("messages[{i}].content"))?,
+                    )
+                };
+                Ok(ChatMessage::new(role, content))
             })
             .collect::<Result<Vec<_>, String>>()?;
         let thinking = match enable_thinking {
@@ -568,9 +663,12 @@ pub unsafe extern "C" fn tah_session_chat(
             1 => Some(true),
             v => return Err(format!("enable_thinking {v} is not -1, 0 or 1")),
         };
-        with_session(session, |s| {
-            Ok(s.chat(&msgs, add_generation_prompt, thinking)? as i32)
-        })
+        // SAFETY: the caller's contract above.
+        unsafe {
+            with_session(session, |s| {
+                Ok(s.chat(&msgs, add_generation_prompt, thinking)? as i32)
+            })
+        }
     })
 }
 
@@ -580,6 +678,10 @@ pub unsafe extern "C" fn tah_session_chat(
 /// may be NULL (`tah_sampling_default()`). With nothing queued, generation
 /// continues after the last token in the session. Returns the number of tokens
 /// generated, or -1.
+///
+/// # Safety
+/// `session` is NULL or a live session handle; `sampling` is NULL or points to
+/// a `tah_sampling`; `callback`, when given, is safe to call with `user_data`.
 #[no_mangle]
 pub unsafe extern "C" fn tah_session_generate(
     session: *mut tah_session,
@@ -591,7 +693,8 @@ pub unsafe extern "C" fn tah_session_generate(
     guard(-1, || {
         let max = usize::try_from(max_tokens)
             .map_err(|_| format!("max_tokens {max_tokens} is negative"))?;
-        let sp = match sampling.as_ref() {
+        // SAFETY: NULL or a readable `tah_sampling` (the caller's contract).
+        let sp = match unsafe { sampling.as_ref() } {
             None => SamplingParams::default(),
             Some(s) => SamplingParams {
                 temperature: s.temperature,
@@ -602,7 +705,7 @@ pub unsafe extern "C" fn tah_session_generate(
                 seed: s.seed,
             },
         };
-        with_session(session, |s| {
+        let generate = |s: &mut ApiSession| {
             let mut buf: Vec<u8> = Vec::with_capacity(64);
             let mut on_token = |p: &Piece| match callback {
                 None => true,
@@ -610,23 +713,33 @@ pub unsafe extern "C" fn tah_session_generate(
                     buf.clear();
                     buf.extend_from_slice(p.text.as_bytes());
                     buf.push(0);
-                    let r = cb(
-                        buf.as_ptr().cast(),
-                        p.text.len(),
-                        p.id as i32,
-                        p.depth as i32,
-                        user_data,
-                    );
+                    // SAFETY: the caller vouches for its callback and user data;
+                    // `buf` is a NUL-terminated piece that outlives the call.
+                    let r = unsafe {
+                        cb(
+                            buf.as_ptr().cast(),
+                            p.text.len(),
+                            p.id as i32,
+                            p.depth as i32,
+                            user_data,
+                        )
+                    };
                     r == 0
                 }
             };
             let n = s.generate(max, sp, &mut on_token)?;
             Ok(n as i32)
-        })
+        };
+        // SAFETY: the caller's contract above.
+        unsafe { with_session(session, generate) }
     })
 }
 
 /// Fills `out` with the statistics of the session's last generation. 0 or -1.
+///
+/// # Safety
+/// `session` is NULL or a live session handle; `out` is NULL or points to a
+/// writable `tah_stats`.
 #[no_mangle]
 pub unsafe extern "C" fn tah_session_stats(
     session: *const tah_session,
@@ -636,8 +749,9 @@ pub unsafe extern "C" fn tah_session_stats(
         if out.is_null() {
             return Err("stats output is NULL".into());
         }
-        let st = with_session(session, |s| Ok(s.stats()))?;
-        *out = tah_stats {
+        // SAFETY: the caller's contract above.
+        let st = unsafe { with_session(session, |s| Ok(s.stats())) }?;
+        let st = tah_stats {
             prompt_tokens: st.prompt_tokens as u64,
             prompt_hard_tokens: st.prompt_hard_tokens as u64,
             generated_tokens: st.generated_tokens as u64,
@@ -658,6 +772,8 @@ pub unsafe extern "C" fn tah_session_stats(
                 Some(StopReason::Stopped) => TAH_STOP_CALLBACK,
             },
         };
+        // SAFETY: not NULL, and writable (the caller's contract).
+        unsafe { out.write(st) };
         Ok(0)
     })
 }

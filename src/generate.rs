@@ -88,8 +88,8 @@ impl Stats {
             + secs(o.generated_tokens, o.decode_tokens_per_s);
         let prefill_s = secs(self.prompt_tokens, self.prefill_tokens_per_s)
             + secs(o.prompt_tokens, o.prefill_tokens_per_s);
-        let depth_sum = self.avg_depth * self.generated_tokens as f64
-            + o.avg_depth * o.generated_tokens as f64;
+        let depth_sum =
+            self.avg_depth * self.generated_tokens as f64 + o.avg_depth * o.generated_tokens as f64;
         let budget_hard = |s: &Stats| {
             s.budget_rate
                 .zip(s.budget_tokens)
@@ -100,8 +100,14 @@ impl Stats {
         self.generated_tokens += o.generated_tokens;
         self.hard_tokens += o.hard_tokens;
         self.prompt_hard_tokens += o.prompt_hard_tokens;
-        add_elementwise(&mut self.tokens_per_depth, &o.tokens_per_depth, |a, b| a + b);
-        add_elementwise(&mut self.kv_bytes_per_depth, &o.kv_bytes_per_depth, usize::max);
+        add_elementwise(&mut self.tokens_per_depth, &o.tokens_per_depth, |a, b| {
+            a + b
+        });
+        add_elementwise(
+            &mut self.kv_bytes_per_depth,
+            &o.kv_bytes_per_depth,
+            usize::max,
+        );
         if o.budget_tokens.is_some() || self.budget_tokens.is_some() {
             let n = self.budget_tokens.unwrap_or(0) + o.budget_tokens.unwrap_or(0);
             self.budget_tokens = Some(n);
@@ -158,7 +164,7 @@ pub fn generate(
     on_token: &mut dyn FnMut(&TokenEvent) -> bool,
 ) -> Result<Generation, SessionError> {
     let vocab = session.model.cfg.vocab;
-    let mut sampler = Sampler::with_vocab(opts.sampling.clone(), vocab);
+    let mut sampler = Sampler::with_vocab(opts.sampling, vocab);
     let mut decoder = tokenizer.map(|t| t.stream_decoder());
     let start_pos = session.n_past();
 

@@ -19,6 +19,8 @@
 //! For apps: [`api`] (safe Rust), [`ffi`] (the C ABI over it, `include/tah.h`).
 //! Tools on top of the engine, used by the CLI: [`app`].
 
+#![deny(unsafe_op_in_unsafe_fn)]
+
 pub mod api;
 pub mod app;
 pub mod ffi;

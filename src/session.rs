@@ -222,10 +222,7 @@ impl Session {
         self.check(tokens)?;
         let batch = self.scratch.max_rows;
         for (ci, chunk) in tokens.chunks(batch).enumerate() {
-            let cb = match on_logits {
-                Some(ref mut f) => Some(&mut **f as OnLogits<'_, '_>),
-                None => None,
-            };
+            let cb = on_logits.as_mut().map(|f| &mut **f as OnLogits<'_, '_>);
             self.feed_chunk(chunk, ci * batch, cb);
         }
         Ok(self.logits())

@@ -216,7 +216,7 @@ fn duplicate_tensor_name() {
 #[test]
 fn missing_required_tensor() {
     let f = parse(tiny_model(Some("blk.1.ffn_up.weight"), None)).unwrap();
-    let e = Config::from_gguf(&f).err().expect("must fail");
+    let e = Config::from_gguf(&f).expect_err("must fail");
     assert!(
         matches!(&e, ModelError::MissingTensor { tensor, .. } if tensor == "blk.1.ffn_up.weight"),
         "{e}"
@@ -234,7 +234,7 @@ fn wrong_tensor_shape() {
         Some(("blk.0.attn_k.weight", vec![32, 32])),
     ))
     .unwrap();
-    let e = Config::from_gguf(&f).err().expect("must fail");
+    let e = Config::from_gguf(&f).expect_err("must fail");
     match &e {
         ModelError::WrongShape {
             tensor, got, want, ..
@@ -254,7 +254,7 @@ fn head_count_that_does_not_divide() {
     let at = name_field_end(&b, &key) + 4; // type u32, then the u32 value
     b[at..at + 4].copy_from_slice(&3u32.to_le_bytes());
     let f = parse(b).unwrap();
-    let e = Config::from_gguf(&f).err().expect("must fail");
+    let e = Config::from_gguf(&f).expect_err("must fail");
     assert!(e.to_string().contains("does not divide"), "{e}");
 }
 

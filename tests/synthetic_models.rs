@@ -32,7 +32,7 @@ fn synth(name: &str, args: &[&str]) -> PathBuf {
     tah
 }
 
-fn run(path: &PathBuf, mode: ThinkMode, n: usize) -> (Vec<u32>, Vec<u8>) {
+fn run(path: &std::path::Path, mode: ThinkMode, n: usize) -> (Vec<u32>, Vec<u8>) {
     let model = load(path);
     let opts = SessionOptions {
         ctx: 64,

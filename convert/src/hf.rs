@@ -76,14 +76,14 @@ impl HfConfig {
         if dims.contains(&0) || self.vocab_size == 0 {
             bail!("zero dimension in config");
         }
-        if self.n_kv_heads() == 0 || self.num_attention_heads % self.n_kv_heads() != 0 {
+        if self.n_kv_heads() == 0 || !self.num_attention_heads.is_multiple_of(self.n_kv_heads()) {
             bail!(
                 "num_attention_heads {} is not a multiple of num_key_value_heads {}",
                 self.num_attention_heads,
                 self.n_kv_heads()
             );
         }
-        if self.head_dim() == 0 || self.head_dim() % 2 != 0 {
+        if self.head_dim() == 0 || !self.head_dim().is_multiple_of(2) {
             bail!("head_dim {} must be even and non-zero", self.head_dim());
         }
         Ok(())

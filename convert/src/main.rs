@@ -89,11 +89,7 @@ fn main() -> ExitCode {
         }
         last_draw = Instant::now();
         let width = 30;
-        let filled = if total == 0 {
-            width
-        } else {
-            done * width / total
-        };
+        let filled = (done * width).checked_div(total).unwrap_or(width);
         let _ = write!(
             std::io::stderr(),
             "\r[{}{}] {done}/{total} {:<48.48}",

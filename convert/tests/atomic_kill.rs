@@ -85,7 +85,7 @@ fn write_checkpoint(dir: &Path) -> u64 {
         off += n;
     }
     let mut h = serde_json::Value::Object(header).to_string().into_bytes();
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let f = std::fs::File::create(dir.join("model.safetensors")).unwrap();

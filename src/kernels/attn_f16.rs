@@ -149,13 +149,13 @@ pub mod x86 {
             }
         }
         let mut t = [0f32; 16];
-        for h in 0..2 {
+        for (h, th) in t.chunks_exact_mut(8).enumerate() {
             let s = _mm256_add_ps(
                 _mm256_add_ps(acc[0][h], acc[2][h]),
                 _mm256_add_ps(acc[1][h], acc[3][h]),
             );
-            // SAFETY: t[8h..8h+8] is in bounds.
-            unsafe { _mm256_storeu_ps(t.as_mut_ptr().add(8 * h), s) };
+            // SAFETY: `th` holds 8 f32s.
+            unsafe { _mm256_storeu_ps(th.as_mut_ptr(), s) };
         }
         tail(x, y, np, reduce16(&t))
     }

@@ -52,6 +52,7 @@ fn block<const N: usize>(s: &[u8], b: usize) -> &[u8; N] {
 
 /// Applies a row-by-row dot product to a tile (see [`TileFn`]).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)] // the tile signature plus the dot product
 fn tile_with(
     dot: fn(usize, &[u8], &[u8]) -> f32,
     cols: usize,

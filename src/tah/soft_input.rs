@@ -24,7 +24,7 @@ pub fn top_k(logits: &[f32], k: usize, ids: &mut Vec<u32>, vals: &mut Vec<f32>) 
             }
         }
         for (i, &v) in block.iter().enumerate() {
-            if vals.len() == k && !(v > vals[k - 1]) {
+            if vals.len() == k && v.partial_cmp(&vals[k - 1]) != Some(std::cmp::Ordering::Greater) {
                 continue; // not above the current k-th (NaN never enters)
             }
             // Insertion point after every value ≥ v keeps equal values in id order.

@@ -33,7 +33,7 @@ pub fn last_boxed(s: &str) -> Option<&str> {
                 continue;
             }
             if let Some(inner) = braced(s, open) {
-                if best.map_or(true, |(p, _)| at > p) {
+                if best.is_none_or(|(p, _)| at > p) {
                     best = Some((at, inner));
                 }
             }

@@ -116,10 +116,9 @@ pub fn bench(a: BenchArgs) -> Result<(), Error> {
                 test: format!("{test}{n}"),
                 threads: t,
                 tokens_per_s: speed(speeds),
-                think: if a.model.hard_rate.is_some() {
-                    format!("hard-rate:{}", a.model.hard_rate.unwrap())
-                } else {
-                    args.think.to_string()
+                think: match a.model.hard_rate {
+                    Some(r) => format!("hard-rate:{r}"),
+                    None => args.think.to_string(),
                 },
                 hard_rate: hard,
                 model: a.model.model.display().to_string(),

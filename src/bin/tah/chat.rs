@@ -215,7 +215,6 @@ pub fn chat(a: ChatArgs) -> Result<(), Error> {
             None,
             &mut on_token,
         )?;
-        drop(on_token);
         filter.flush(&mut |thinking, t| {
             if !thinking || show_thinking {
                 let _ = write!(out, "{t}");

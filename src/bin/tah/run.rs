@@ -152,7 +152,6 @@ pub fn run(a: RunArgs) -> Result<(), Error> {
         log.as_mut(),
         &mut on_token,
     )?;
-    drop(on_token);
     if stream {
         let _ = writeln!(out);
     } else {

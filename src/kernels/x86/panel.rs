@@ -294,8 +294,9 @@ unsafe fn repack<const K: u8>(job: &PanelJob, r: usize, m: usize, nb: usize, pan
                 _mm256_store_ps(t.add(32).cast(), _mm256_loadu_ps(dmin.as_ptr()));
             }
         };
-        let f32s = |v: &[f32; 8]| _mm256_castps_si256(_mm256_loadu_ps(v.as_ptr()));
-        let i32s = |v: &[i32; 8]| _mm256_loadu_si256(v.as_ptr().cast());
+        // SAFETY (both): an unaligned 32-byte load of an 8-element array.
+        let f32s = |v: &[f32; 8]| unsafe { _mm256_castps_si256(_mm256_loadu_ps(v.as_ptr())) };
+        let i32s = |v: &[i32; 8]| unsafe { _mm256_loadu_si256(v.as_ptr().cast()) };
         let mut v = [_mm256_setzero_si256(); 8];
         let mut scale = [0f32; 8];
         let mut min = [0f32; 8];
