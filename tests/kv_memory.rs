@@ -175,3 +175,45 @@ fn small_cache_reads_back_what_was_written() {
     let c = KvCache::try_new(KvType::F16, 2, 4, 0, 1).unwrap();
     assert!(matches!(c.rows(1, 0, 0).0, Rows::F16(&[])));
 }
+
+/// Through the C ABI a context too large for the machine is a NULL session and
+/// an error message, not an abort of the host process.
+#[test]
+fn absurd_context_through_c_abi_is_an_error() {
+    use std::ffi::{CStr, CString};
+    use tah::ffi::*;
+    // Under `vm.overcommit_memory=1` the kernel grants any reservation: the
+    // session would exist (and cost nothing until used).
+    let overcommit = std::fs::read_to_string("/proc/sys/vm/overcommit_memory").unwrap_or_default();
+    if overcommit.trim() == "1" {
+        eprintln!("skipping: vm.overcommit_memory=1 grants any reservation");
+        return;
+    }
+    let Some(path) = real_model("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
+    let path = CString::new(path.to_str().unwrap()).unwrap();
+    let last_error = || {
+        unsafe { CStr::from_ptr(tah_last_error()) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    // SAFETY (test): valid C strings and parameter structs, handles freed once.
+    unsafe {
+        let m = tah_model_load(path.as_ptr(), std::ptr::null());
+        assert!(!m.is_null(), "load: {}", last_error());
+        // i32::MAX tokens: 824 GB per layer's f16 keys alone.
+        let p = tah_session_params {
+            n_ctx: i32::MAX,
+            n_batch: 0,
+        };
+        let s = tah_session_new(m, &p);
+        assert!(s.is_null(), "a session of i32::MAX tokens was created");
+        let e = last_error();
+        assert!(
+            e.contains("cannot reserve") && e.contains("KV cache of 2147483647 tokens"),
+            "{e}"
+        );
+        tah_model_free(m);
+    }
+}
