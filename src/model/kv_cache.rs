@@ -2,10 +2,35 @@
 //!
 //! Depth 1 is dense: position p lives in slot p. Depths ≥ 2 are sparse: only the
 //! hard tokens that ran that depth have a slot, appended in order with their
-//! position. All slots are reserved up front (a session never allocates per
-//! token); the pages of unused slots are never touched, so they cost no memory.
+//! position.
+//!
+//! Memory follows the tokens actually cached, not the context length. Every
+//! store (one depth of one layer, keys or values) is reserved up front for the
+//! whole context as *zeroed* memory ([`std::alloc::alloc_zeroed`], i.e.
+//! `calloc`): for large blocks the allocator maps fresh zero pages (or extends the
+//! heap with them) without writing to them, so a page becomes resident only when a
+//! row in it is written. All-zero bits are +0.0 in f16 and f32 alike, so the
+//! zeroed block is a valid slice of either type. (`vec![f16::ZERO; n]` would
+//! write every element: `f16` is not known to the standard library as a type
+//! whose zero is all-zero bits.)
+//!
+//! Why reserve everything rather than grow in chunks as tokens arrive:
+//! - the attention kernels read one contiguous slice per depth and layer
+//!   ([`KvCache::rows`]); chunks would break that, and a contiguous buffer that
+//!   grows by doubling would copy and allocate on the per-token path now and then;
+//! - [`KvCache::append`] stays infallible: the only allocation, and so the only
+//!   way to run out of memory, is [`KvCache::try_new`] at session start, where the
+//!   caller can report it.
+//!
+//! The cost is address space: the whole context is reserved as virtual memory,
+//! which fails early under strict overcommit (`vm.overcommit_memory=2`) or a low
+//! `ulimit -v` even for a short conversation. Pages once written stay resident
+//! until the cache is dropped (truncating keeps them for reuse). Sizes are checked
+//! (`checked_mul`) and allocation failure is an error value, never an abort.
 
 use half::f16;
+use std::alloc::Layout;
+use std::fmt;
 
 /// Element type of cached keys and values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -14,18 +39,84 @@ pub enum KvType {
     F32,
 }
 
+impl KvType {
+    /// Bytes per cached value.
+    pub fn size(self) -> usize {
+        match self {
+            KvType::F16 => 2,
+            KvType::F32 => 4,
+        }
+    }
+}
+
+/// Why a cache could not be reserved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KvError {
+    /// The cache's size in bytes does not fit in `usize`.
+    TooLarge { capacity: usize, kv_dim: usize },
+    /// The allocator refused to reserve the cache (`bytes` in all).
+    OutOfMemory { capacity: usize, bytes: usize },
+}
+
+impl fmt::Display for KvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KvError::TooLarge { capacity, kv_dim } => write!(
+                f,
+                "a KV cache of {capacity} tokens × {kv_dim} values per layer is too large \
+                 to address (lower the context length)"
+            ),
+            KvError::OutOfMemory { capacity, bytes } => write!(
+                f,
+                "cannot reserve {bytes} bytes of address space for a KV cache of \
+                 {capacity} tokens (lower the context length)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for KvError {}
+
+/// Element types whose all-zero bit pattern is a valid value.
+///
+/// # Safety
+/// Implementors must be plain data for which all-zero bytes are a valid value.
+unsafe trait ZeroValid: Copy {}
+// SAFETY: all-zero bits are +0.0 for both (f16 is a transparent u16).
+unsafe impl ZeroValid for f32 {}
+// SAFETY: as above.
+unsafe impl ZeroValid for f16 {}
+
+/// `n` zeros, allocated zeroed and not written, so untouched pages stay
+/// unmapped; `None` if the allocator refuses.
+fn zeroed<T: ZeroValid>(n: usize) -> Option<Vec<T>> {
+    // Callers checked n * size_of::<T>() against overflow; this is a second check.
+    let layout = Layout::array::<T>(n).ok()?;
+    if layout.size() == 0 {
+        return Some(Vec::new());
+    }
+    // SAFETY: the layout's size is non-zero.
+    let p = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<T>();
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: `p` comes from the global allocator with the layout of `[T; n]`,
+    // which is the layout `Vec<T>` frees for capacity `n`; its `n` elements are
+    // zero bytes, valid `T`s by `ZeroValid`; the Vec becomes its only owner.
+    Some(unsafe { Vec::from_raw_parts(p, n, n) })
+}
+
 enum Store {
     F16(Vec<f16>),
     F32(Vec<f32>),
 }
 
 impl Store {
-    fn new(ty: KvType, n: usize) -> Store {
-        // vec![0; n] is a zeroed allocation: untouched pages are not resident.
-        match ty {
-            KvType::F16 => Store::F16(vec![f16::ZERO; n]),
-            KvType::F32 => Store::F32(vec![0.0; n]),
-        }
+    fn new(ty: KvType, n: usize) -> Option<Store> {
+        Some(match ty {
+            KvType::F16 => Store::F16(zeroed(n)?),
+            KvType::F32 => Store::F32(zeroed(n)?),
+        })
     }
 
     fn view(&self, len: usize) -> Rows<'_> {
@@ -75,27 +166,50 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    pub fn new(
+    /// Reserves a cache of `capacity` tokens: `max_depth` depths of `n_layers`
+    /// layers, keys and values of `kv_dim` values per token. Reserving costs
+    /// address space only; memory is used as rows are written.
+    pub fn try_new(
         ty: KvType,
         n_layers: usize,
         kv_dim: usize,
         capacity: usize,
         max_depth: usize,
-    ) -> KvCache {
-        let slots = (0..max_depth)
-            .map(|_| {
-                (0..n_layers)
-                    .map(|_| Slot {
-                        k: Store::new(ty, capacity * kv_dim),
-                        v: Store::new(ty, capacity * kv_dim),
-                    })
-                    .collect()
-            })
-            .collect();
-        let positions = (1..max_depth)
-            .map(|_| Vec::with_capacity(capacity))
-            .collect();
-        KvCache {
+    ) -> Result<KvCache, KvError> {
+        let too_large = KvError::TooLarge { capacity, kv_dim };
+        let per_store = capacity.checked_mul(kv_dim).ok_or(too_large.clone())?;
+        let bytes = [ty.size(), 2, n_layers, max_depth]
+            .iter()
+            .try_fold(per_store, |acc, &m| acc.checked_mul(m))
+            .ok_or(too_large)?;
+        let oom = KvError::OutOfMemory { capacity, bytes };
+        let store = || Store::new(ty, per_store).ok_or(oom.clone());
+        let mut slots = Vec::new();
+        slots
+            .try_reserve_exact(max_depth)
+            .map_err(|_| oom.clone())?;
+        for _ in 0..max_depth {
+            let mut layers = Vec::new();
+            layers
+                .try_reserve_exact(n_layers)
+                .map_err(|_| oom.clone())?;
+            for _ in 0..n_layers {
+                layers.push(Slot {
+                    k: store()?,
+                    v: store()?,
+                });
+            }
+            slots.push(layers);
+        }
+        // Sparse depths hold at most one slot per token; reserved (not written)
+        // now so that appending never allocates.
+        let mut positions = Vec::new();
+        for _ in 1..max_depth {
+            let mut p = Vec::new();
+            p.try_reserve_exact(capacity).map_err(|_| oom.clone())?;
+            positions.push(p);
+        }
+        Ok(KvCache {
             ty,
             kv_dim,
             capacity,
@@ -103,7 +217,22 @@ impl KvCache {
             slots,
             positions,
             len: vec![0; max_depth],
-        }
+        })
+    }
+
+    /// [`KvCache::try_new`] for sizes known to fit.
+    ///
+    /// # Panics
+    /// If the cache cannot be reserved: callers sizing it from untrusted input
+    /// (a context length) use `try_new`.
+    pub fn new(
+        ty: KvType,
+        n_layers: usize,
+        kv_dim: usize,
+        capacity: usize,
+        max_depth: usize,
+    ) -> KvCache {
+        Self::try_new(ty, n_layers, kv_dim, capacity, max_depth).unwrap_or_else(|e| panic!("{e}"))
     }
 
     pub fn max_depth(&self) -> usize {
@@ -165,13 +294,10 @@ impl KvCache {
 
     /// Bytes of filled slots at each depth (keys + values, all layers).
     pub fn bytes_per_depth(&self) -> Vec<usize> {
-        let elem = match self.ty {
-            KvType::F16 => 2,
-            KvType::F32 => 4,
-        };
+        // Cannot overflow: try_new checked the full cache's size.
         self.len
             .iter()
-            .map(|&n| n * self.kv_dim * 2 * elem * self.n_layers)
+            .map(|&n| n * self.kv_dim * 2 * self.ty.size() * self.n_layers)
             .collect()
     }
 }
