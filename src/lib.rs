@@ -1,11 +1,11 @@
 //! `tah`: an on-device inference engine for Think-at-Hard (TaH) language models.
 //!
-//! A `.tah` file is a GGUF v3 file (see [`format`]); weights are read in place
+//! A `.tah` file is a GGUF v3 file (see [`format`](mod@format)); weights are read in place
 //! from a memory mapping, in the block formats of [`quant`]. A token's path
 //! through these modules, in order, is `docs/ARCHITECTURE.md`.
 //!
 //! The engine, bottom up:
-//! - [`format`]: the GGUF reader (validated, zero-copy) and writer; `.tah` keys.
+//! - [`format`](mod@format): the GGUF reader (validated, zero-copy) and writer; `.tah` keys.
 //! - [`quant`]: block formats, byte-identical to ggml.
 //! - [`kernels`]: matrix products and attention behind one run-time dispatch.
 //! - [`threads`]: the pools the kernels' parallel sections run on.

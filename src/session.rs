@@ -15,6 +15,11 @@ use crate::tah::{TahOptions, TokenInfo};
 use std::fmt;
 use std::sync::Arc;
 
+/// The most tokens one forward pass takes (`SessionOptions::batch`): the
+/// activation buffers grow with it (Qwen's chunk logits alone are 1.2 GB at
+/// this size), and past a few hundred rows the matrix products gain nothing.
+pub const MAX_BATCH: usize = 2048;
+
 #[derive(Clone, Debug)]
 pub struct SessionOptions {
     /// Context length (tokens); 0 = the model's own, capped at 4096.
@@ -51,6 +56,8 @@ pub enum SessionError {
     },
     EmptyInput,
     BadOption(String),
+    /// A buffer sized by the context could not be reserved.
+    Memory(String),
 }
 
 impl fmt::Display for SessionError {
@@ -63,7 +70,7 @@ impl fmt::Display for SessionError {
                 write!(f, "token id {id} is outside the vocabulary (size {vocab})")
             }
             SessionError::EmptyInput => write!(f, "no input tokens"),
-            SessionError::BadOption(s) => f.write_str(s),
+            SessionError::BadOption(s) | SessionError::Memory(s) => f.write_str(s),
         }
     }
 }
@@ -104,13 +111,29 @@ impl Session {
         };
         let think = Think::resolve(&model, &opts.tah)?;
         let batch = opts.batch.max(1);
-        let cache = KvCache::new(
+        if opts.batch > MAX_BATCH {
+            return Err(SessionError::BadOption(format!(
+                "batch size {} is above the limit of {MAX_BATCH} tokens per forward pass",
+                opts.batch
+            )));
+        }
+        let cache = KvCache::try_new(
             opts.kv_type,
             c.n_layers,
             c.n_kv_heads * c.head_dim,
             ctx,
             think.max_depth,
-        );
+        )
+        .map_err(|e| SessionError::Memory(e.to_string()))?;
+        let memory = |what: &str| {
+            SessionError::Memory(format!(
+                "cannot reserve the {what} of a {ctx}-token context (lower the context length)"
+            ))
+        };
+        let mut tokens = Vec::new();
+        tokens.try_reserve_exact(ctx).map_err(|_| memory("token list"))?;
+        let mut info = Vec::new();
+        info.try_reserve_exact(ctx).map_err(|_| memory("token depths"))?;
         Ok(Session {
             cache,
             scratch: Scratch::new(&model, batch),
@@ -123,8 +146,8 @@ impl Session {
             },
             step: TahStep::new(&model, &think, batch),
             positions: Vec::with_capacity(batch),
-            tokens: Vec::with_capacity(ctx),
-            info: Vec::with_capacity(ctx),
+            tokens,
+            info,
             ctx,
             think,
             model,

@@ -939,7 +939,7 @@ macro_rules! x86_kernels {
                         drive!($micro, cols, w, ws, x, xs, nx, out)
                     }
 
-                    /// [`super::super::TileFn`] for this format.
+                    /// [`crate::kernels::TileFn`] for this format.
                     pub fn $tile(
                         cols: usize,
                         w: &[u8],
@@ -1038,7 +1038,7 @@ macro_rules! x86_kernels {
             /// activation row, the decode kernel `$decode`, else `tile32`.
             macro_rules! wide_tile {
                 ($decode:ident) => {
-                    /// [`super::super::TileFn`]: AVX-512 decode has its own kernel.
+                    /// [`crate::kernels::TileFn`]: AVX-512 decode has its own kernel.
                     pub fn tile(cols: usize, w: &[u8], ws: usize, x: &[u8], xs: usize, nx: usize, out: &mut [f32]) {
                         if $wide && nx == 1 {
                             // SAFETY: `$wide` only in the AVX-512 instantiation, whose table

@@ -65,7 +65,7 @@ impl Scratch {
     }
 }
 
-/// The work buffers of [`Linears::apply`].
+/// The work buffers of the linears (the LoRA intermediates, the matmul scratch).
 pub struct LinearScratch {
     lora_t: Vec<f32>, // (rows, r) A·x
     lora_y: Vec<f32>, // (rows, max out) B·(A·x)

@@ -220,21 +220,6 @@ impl KvCache {
         })
     }
 
-    /// [`KvCache::try_new`] for sizes known to fit.
-    ///
-    /// # Panics
-    /// If the cache cannot be reserved: callers sizing it from untrusted input
-    /// (a context length) use `try_new`.
-    pub fn new(
-        ty: KvType,
-        n_layers: usize,
-        kv_dim: usize,
-        capacity: usize,
-        max_depth: usize,
-    ) -> KvCache {
-        Self::try_new(ty, n_layers, kv_dim, capacity, max_depth).unwrap_or_else(|e| panic!("{e}"))
-    }
-
     pub fn max_depth(&self) -> usize {
         self.slots.len()
     }

@@ -16,7 +16,7 @@
 //! total   144
 //! ```
 //!
-//! value = d * sc[j] * q - dmin * m[j]   (for value in sub-block j)
+//! `value = d * sc[j] * q - dmin * m[j]`   (for value in sub-block j)
 //!
 //! Quantizer: ggml `quantize_row_q4_K_ref` (what `ggml_quantize_chunk` runs
 //! when there is no importance matrix). Each sub-block gets a scale and a min

@@ -15,7 +15,7 @@
 //! total   210
 //! ```
 //!
-//! value = d * scales[j] * (q - 32)   (for value in sub-block j, q in 0..64)
+//! `value = d * scales[j] * (q - 32)`   (for value in sub-block j, q in 0..64)
 //!
 //! Quantizer: ggml `quantize_row_q6_K_ref` (what `ggml_quantize_chunk` runs
 //! without an importance matrix): each sub-block gets a scale from
