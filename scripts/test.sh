@@ -9,6 +9,13 @@ export PIP_CACHE_DIR="$cache/pip-cache"
 export TAH_MODELS="$cache/models"
 step() { printf '\n=== %s (%s)\n' "$1" "$(date +%T)"; }
 
+# The lint lane first: formatting, clippy (warnings are errors), the docs.
+step "lint: rustfmt, clippy, rustdoc"
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps --workspace --quiet
+
 step "system packages"
 need=()
 for p in python3:python3 chromium:chromium valgrind:valgrind javac:openjdk-17-jdk-headless \
@@ -59,6 +66,9 @@ RECIPE_LONG=0 bash models/synth/recipe-1.7b.sh "$cache/recipe-1.7b"
 
 step "trainer's TaH forward against the fixture (pytest, cached torch venv)"
 bash scripts/test-train.sh
+
+step "lint: clippy for aarch64 (the NEON kernels)"
+cargo clippy --target aarch64-unknown-linux-gnu --workspace --all-targets -- -D warnings
 
 step "aarch64 kernels under qemu: cortex-a72 (neon), cortex-a76 (dotprod), max (i8mm)"
 bash scripts/test-aarch64-kernels.sh --release

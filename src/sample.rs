@@ -1,6 +1,6 @@
 //! Choosing the next token from the final logits.
 //!
-//! The order is the one of the released TaH evaluation (TAH_SPEC §7):
+//! The order is the one of the released TaH evaluation (docs/TAH_SEMANTICS.md §7):
 //!
 //! 1. divide the logits by the temperature,
 //! 2. softmax,
@@ -61,7 +61,7 @@ impl SamplingParams {
 }
 
 impl Default for SamplingParams {
-    /// temperature 0.6, top_k 20, top_p 0.95, min_p 0 (TAH_SPEC §7), seed 0.
+    /// temperature 0.6, top_k 20, top_p 0.95, min_p 0 (docs/TAH_SEMANTICS.md §7), seed 0.
     fn default() -> SamplingParams {
         SamplingParams {
             temperature: 0.6,

@@ -1,5 +1,5 @@
 //! `--think always` against a reference derived from the fixture's own semantics:
-//! a plain f64 re-implementation of TAH_SPEC §3–4 written the way the reference
+//! a plain f64 re-implementation of docs/TAH_SEMANTICS.md §3–4 written the way the reference
 //! notes state it — dense matrices, an explicit duo-causal mask over
 //! [depth-1 keys | depth-2 keys], HF's rotate-half RoPE — sharing no code with
 //! the engine's forward pass. With every token at depth 2, every mask entry of

@@ -1,5 +1,5 @@
 """A differentiable Think-at-Hard forward in PyTorch, written from
-shared/TAH_SPEC.md and shared/TAH_REFERENCE_NOTES.md (no reference code).
+the method as docs/TAH_SEMANTICS.md states it (no reference code).
 
 Pieces:
   * `Base`: a Hugging Face-layout decoder (llama, qwen2, qwen3) with our own
