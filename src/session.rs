@@ -131,9 +131,12 @@ impl Session {
             ))
         };
         let mut tokens = Vec::new();
-        tokens.try_reserve_exact(ctx).map_err(|_| memory("token list"))?;
+        tokens
+            .try_reserve_exact(ctx)
+            .map_err(|_| memory("token list"))?;
         let mut info = Vec::new();
-        info.try_reserve_exact(ctx).map_err(|_| memory("token depths"))?;
+        info.try_reserve_exact(ctx)
+            .map_err(|_| memory("token depths"))?;
         Ok(Session {
             cache,
             scratch: Scratch::new(&model, batch),

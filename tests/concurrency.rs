@@ -27,7 +27,11 @@ fn options(i: usize) -> SessionOptions {
     let mode = [ThinkMode::Auto, ThinkMode::Always, ThinkMode::Never][i % 3];
     SessionOptions {
         ctx: 128,
-        kv_type: if i.is_multiple_of(2) { KvType::F16 } else { KvType::F32 },
+        kv_type: if i.is_multiple_of(2) {
+            KvType::F16
+        } else {
+            KvType::F32
+        },
         batch: [64, 4, 1][i % 3],
         tah: TahOptions {
             mode,

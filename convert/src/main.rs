@@ -66,6 +66,8 @@ fn parse_type(s: &str) -> Result<GgmlType, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // Ctrl-C or a kill leaves no hidden temporary beside the output.
+    tah::app::output::remove_temporaries_on_signals();
     let policy = tah_convert::TypePolicy {
         quant: args.quant,
         embd: args.embd_type,

@@ -4,7 +4,8 @@
 
 use crate::error::{Error, Result};
 use std::path::Path;
-use tah::format::{write_atomically, GgufWriter, MetaValue};
+use tah::app::output::write_output;
+use tah::format::{GgufWriter, MetaValue};
 use tah::quant::{self, GgmlType};
 
 /// Values of one tensor, either already encoded in a ggml type (copied through when
@@ -109,7 +110,7 @@ pub fn write(
     for t in &plan.tensors {
         w.add_tensor(&t.name, &t.dims, t.ty)?;
     }
-    write_atomically(out, |file| -> Result<u64> {
+    write_output(out, |file| -> Result<u64> {
         let mut sink = w.begin(&mut *file)?;
         for (i, t) in plan.tensors.iter().enumerate() {
             progress(i, plan.tensors.len(), &t.name);

@@ -216,9 +216,11 @@ impl HtmlPage {
         h
     }
 
-    /// Writes the page to `path`.
+    /// Writes the page to `path` ([`crate::app::output`]: atomically, errors
+    /// naming the file).
     pub fn write(&self, path: &std::path::Path) -> std::io::Result<()> {
-        std::fs::write(path, self.render())
+        let page = self.render();
+        crate::app::output::write_output(path, |w| std::io::Write::write_all(w, page.as_bytes()))
     }
 }
 

@@ -1,7 +1,7 @@
 //! Applications built on the engine, used by the CLI (and its tests) but not
 //! by the C ABI: the HTML depth map, the math tutor's prompt and thinking
-//! filter, the evaluation harness, `tah info`'s description of a file, and
-//! perplexity.
+//! filter, the evaluation harness, `tah info`'s description of a file,
+//! perplexity, and the safe writing of output files.
 //!
 //! They live in the library, not in `src/bin/tah/`, so integration tests can
 //! call them directly; they sit under `app` so that the crate root lists only
@@ -11,5 +11,6 @@
 pub mod eval;
 pub mod html;
 pub mod info;
+pub mod output;
 pub mod perplexity;
 pub mod tutor;

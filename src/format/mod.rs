@@ -8,7 +8,7 @@ pub mod keys;
 pub mod writer;
 
 pub use gguf::{GgufError, GgufErrorKind, GgufFile, TensorInfo};
-pub use writer::{write_atomically, GgufWriter, TensorSink};
+pub use writer::{GgufWriter, TensorSink};
 
 /// A GGUF metadata value. Arrays hold values of one type (GGUF requires it; the
 /// reader checks it).

@@ -7,9 +7,7 @@
 
 use super::MetaValue;
 use crate::quant::GgmlType;
-use std::fs::File;
-use std::io::{self, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::io::{self, Write};
 
 /// Tensor data alignment we write (`general.alignment`).
 pub const ALIGNMENT: u64 = 32;
@@ -204,73 +202,4 @@ fn put_value(buf: &mut Vec<u8>, v: &MetaValue) -> io::Result<()> {
         MetaValue::F64(x) => buf.extend_from_slice(&x.to_le_bytes()),
     }
     Ok(())
-}
-
-/// Creates `dest` by running `write` on a temporary file beside it, then renaming
-/// it into place. On error the temporary is removed and `dest` is untouched.
-/// Temporaries left by killed runs (named `.NAME.tmp-PID-N`, PID no longer alive) are
-/// cleaned up first.
-pub fn write_atomically<T, E>(
-    dest: &Path,
-    write: impl FnOnce(&mut BufWriter<File>) -> Result<T, E>,
-) -> Result<T, E>
-where
-    E: From<io::Error>,
-{
-    let dir = match dest.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = dest
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "output path has no file name"))?
-        .to_string_lossy()
-        .into_owned();
-    remove_stale_temporaries(&dir, &name);
-    // PID names the writer (for stale-file cleanup); the counter keeps two writes
-    // in one process apart.
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
-    let result = (|| {
-        let file = File::create(&tmp)?;
-        let mut w = BufWriter::with_capacity(1 << 20, file);
-        let value = write(&mut w)?;
-        let file = w.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, dest)?;
-        Ok(value)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-fn remove_stale_temporaries(dir: &Path, name: &str) {
-    let prefix = format!(".{name}.tmp-");
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let file_name = e.file_name().to_string_lossy().into_owned();
-        // `.NAME.tmp-PID-N`: the PID names the writer.
-        let pid = file_name
-            .strip_prefix(&prefix)
-            .and_then(|p| p.split('-').next()?.parse::<u32>().ok());
-        let Some(pid) = pid else {
-            continue;
-        };
-        if pid != std::process::id() && !process_alive(pid) {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-}
-
-fn process_alive(pid: u32) -> bool {
-    if cfg!(target_os = "linux") || cfg!(target_os = "android") {
-        Path::new(&format!("/proc/{pid}")).exists()
-    } else {
-        true // cannot tell: keep the file
-    }
 }

@@ -4,6 +4,7 @@
 use crate::common::{Error, ModelArgs};
 use clap::Args;
 use serde::Serialize;
+use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Instant;
 use tah::model::Model;
@@ -126,9 +127,9 @@ pub fn bench(a: BenchArgs) -> Result<(), Error> {
                 peak_rss_bytes: peak_rss(),
             };
             if a.json {
-                println!("{}", serde_json::to_string(&row)?);
+                writeln!(std::io::stdout(), "{}", serde_json::to_string(&row)?)?;
             } else {
-                println!(
+                writeln!(std::io::stdout(),
                     "{:<8} threads {t:>2}  {:>9.2} t/s  [{:.2} – {:.2}]  think {}  hard {:.1}%  peak RSS {:.1} MiB",
                     row.test,
                     row.tokens_per_s.median,
@@ -137,7 +138,7 @@ pub fn bench(a: BenchArgs) -> Result<(), Error> {
                     row.think,
                     100.0 * hard,
                     row.peak_rss_bytes as f64 / 1048576.0
-                );
+                )?;
             }
         }
     }

@@ -98,17 +98,23 @@ pub fn chat(a: ChatArgs) -> Result<(), Error> {
         eprintln!("[tah] chatting with {} — {HELP}", a.model.model.display());
     }
     let mut stdin = std::io::stdin().lock();
-    let mut line = String::new();
+    let mut line = Vec::new();
     let mut turn = 0u64;
     loop {
         if interactive {
             eprint!("\n> ");
         }
         line.clear();
-        if stdin.read_line(&mut line)? == 0 {
+        if stdin.read_until(b'\n', &mut line)? == 0 {
             break;
         }
-        let input = line.trim_end_matches(['\n', '\r']);
+        // A line that is not UTF-8 (a binary paste, another encoding) is
+        // refused on its own; the conversation goes on.
+        let Ok(input) = std::str::from_utf8(&line) else {
+            eprintln!("[tah] that line is not valid UTF-8: ignored");
+            continue;
+        };
+        let input = input.trim_end_matches(['\n', '\r']);
         match input.trim() {
             "" => continue,
             "/exit" | "/quit" => break,
@@ -176,6 +182,8 @@ pub fn chat(a: ChatArgs) -> Result<(), Error> {
         let mut filter = ThinkFilter::new(opens);
         let mut collect = page.as_ref().map(|_| HtmlCollector::new(opens, true));
         let mut announced = false;
+        // A failed write to stdout stops generation and fails the command.
+        let mut write_error: Option<std::io::Error> = None;
         let mut on_token = |e: &TokenEvent| {
             if let Some(c) = collect.as_mut() {
                 c.push(e);
@@ -202,10 +210,14 @@ pub fn chat(a: ChatArgs) -> Result<(), Error> {
                     colour
                 };
                 let reset = if colour.is_empty() { "" } else { "\x1b[0m" };
-                let _ = write!(out, "{colour}{t}{reset}");
+                if let Err(err) = write!(out, "{colour}{t}{reset}") {
+                    write_error.get_or_insert(err);
+                }
             });
-            let _ = out.flush();
-            true
+            if let Err(err) = out.flush() {
+                write_error.get_or_insert(err);
+            }
+            write_error.is_none()
         };
         let g = generate(
             &mut session,
@@ -215,12 +227,21 @@ pub fn chat(a: ChatArgs) -> Result<(), Error> {
             None,
             &mut on_token,
         )?;
+        if let Some(e) = write_error {
+            return Err(format!("cannot write to stdout: {e}").into());
+        }
+        let mut flushed: Option<std::io::Error> = None;
         filter.flush(&mut |thinking, t| {
             if !thinking || show_thinking {
-                let _ = write!(out, "{t}");
+                if let Err(e) = write!(out, "{t}") {
+                    flushed.get_or_insert(e);
+                }
             }
         });
-        writeln!(std::io::stdout())?;
+        if let Some(e) = flushed {
+            return Err(format!("cannot write to stdout: {e}").into());
+        }
+        writeln!(out)?;
         let answer = g
             .tokens
             .iter()
@@ -237,8 +258,7 @@ pub fn chat(a: ChatArgs) -> Result<(), Error> {
                 .collect();
             page.tokens("assistant", tokens);
             page.note(stats_line(&g));
-            page.write(path)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+            page.write(path)?;
         }
         if show_stats {
             print_stats(&g, session.think.mode);

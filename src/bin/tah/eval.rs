@@ -9,6 +9,7 @@ use std::time::Instant;
 use tah::app::eval::data::{self, DataFormat};
 use tah::app::eval::{run_problem, EvalOptions, Summary};
 use tah::app::html::HtmlPage;
+use tah::app::output::OutputFile;
 use tah::generate::{GenerateOptions, TokenEvent};
 use tah::sample::SamplingParams;
 use tah::tah::ThinkMode;
@@ -105,12 +106,9 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
         ThinkMode::Budget(r) if session.budget().is_some() => Some(r as f64),
         _ => None,
     };
-    let mut log = match &a.log {
-        Some(p) => Some(std::io::BufWriter::new(
-            std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?,
-        )),
-        None => None,
-    };
+    // The log is written beside its destination and put in place when the
+    // run completes (app::output).
+    let mut log = a.log.as_deref().map(OutputFile::create).transpose()?;
     let mut page = a.html.as_ref().map(|_| {
         let mut p = HtmlPage::new(format!("tah eval: {}", a.data.display()));
         p.subtitle(format!("model {}, think {mode}", a.model.model.display()));
@@ -163,7 +161,6 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
         summary.add(&r, &g.stats);
         if let Some(l) = log.as_mut() {
             writeln!(l, "{}", serde_json::to_string(&r)?)?;
-            l.flush()?;
         }
         if let (Some(page), Some(c)) = (page.as_mut(), collect) {
             let mark = if r.correct { "correct" } else { "wrong" };
@@ -202,14 +199,16 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
     if progress.tty {
         eprintln!();
     }
+    if let Some(l) = log {
+        l.commit()?;
+    }
     if let (Some(path), Some(page)) = (&a.html, &page) {
-        page.write(path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        page.write(path)?;
     }
     if a.json {
-        println!("{}", serde_json::to_string(&summary)?);
+        writeln!(std::io::stdout(), "{}", serde_json::to_string(&summary)?)?;
     } else {
-        print!("{}", summary.render());
+        write!(std::io::stdout(), "{}", summary.render())?;
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ mod perplexity;
 mod run;
 
 use clap::{Parser, Subcommand};
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -48,6 +49,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Ctrl-C during an output's write leaves no temporary file behind.
+    tah::app::output::remove_temporaries_on_signals();
     let result = match cli.command {
         Command::Run(a) => run::run(a),
         Command::Chat(a) => chat::chat(a),
@@ -56,6 +59,13 @@ fn main() -> ExitCode {
         Command::Bench(a) => bench::bench(a),
         Command::Info { file, json } => info(&file, json),
     };
+    // Whatever stdout still buffers must reach it: a full disk or a closed
+    // pipe is a failure, not a silent success.
+    let result = result.and_then(|()| {
+        std::io::stdout()
+            .flush()
+            .map_err(|e| format!("cannot write to stdout: {e}").into())
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -69,9 +79,13 @@ fn info(file: &std::path::Path, json: bool) -> Result<(), common::Error> {
     let f = tah::format::GgufFile::open(file)?;
     let info = tah::app::info::describe(&f);
     if json {
-        println!("{}", serde_json::to_string_pretty(&info)?);
+        writeln!(
+            std::io::stdout(),
+            "{}",
+            serde_json::to_string_pretty(&info)?
+        )?;
     } else {
-        print!("{}", tah::app::info::render(&info));
+        write!(std::io::stdout(), "{}", tah::app::info::render(&info))?;
     }
     Ok(())
 }

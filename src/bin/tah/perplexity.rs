@@ -45,13 +45,17 @@ pub fn perplexity(mut a: PerplexityArgs) -> Result<(), Error> {
     };
     let p = tah::app::perplexity::perplexity(&mut session, &tokens, ctx, bos, &mut progress)?;
     if json {
-        println!("{}", serde_json::to_string(&p)?);
+        writeln!(std::io::stdout(), "{}", serde_json::to_string(&p)?)?;
     } else {
         eprintln!();
-        println!(
+        writeln!(
+            std::io::stdout(),
             "perplexity: {:.4} ± {:.4} ({} chunks of {ctx}, {} tokens)",
-            p.ppl, p.ppl_stderr, p.chunks, p.tokens
-        );
+            p.ppl,
+            p.ppl_stderr,
+            p.chunks,
+            p.tokens
+        )?;
     }
     Ok(())
 }

@@ -4,6 +4,7 @@ use crate::common::{Error, HtmlCollector, ModelArgs, SamplingArgs};
 use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
+use tah::app::output::write_output;
 use tah::generate::{generate, GenerateOptions, Generation, LogitsLog, TokenEvent};
 use tah::sample::SamplingParams;
 use tah::text::ChatMessage;
@@ -128,6 +129,9 @@ pub fn run(a: RunArgs) -> Result<(), Error> {
             model.tokenizer.is_some(),
         )
     });
+    // A failed write to stdout (a full disk, a closed pipe) stops generation
+    // and fails the command.
+    let mut write_error = None;
     let mut on_token = |e: &TokenEvent| {
         if let Some(c) = collect.as_mut() {
             c.push(e);
@@ -139,8 +143,10 @@ pub fn run(a: RunArgs) -> Result<(), Error> {
                 ""
             };
             let reset = if colour.is_empty() { "" } else { "\x1b[0m" };
-            let _ = write!(out, "{colour}{}{reset}", e.piece);
-            let _ = out.flush();
+            if let Err(err) = write!(out, "{colour}{}{reset}", e.piece).and_then(|_| out.flush()) {
+                write_error = Some(err);
+                return false;
+            }
         }
         true
     };
@@ -152,8 +158,11 @@ pub fn run(a: RunArgs) -> Result<(), Error> {
         log.as_mut(),
         &mut on_token,
     )?;
+    if let Some(e) = write_error {
+        return Err(format!("cannot write to stdout: {e}").into());
+    }
     if stream {
-        let _ = writeln!(out);
+        writeln!(out)?;
     } else {
         writeln!(out, "{}", serde_json::to_string(&g)?)?;
     }
@@ -170,8 +179,7 @@ pub fn run(a: RunArgs) -> Result<(), Error> {
         page.plain("prompt", prompt_shown);
         page.tokens("answer", c.finish(&g.text));
         page.note(stats_line(&g));
-        page.write(path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        page.write(path)?;
     }
     print_stats(&g, session.think.mode);
     Ok(())
@@ -250,7 +258,8 @@ fn write_logits(path: &std::path::Path, log: &LogitsLog, vocab: usize) -> Result
             F32s(&log.decode, vec![log.decode.len() / vocab, vocab]),
         ),
     ];
-    safetensors::serialize_to_file(tensors, None, path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let bytes =
+        safetensors::serialize(tensors, None).map_err(|e| format!("{}: {e}", path.display()))?;
+    write_output(path, |w| w.write_all(&bytes))?;
     Ok(())
 }
