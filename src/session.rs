@@ -15,6 +15,10 @@ use crate::tah::{TahOptions, TokenInfo};
 use std::fmt;
 use std::sync::Arc;
 
+/// The longest context a session may have: positions stay exact in f32 RoPE
+/// angles up to 2^24, and the cache is reserved (not touched) for all of it.
+pub const MAX_CTX: usize = 1 << 24;
+
 /// The most tokens one forward pass takes (`SessionOptions::batch`): the
 /// activation buffers grow with it (Qwen's chunk logits alone are 1.2 GB at
 /// this size), and past a few hundred rows the matrix products gain nothing.
@@ -104,6 +108,12 @@ pub struct Session {
 impl Session {
     pub fn new(model: Arc<Model>, opts: &SessionOptions) -> Result<Session, SessionError> {
         let c = &model.cfg;
+        if opts.ctx > MAX_CTX {
+            return Err(SessionError::BadOption(format!(
+                "context length {} is above the limit of {MAX_CTX} tokens",
+                opts.ctx
+            )));
+        }
         let ctx = if opts.ctx == 0 {
             c.ctx_len.min(4096)
         } else {

@@ -15,12 +15,36 @@
 use rayon::prelude::*;
 use std::sync::mpsc;
 
+/// The most threads a pool may have: four per core. More only adds
+/// scheduling overhead to a memory-bound decode (5,000 threads took 106 s
+/// for 2 tokens), and a caller's typo should not start thousands of threads.
+pub fn max_threads() -> usize {
+    4 * cores()
+}
+
+/// The cores the process may run on.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `n` when it is a sensible thread count (0 = one per core).
+pub fn check_count(n: usize) -> Result<usize, String> {
+    if n > max_threads() {
+        return Err(format!(
+            "{n} threads is more than {} (four per core on this machine)",
+            max_threads()
+        ));
+    }
+    Ok(n)
+}
+
 /// Sets the process-wide pool to `n` threads (0 = one per core). Only the
 /// first call counts (later ones are ignored), as with rayon's global pool.
-pub fn set_global(n: usize) {
+pub fn set_global(n: usize) -> Result<(), String> {
     let _ = rayon::ThreadPoolBuilder::new()
-        .num_threads(n)
+        .num_threads(check_count(n)?)
         .build_global();
+    Ok(())
 }
 
 /// Threads of the current pool (the caller included).
@@ -60,7 +84,7 @@ impl Threads {
     /// `n` threads (0 = one per core).
     pub fn new(n: usize) -> Result<Threads, String> {
         rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
+            .num_threads(check_count(n)?)
             .thread_name(|i| format!("tah-worker-{i}"))
             .build()
             .map(Threads)

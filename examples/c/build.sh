@@ -19,4 +19,6 @@ CFLAGS="${CFLAGS:--O2 -g -Wall -Wextra -Werror -std=c11}"
 $CC $CFLAGS -I include examples/c/math.c "$lib/libtah.a" -lpthread -ldl -lm -o "$out/math-static"
 # Shared: link libtah.so by path and remember where it is.
 $CC $CFLAGS -I include examples/c/math.c -L "$lib" -ltah -Wl,-rpath,"$lib" -o "$out/math-shared"
-echo "built $out/math-static and $out/math-shared" >&2
+# Hostile numbers through the ABI (examples/c/check.sh runs it).
+$CC $CFLAGS -I include examples/c/edges.c "$lib/libtah.a" -lpthread -ldl -lm -o "$out/edges"
+echo "built $out/math-static, $out/math-shared and $out/edges" >&2

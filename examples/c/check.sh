@@ -54,4 +54,12 @@ valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
   echo "check.sh: valgrind failed:" >&2; cat "$out/vg.err" "$out/valgrind.log" >&2; exit 1; }
 grep -E "ERROR SUMMARY|(definitely|indirectly|possibly) lost:|still reachable:" "$out/valgrind.log" >&2 || true
 echo "   $((SECONDS - t0)) s" >&2
-echo "check.sh: C example OK (static, shared, valgrind)" >&2
+t0=$SECONDS
+step "hostile numbers through the C ABI: every call fails cleanly, the process survives"
+"$out/edges" "$model" || { echo "check.sh: edges failed" >&2; exit 1; }
+step "the same under valgrind"
+valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
+  --log-file="$out/valgrind-edges.log" "$out/edges" "$model" > "$out/edges-vg.txt" 2>&1 || {
+  echo "check.sh: edges under valgrind failed:" >&2; cat "$out/edges-vg.txt" "$out/valgrind-edges.log" >&2; exit 1; }
+echo "   $((SECONDS - t0)) s" >&2
+echo "check.sh: C example OK (static, shared, valgrind, hostile numbers)" >&2

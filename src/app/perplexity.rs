@@ -35,8 +35,15 @@ pub fn perplexity(
     bos: Option<u32>,
     progress: &mut dyn FnMut(usize, usize, f64),
 ) -> Result<Perplexity, SessionError> {
+    if ctx < 3 {
+        // The second half of a chunk of 1 or 2 tokens predicts nothing: the
+        // result would be 0/0.
+        return Err(SessionError::BadOption(format!(
+            "a perplexity context of {ctx} tokens scores no prediction: give at least 3"
+        )));
+    }
     let n_chunks = tokens.len() / ctx;
-    if ctx < 2 || n_chunks == 0 {
+    if n_chunks == 0 {
         return Err(SessionError::ContextFull {
             ctx,
             used: 0,

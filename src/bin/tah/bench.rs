@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::time::Instant;
 use tah::model::Model;
 use tah::sample::Rng;
-use tah::session::{Session, SessionOptions};
+use tah::session::{Session, SessionOptions, MAX_BATCH, MAX_CTX};
+
+/// The most repetitions of a test (`-r`).
+const MAX_REPS: usize = 1000;
 use tah::tah::TahOptions;
 
 #[derive(Args, Debug)]
@@ -75,8 +78,15 @@ fn speed(mut v: Vec<f64>) -> Speed {
 }
 
 pub fn bench(a: BenchArgs) -> Result<(), Error> {
-    if a.reps == 0 {
-        return Err("-r must be at least 1".into());
+    if a.reps == 0 || a.reps > MAX_REPS {
+        return Err(format!("-r must be from 1 to {MAX_REPS}").into());
+    }
+    for (flag, n) in [("-p", a.n_prompt), ("-n", a.n_gen)] {
+        if n > MAX_CTX - 8 {
+            return Err(
+                format!("{flag} {n} is more than a context holds ({MAX_CTX} tokens)").into(),
+            );
+        }
     }
     let mut args = a.model.clone();
     args.threads = None; // each test gets its own pool below
@@ -92,7 +102,7 @@ pub fn bench(a: BenchArgs) -> Result<(), Error> {
     let opts = SessionOptions {
         ctx: args.ctx,
         kv_type: args.kv_type,
-        batch: args.batch.max(a.n_prompt),
+        batch: args.batch.max(a.n_prompt.min(MAX_BATCH)),
         tah: TahOptions {
             mode: args.think,
             threshold: args.threshold,

@@ -112,7 +112,7 @@ impl ModelArgs {
                 return Err("--threads must be at least 1".into());
             }
             // The global pool can only be set once per process; later calls keep it.
-            tah::threads::set_global(t);
+            tah::threads::set_global(t)?;
         }
         let model = Arc::new(Model::load(&self.model)?);
         let opts = SessionOptions {
