@@ -98,6 +98,8 @@ macro_rules! tiles {
             nx: usize,
             out: &mut [f32],
         ) {
+            /// # Safety
+            /// The CPU has the target features `$feat`.
             #[target_feature(enable = $feat)]
             unsafe fn imp(
                 cols: usize,
@@ -108,7 +110,9 @@ macro_rules! tiles {
                 nx: usize,
                 out: &mut [f32],
             ) {
-                drive::<$k>(cols, w, w_stride, x, x_stride, nx, out)
+                // SAFETY: the caller guarantees `$feat` (this fn's # Safety),
+                // the only requirement of `drive` for `$k`.
+                unsafe { drive::<$k>(cols, w, w_stride, x, x_stride, nx, out) }
             }
             // SAFETY: this function is only reachable through its table,
             // which `kernels()`/`available()` hand out only after the table's
@@ -159,7 +163,9 @@ mod i8mm {
 /// `p..p+2` must be readable.
 #[inline(always)]
 unsafe fn f16_at(p: *const u8) -> f32 {
-    let h = u16::from_le(p.cast::<u16>().read_unaligned());
+    // SAFETY: the caller guarantees `p..p+2` readable (this fn's # Safety);
+    // unaligned read.
+    let h = u16::from_le(unsafe { p.cast::<u16>().read_unaligned() });
     let out: f32;
     // SAFETY: a register-only conversion; FP/SIMD is part of every aarch64 target.
     unsafe {
@@ -169,38 +175,67 @@ unsafe fn f16_at(p: *const u8) -> f32 {
     out
 }
 
-/// f32 at `p` (little-endian, unaligned). Caller: `p..p+4` readable.
+/// f32 at `p` (little-endian, unaligned).
+///
+/// # Safety
+/// `p..p+4` must be readable.
 #[inline(always)]
 unsafe fn f32_at(p: *const u8) -> f32 {
-    f32::from_bits(u32::from_le(p.cast::<u32>().read_unaligned()))
+    // SAFETY: the caller guarantees `p..p+4` readable (this fn's # Safety);
+    // unaligned read.
+    unsafe { f32::from_bits(u32::from_le(p.cast::<u32>().read_unaligned())) }
 }
 
-/// 16 bytes at `p` as i8. Caller: `p..p+16` readable.
+/// 16 bytes at `p` as i8.
+///
+/// # Safety
+/// `p..p+16` must be readable.
 #[inline(always)]
 unsafe fn ld_s8(p: *const u8) -> int8x16_t {
-    vld1q_s8(p.cast())
+    // SAFETY: the caller guarantees `p..p+16` readable (this fn's # Safety);
+    // `ld1` has no alignment requirement; NEON is baseline on aarch64.
+    unsafe { vld1q_s8(p.cast()) }
 }
 
-/// 16 bytes at `p`. Caller: `p..p+16` readable.
+/// 16 bytes at `p`.
+///
+/// # Safety
+/// `p..p+16` must be readable.
 #[inline(always)]
 unsafe fn ld_u8(p: *const u8) -> uint8x16_t {
-    vld1q_u8(p)
+    // SAFETY: the caller guarantees `p..p+16` readable (this fn's # Safety);
+    // `ld1` has no alignment requirement; NEON is baseline on aarch64.
+    unsafe { vld1q_u8(p) }
 }
 
-/// 4 little-endian f32 at `p` (byte loads: no alignment). Caller: 16 bytes readable.
+/// 4 little-endian f32 at `p` (byte loads: no alignment).
+///
+/// # Safety
+/// `p..p+16` must be readable.
 #[inline(always)]
 unsafe fn ld_f32(p: *const u8) -> float32x4_t {
-    vreinterpretq_f32_u8(vld1q_u8(p))
+    // SAFETY: the caller guarantees `p..p+16` readable (this fn's # Safety);
+    // `ld1` has no alignment requirement; NEON is baseline on aarch64.
+    unsafe { vreinterpretq_f32_u8(vld1q_u8(p)) }
 }
 
-/// 8 little-endian u16 at `p` (byte loads: no alignment). Caller: 16 bytes readable.
+/// 8 little-endian u16 at `p` (byte loads: no alignment).
+///
+/// # Safety
+/// `p..p+16` must be readable.
 #[inline(always)]
 unsafe fn ld_u16(p: *const u8) -> uint16x8_t {
-    vreinterpretq_u16_u8(vld1q_u8(p))
+    // SAFETY: the caller guarantees `p..p+16` readable (this fn's # Safety);
+    // `ld1` has no alignment requirement; NEON is baseline on aarch64.
+    unsafe { vreinterpretq_u16_u8(vld1q_u8(p)) }
 }
 
 /// Eight f16 (as bits) to two f32x4 with `fcvtl`/`fcvtl2` (base ARMv8 SIMD;
 /// the f16 vector intrinsics are unstable).
+///
+/// # Safety
+/// None beyond NEON, which every aarch64 CPU has (`unsafe` only because the
+/// callers' intrinsics need a NEON context).
 #[inline(always)]
 unsafe fn f16x8_to_f32(v: uint16x8_t) -> (float32x4_t, float32x4_t) {
     let lo: float32x4_t;
@@ -215,12 +250,19 @@ unsafe fn f16x8_to_f32(v: uint16x8_t) -> (float32x4_t, float32x4_t) {
 }
 
 /// Eight bf16 (as bits) to two f32x4: bf16 is the top half of an f32.
+///
+/// # Safety
+/// None beyond NEON, which every aarch64 CPU has (the NEON intrinsics are
+/// only safe to call in a `neon` target-feature context).
 #[inline(always)]
 unsafe fn bf16x8_to_f32(v: uint16x8_t) -> (float32x4_t, float32x4_t) {
-    (
-        vreinterpretq_f32_u32(vshll_n_u16::<16>(vget_low_u16(v))),
-        vreinterpretq_f32_u32(vshll_high_n_u16::<16>(v)),
-    )
+    // SAFETY: register-only NEON intrinsics; NEON is baseline on aarch64.
+    unsafe {
+        (
+            vreinterpretq_f32_u32(vshll_n_u16::<16>(vget_low_u16(v))),
+            vreinterpretq_f32_u32(vshll_high_n_u16::<16>(v)),
+        )
+    }
 }
 
 /// bf16 bits to f32.
@@ -235,6 +277,9 @@ fn bf16_to_f32(h: u16) -> f32 {
 /// `acc` plus the products of 16 i8 pairs, spread over the four i32 lanes in
 /// some way (callers only use lane sums, or scale all lanes alike).
 trait Dot {
+    /// # Safety
+    /// The CPU has the instructions of the implementation: NEON for [`Mull`]
+    /// (every aarch64 CPU), FEAT_DotProd for [`Sdot`].
     unsafe fn dot16(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t;
 }
 
@@ -245,9 +290,12 @@ struct Mull;
 impl Dot for Mull {
     #[inline(always)]
     unsafe fn dot16(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
-        let lo = vmull_s8(vget_low_s8(a), vget_low_s8(b));
-        let hi = vmull_high_s8(a, b);
-        vpadalq_s16(vpadalq_s16(acc, lo), hi)
+        // SAFETY: register-only NEON intrinsics; NEON is baseline on aarch64.
+        unsafe {
+            let lo = vmull_s8(vget_low_s8(a), vget_low_s8(b));
+            let hi = vmull_high_s8(a, b);
+            vpadalq_s16(vpadalq_s16(acc, lo), hi)
+        }
     }
 }
 
@@ -284,6 +332,9 @@ fn s8(v: int64x2_t) -> int8x16_t {
 /// FEAT_I8MM `smmla`: `acc + [a0·b0, a0·b1, a1·b0, a1·b1]` where `a0`/`a1`
 /// (`b0`/`b1`) are the low/high 8 bytes of `a` (`b`). Only used from functions
 /// compiled with `i8mm`.
+///
+/// # Safety
+/// The CPU has FEAT_I8MM.
 #[inline(always)]
 unsafe fn smmla(mut acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
     // SAFETY: register-only; the caller runs only where i8mm was detected.
@@ -334,7 +385,10 @@ unsafe fn drive<K: Kern>(
     nx: usize,
     out: &mut [f32],
 ) {
-    assert!(cols % K::BL == 0, "{cols} columns: not whole blocks");
+    assert!(
+        cols.is_multiple_of(K::BL),
+        "{cols} columns: not whole blocks"
+    );
     let nb = cols / K::BL;
     assert!(w_stride > 0 && w_stride >= nb * K::WB, "weight stride");
     let m = w.len() / w_stride;
@@ -390,6 +444,8 @@ unsafe fn rows<K: Kern, const WR: usize>(
     nx: usize,
     out: &mut [f32],
 ) {
+    /// # Safety
+    /// As [`rows`], and activation rows `i..i + R` are below `nx`.
     #[inline(always)]
     unsafe fn go<K: Kern, const WR: usize, const R: usize>(
         nb: usize,
@@ -433,6 +489,10 @@ unsafe fn rows<K: Kern, const WR: usize>(
 trait Q32 {
     const WB: usize;
     const MIN: bool;
+    /// The block at `p` as 32 i8 values.
+    ///
+    /// # Safety
+    /// `p..p + WB` readable (NEON is baseline on aarch64).
     unsafe fn decode(p: *const u8) -> (int8x16_t, int8x16_t);
 }
 
@@ -456,31 +516,48 @@ impl Q32 for Q8_0W {
     const MIN: bool = false;
     #[inline(always)]
     unsafe fn decode(p: *const u8) -> (int8x16_t, int8x16_t) {
-        (ld_s8(p.add(2)), ld_s8(p.add(18)))
+        // SAFETY: the caller guarantees the block's WB = 34 bytes at `p`
+        // readable (Q32::decode's # Safety); this reads `p+2..p+34`. NEON is
+        // baseline on aarch64.
+        unsafe { (ld_s8(p.add(2)), ld_s8(p.add(18))) }
     }
 }
 
 /// The 4-bit quants at `q`: low nibbles (values 0..16), high (16..32).
+///
+/// # Safety
+/// `q..q+16` must be readable.
 #[inline(always)]
 unsafe fn nibbles(q: *const u8) -> (uint8x16_t, uint8x16_t) {
-    let v = ld_u8(q);
-    (vandq_u8(v, vdupq_n_u8(0x0F)), vshrq_n_u8::<4>(v))
+    // SAFETY: the caller guarantees `q..q+16` readable (this fn's # Safety);
+    // NEON is baseline on aarch64.
+    unsafe {
+        let v = ld_u8(q);
+        (vandq_u8(v, vdupq_n_u8(0x0F)), vshrq_n_u8::<4>(v))
+    }
 }
 
 /// q5's fifth bits from the 4 bytes of `qh` at `p`, as 0x10 in the byte of
 /// each value whose bit is set (values 0..16, 16..32).
+///
+/// # Safety
+/// `p..p+4` must be readable.
 #[inline(always)]
 unsafe fn fifth_bits(p: *const u8) -> (uint8x16_t, uint8x16_t) {
-    const BIT: [u8; 16] = [1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128];
-    let qh = p.cast::<[u8; 4]>().read_unaligned();
-    let bit = vld1q_u8(BIT.as_ptr());
-    let lo = vcombine_u8(vdup_n_u8(qh[0]), vdup_n_u8(qh[1]));
-    let hi = vcombine_u8(vdup_n_u8(qh[2]), vdup_n_u8(qh[3]));
-    let h = vdupq_n_u8(0x10);
-    (
-        vandq_u8(vtstq_u8(lo, bit), h),
-        vandq_u8(vtstq_u8(hi, bit), h),
-    )
+    // SAFETY: the caller guarantees `p..p+4` readable (this fn's # Safety;
+    // unaligned read); `BIT` is 16 bytes; NEON is baseline on aarch64.
+    unsafe {
+        const BIT: [u8; 16] = [1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128];
+        let qh = p.cast::<[u8; 4]>().read_unaligned();
+        let bit = vld1q_u8(BIT.as_ptr());
+        let lo = vcombine_u8(vdup_n_u8(qh[0]), vdup_n_u8(qh[1]));
+        let hi = vcombine_u8(vdup_n_u8(qh[2]), vdup_n_u8(qh[3]));
+        let h = vdupq_n_u8(0x10);
+        (
+            vandq_u8(vtstq_u8(lo, bit), h),
+            vandq_u8(vtstq_u8(hi, bit), h),
+        )
+    }
 }
 
 impl Q32 for Q4_0W {
@@ -488,12 +565,17 @@ impl Q32 for Q4_0W {
     const MIN: bool = false;
     #[inline(always)]
     unsafe fn decode(p: *const u8) -> (int8x16_t, int8x16_t) {
-        let (l, h) = nibbles(p.add(2));
-        let off = vdupq_n_s8(8);
-        (
-            vsubq_s8(vreinterpretq_s8_u8(l), off),
-            vsubq_s8(vreinterpretq_s8_u8(h), off),
-        )
+        // SAFETY: the caller guarantees the block's WB = 18 bytes at `p`
+        // readable (Q32::decode's # Safety); this reads `p+2..p+18`. NEON is
+        // baseline on aarch64.
+        unsafe {
+            let (l, h) = nibbles(p.add(2));
+            let off = vdupq_n_s8(8);
+            (
+                vsubq_s8(vreinterpretq_s8_u8(l), off),
+                vsubq_s8(vreinterpretq_s8_u8(h), off),
+            )
+        }
     }
 }
 
@@ -502,8 +584,13 @@ impl Q32 for Q4_1W {
     const MIN: bool = true;
     #[inline(always)]
     unsafe fn decode(p: *const u8) -> (int8x16_t, int8x16_t) {
-        let (l, h) = nibbles(p.add(4));
-        (vreinterpretq_s8_u8(l), vreinterpretq_s8_u8(h))
+        // SAFETY: the caller guarantees the block's WB = 20 bytes at `p`
+        // readable (Q32::decode's # Safety); this reads `p+4..p+20`. NEON is
+        // baseline on aarch64.
+        unsafe {
+            let (l, h) = nibbles(p.add(4));
+            (vreinterpretq_s8_u8(l), vreinterpretq_s8_u8(h))
+        }
     }
 }
 
@@ -512,13 +599,18 @@ impl Q32 for Q5_0W {
     const MIN: bool = false;
     #[inline(always)]
     unsafe fn decode(p: *const u8) -> (int8x16_t, int8x16_t) {
-        let (bl, bh) = fifth_bits(p.add(2));
-        let (l, h) = nibbles(p.add(6));
-        let off = vdupq_n_s8(16);
-        (
-            vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(l, bl)), off),
-            vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(h, bh)), off),
-        )
+        // SAFETY: the caller guarantees the block's WB = 22 bytes at `p`
+        // readable (Q32::decode's # Safety); this reads `p+2..p+22`. NEON is
+        // baseline on aarch64.
+        unsafe {
+            let (bl, bh) = fifth_bits(p.add(2));
+            let (l, h) = nibbles(p.add(6));
+            let off = vdupq_n_s8(16);
+            (
+                vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(l, bl)), off),
+                vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(h, bh)), off),
+            )
+        }
     }
 }
 
@@ -527,12 +619,17 @@ impl Q32 for Q5_1W {
     const MIN: bool = true;
     #[inline(always)]
     unsafe fn decode(p: *const u8) -> (int8x16_t, int8x16_t) {
-        let (bl, bh) = fifth_bits(p.add(4));
-        let (l, h) = nibbles(p.add(8));
-        (
-            vreinterpretq_s8_u8(vorrq_u8(l, bl)),
-            vreinterpretq_s8_u8(vorrq_u8(h, bh)),
-        )
+        // SAFETY: the caller guarantees the block's WB = 24 bytes at `p`
+        // readable (Q32::decode's # Safety); this reads `p+4..p+24`. NEON is
+        // baseline on aarch64.
+        unsafe {
+            let (bl, bh) = fifth_bits(p.add(4));
+            let (l, h) = nibbles(p.add(8));
+            (
+                vreinterpretq_s8_u8(vorrq_u8(l, bl)),
+                vreinterpretq_s8_u8(vorrq_u8(h, bh)),
+            )
+        }
     }
 }
 
@@ -551,39 +648,45 @@ impl<Q: Q32, D: Dot> Kern for Q32K<Q, D> {
         w: [*const u8; WR],
         x: [*const u8; R],
     ) -> [[f32; R]; WR] {
-        let xq = q8_layout(Q::MIN).1;
-        let zero = vdupq_n_s32(0);
-        let mut acc = [[vdupq_n_f32(0.0); R]; WR];
-        let mut mins = [[0f32; R]; WR];
-        for b in 0..nb {
-            let mut wq = [(vdupq_n_s8(0), vdupq_n_s8(0)); WR];
-            let mut dw = [0f32; WR];
-            let mut mw = [0f32; WR];
-            for a in 0..WR {
-                let p = w[a].add(b * Q::WB);
-                wq[a] = Q::decode(p);
-                dw[a] = f16_at(p);
-                if Q::MIN {
-                    mw[a] = f16_at(p.add(2));
-                }
-            }
-            for k in 0..R {
-                let p = x[k].add(b * Self::XB);
-                let dx = f16_at(p);
-                let (x0, x1) = (ld_s8(p.add(xq)), ld_s8(p.add(xq + 16)));
+        // SAFETY: the caller guarantees that every `w[a]` has its nb·WB bytes and
+        // every `x[k]` its nb·XB bytes readable, and the CPU features of the
+        // calling table (Kern::tile's # Safety); every pointer below stays in
+        // those blocks. NEON is baseline; `D` needs only those features.
+        unsafe {
+            let xq = q8_layout(Q::MIN).1;
+            let zero = vdupq_n_s32(0);
+            let mut acc = [[vdupq_n_f32(0.0); R]; WR];
+            let mut mins = [[0f32; R]; WR];
+            for b in 0..nb {
+                let mut wq = [(vdupq_n_s8(0), vdupq_n_s8(0)); WR];
+                let mut dw = [0f32; WR];
+                let mut mw = [0f32; WR];
                 for a in 0..WR {
-                    let s = D::dot16(D::dot16(zero, wq[a].0, x0), wq[a].1, x1);
-                    acc[a][k] = vfmaq_n_f32(acc[a][k], vcvtq_f32_s32(s), dw[a] * dx);
+                    let p = w[a].add(b * Q::WB);
+                    wq[a] = Q::decode(p);
+                    dw[a] = f16_at(p);
+                    if Q::MIN {
+                        mw[a] = f16_at(p.add(2));
+                    }
                 }
-                if Q::MIN {
-                    let sx = f16_at(p.add(2));
+                for k in 0..R {
+                    let p = x[k].add(b * Self::XB);
+                    let dx = f16_at(p);
+                    let (x0, x1) = (ld_s8(p.add(xq)), ld_s8(p.add(xq + 16)));
                     for a in 0..WR {
-                        mins[a][k] += mw[a] * sx;
+                        let s = D::dot16(D::dot16(zero, wq[a].0, x0), wq[a].1, x1);
+                        acc[a][k] = vfmaq_n_f32(acc[a][k], vcvtq_f32_s32(s), dw[a] * dx);
+                    }
+                    if Q::MIN {
+                        let sx = f16_at(p.add(2));
+                        for a in 0..WR {
+                            mins[a][k] += mw[a] * sx;
+                        }
                     }
                 }
             }
+            core::array::from_fn(|a| core::array::from_fn(|k| vaddvq_f32(acc[a][k]) + mins[a][k]))
         }
-        core::array::from_fn(|a| core::array::from_fn(|k| vaddvq_f32(acc[a][k]) + mins[a][k]))
     }
 }
 
@@ -603,62 +706,70 @@ impl<Q: Q32> Kern for Mmla<Q> {
         w: [*const u8; WR],
         x: [*const u8; R],
     ) -> [[f32; R]; WR] {
-        if WR != 2 || R % 2 != 0 {
-            return Q32K::<Q, Sdot>::tile::<WR, R>(nb, w, x);
-        }
-        // WR == 2 here; `WR - 1` keeps the indexing valid in every instance.
-        let (w0, w1) = (w[0], w[WR - 1]);
-        let xq = q8_layout(Q::MIN).1;
-        let zero = vdupq_n_s32(0);
-        // acc[q] lanes: [w0·x(2q), w0·x(2q+1), w1·x(2q), w1·x(2q+1)]
-        let mut acc = [vdupq_n_f32(0.0); R];
-        let mut macc = [vdupq_n_f32(0.0); R];
-        for b in 0..nb {
-            let (p0, p1) = (w0.add(b * Q::WB), w1.add(b * Q::WB));
-            let (l0, h0) = Q::decode(p0);
-            let (l1, h1) = Q::decode(p1);
-            // 2×8 matrices: [w0 bytes 8c..8c+8, w1 bytes 8c..8c+8]
-            let wm = [
-                s8(vzip1q_s64(s64(l0), s64(l1))),
-                s8(vzip2q_s64(s64(l0), s64(l1))),
-                s8(vzip1q_s64(s64(h0), s64(h1))),
-                s8(vzip2q_s64(s64(h0), s64(h1))),
-            ];
-            let dw = vcombine_f32(vdup_n_f32(f16_at(p0)), vdup_n_f32(f16_at(p1)));
-            let mw = if Q::MIN {
-                vcombine_f32(vdup_n_f32(f16_at(p0.add(2))), vdup_n_f32(f16_at(p1.add(2))))
-            } else {
-                vdupq_n_f32(0.0)
-            };
-            for q in 0..R / 2 {
-                let (pa, pb) = (x[2 * q].add(b * Self::XB), x[2 * q + 1].add(b * Self::XB));
-                let (a0, a1) = (ld_s8(pa.add(xq)), ld_s8(pa.add(xq + 16)));
-                let (b0, b1) = (ld_s8(pb.add(xq)), ld_s8(pb.add(xq + 16)));
-                let mut s = smmla(zero, wm[0], s8(vzip1q_s64(s64(a0), s64(b0))));
-                s = smmla(s, wm[1], s8(vzip2q_s64(s64(a0), s64(b0))));
-                s = smmla(s, wm[2], s8(vzip1q_s64(s64(a1), s64(b1))));
-                s = smmla(s, wm[3], s8(vzip2q_s64(s64(a1), s64(b1))));
-                let dx = vset_lane_f32::<1>(f16_at(pb), vdup_n_f32(f16_at(pa)));
-                acc[q] = vfmaq_f32(
-                    acc[q],
-                    vcvtq_f32_s32(s),
-                    vmulq_f32(dw, vcombine_f32(dx, dx)),
-                );
-                if Q::MIN {
-                    let sx = vset_lane_f32::<1>(f16_at(pb.add(2)), vdup_n_f32(f16_at(pa.add(2))));
-                    macc[q] = vfmaq_f32(macc[q], mw, vcombine_f32(sx, sx));
+        // SAFETY: the caller guarantees that every `w[a]` has its nb·WB bytes and
+        // every `x[k]` its nb·XB bytes readable, and the CPU features of the
+        // calling table (Kern::tile's # Safety); every pointer below stays in
+        // those blocks. The table using `Mmla` checked i8mm and dotprod
+        // (`smmla`, and `sdot` via `Q32K<Q, Sdot>`).
+        unsafe {
+            if WR != 2 || !R.is_multiple_of(2) {
+                return Q32K::<Q, Sdot>::tile::<WR, R>(nb, w, x);
+            }
+            // WR == 2 here; `WR - 1` keeps the indexing valid in every instance.
+            let (w0, w1) = (w[0], w[WR - 1]);
+            let xq = q8_layout(Q::MIN).1;
+            let zero = vdupq_n_s32(0);
+            // acc[q] lanes: [w0·x(2q), w0·x(2q+1), w1·x(2q), w1·x(2q+1)]
+            let mut acc = [vdupq_n_f32(0.0); R];
+            let mut macc = [vdupq_n_f32(0.0); R];
+            for b in 0..nb {
+                let (p0, p1) = (w0.add(b * Q::WB), w1.add(b * Q::WB));
+                let (l0, h0) = Q::decode(p0);
+                let (l1, h1) = Q::decode(p1);
+                // 2×8 matrices: [w0 bytes 8c..8c+8, w1 bytes 8c..8c+8]
+                let wm = [
+                    s8(vzip1q_s64(s64(l0), s64(l1))),
+                    s8(vzip2q_s64(s64(l0), s64(l1))),
+                    s8(vzip1q_s64(s64(h0), s64(h1))),
+                    s8(vzip2q_s64(s64(h0), s64(h1))),
+                ];
+                let dw = vcombine_f32(vdup_n_f32(f16_at(p0)), vdup_n_f32(f16_at(p1)));
+                let mw = if Q::MIN {
+                    vcombine_f32(vdup_n_f32(f16_at(p0.add(2))), vdup_n_f32(f16_at(p1.add(2))))
+                } else {
+                    vdupq_n_f32(0.0)
+                };
+                for q in 0..R / 2 {
+                    let (pa, pb) = (x[2 * q].add(b * Self::XB), x[2 * q + 1].add(b * Self::XB));
+                    let (a0, a1) = (ld_s8(pa.add(xq)), ld_s8(pa.add(xq + 16)));
+                    let (b0, b1) = (ld_s8(pb.add(xq)), ld_s8(pb.add(xq + 16)));
+                    let mut s = smmla(zero, wm[0], s8(vzip1q_s64(s64(a0), s64(b0))));
+                    s = smmla(s, wm[1], s8(vzip2q_s64(s64(a0), s64(b0))));
+                    s = smmla(s, wm[2], s8(vzip1q_s64(s64(a1), s64(b1))));
+                    s = smmla(s, wm[3], s8(vzip2q_s64(s64(a1), s64(b1))));
+                    let dx = vset_lane_f32::<1>(f16_at(pb), vdup_n_f32(f16_at(pa)));
+                    acc[q] = vfmaq_f32(
+                        acc[q],
+                        vcvtq_f32_s32(s),
+                        vmulq_f32(dw, vcombine_f32(dx, dx)),
+                    );
+                    if Q::MIN {
+                        let sx =
+                            vset_lane_f32::<1>(f16_at(pb.add(2)), vdup_n_f32(f16_at(pa.add(2))));
+                        macc[q] = vfmaq_f32(macc[q], mw, vcombine_f32(sx, sx));
+                    }
                 }
             }
+            let mut r = [[0f32; R]; WR];
+            for q in 0..R / 2 {
+                let v = vaddq_f32(acc[q], macc[q]);
+                r[0][2 * q] = vgetq_lane_f32::<0>(v);
+                r[0][2 * q + 1] = vgetq_lane_f32::<1>(v);
+                r[WR - 1][2 * q] = vgetq_lane_f32::<2>(v);
+                r[WR - 1][2 * q + 1] = vgetq_lane_f32::<3>(v);
+            }
+            r
         }
-        let mut r = [[0f32; R]; WR];
-        for q in 0..R / 2 {
-            let v = vaddq_f32(acc[q], macc[q]);
-            r[0][2 * q] = vgetq_lane_f32::<0>(v);
-            r[0][2 * q + 1] = vgetq_lane_f32::<1>(v);
-            r[WR - 1][2 * q] = vgetq_lane_f32::<2>(v);
-            r[WR - 1][2 * q + 1] = vgetq_lane_f32::<3>(v);
-        }
-        r
     }
 }
 
@@ -684,50 +795,59 @@ impl<D: Dot> Kern for Q4KK<D> {
         w: [*const u8; WR],
         x: [*const u8; R],
     ) -> [[f32; R]; WR] {
-        let zero = vdupq_n_s32(0);
-        let mut acc = [[vdupq_n_f32(0.0); R]; WR];
-        let mut mins = [[0f32; R]; WR];
-        for b in 0..nb {
-            for a in 0..WR {
-                let p = w[a].add(b * Self::WB);
-                let (d, dmin) = (f16_at(p), f16_at(p.add(2)));
-                let packed = p.add(4).cast::<[u8; 12]>().read_unaligned();
-                let mut sc = [0i32; 8];
-                let mut mn = [0i32; 8];
-                for j in 0..8 {
-                    let (s, m) = q4k_scale_min(j, &packed);
-                    (sc[j], mn[j]) = (s as i32, m as i32);
-                }
-                let mut isum = [zero; R];
-                for g in 0..4 {
-                    let (l0, h0) = nibbles(p.add(16 + 32 * g));
-                    let (l1, h1) = nibbles(p.add(16 + 32 * g + 16));
-                    let (l0, l1) = (vreinterpretq_s8_u8(l0), vreinterpretq_s8_u8(l1));
-                    let (h0, h1) = (vreinterpretq_s8_u8(h0), vreinterpretq_s8_u8(h1));
+        // SAFETY: the caller guarantees that every `w[a]` has its nb·WB bytes and
+        // every `x[k]` its nb·XB bytes readable, and the CPU features of the
+        // calling table (Kern::tile's # Safety); every pointer below stays in
+        // those blocks. NEON is baseline; `D` needs only those features.
+        unsafe {
+            let zero = vdupq_n_s32(0);
+            let mut acc = [[vdupq_n_f32(0.0); R]; WR];
+            let mut mins = [[0f32; R]; WR];
+            for b in 0..nb {
+                for a in 0..WR {
+                    let p = w[a].add(b * Self::WB);
+                    let (d, dmin) = (f16_at(p), f16_at(p.add(2)));
+                    let packed = p.add(4).cast::<[u8; 12]>().read_unaligned();
+                    let mut sc = [0i32; 8];
+                    let mut mn = [0i32; 8];
+                    for j in 0..8 {
+                        let (s, m) = q4k_scale_min(j, &packed);
+                        (sc[j], mn[j]) = (s as i32, m as i32);
+                    }
+                    let mut isum = [zero; R];
+                    for g in 0..4 {
+                        let (l0, h0) = nibbles(p.add(16 + 32 * g));
+                        let (l1, h1) = nibbles(p.add(16 + 32 * g + 16));
+                        let (l0, l1) = (vreinterpretq_s8_u8(l0), vreinterpretq_s8_u8(l1));
+                        let (h0, h1) = (vreinterpretq_s8_u8(h0), vreinterpretq_s8_u8(h1));
+                        for k in 0..R {
+                            let q = x[k].add(b * Self::XB + Q8K_QS + 64 * g);
+                            let sl = D::dot16(D::dot16(zero, l0, ld_s8(q)), l1, ld_s8(q.add(16)));
+                            let sh = D::dot16(
+                                D::dot16(zero, h0, ld_s8(q.add(32))),
+                                h1,
+                                ld_s8(q.add(48)),
+                            );
+                            isum[k] =
+                                vmlaq_n_s32(vmlaq_n_s32(isum[k], sl, sc[2 * g]), sh, sc[2 * g + 1]);
+                        }
+                    }
+                    let m0 = vld1q_s32(mn.as_ptr());
+                    let m1 = vld1q_s32(mn.as_ptr().add(4));
                     for k in 0..R {
-                        let q = x[k].add(b * Self::XB + Q8K_QS + 64 * g);
-                        let sl = D::dot16(D::dot16(zero, l0, ld_s8(q)), l1, ld_s8(q.add(16)));
-                        let sh =
-                            D::dot16(D::dot16(zero, h0, ld_s8(q.add(32))), h1, ld_s8(q.add(48)));
-                        isum[k] =
-                            vmlaq_n_s32(vmlaq_n_s32(isum[k], sl, sc[2 * g]), sh, sc[2 * g + 1]);
+                        let xp = x[k].add(b * Self::XB);
+                        let dx = f32_at(xp);
+                        acc[a][k] = vfmaq_n_f32(acc[a][k], vcvtq_f32_s32(isum[k]), d * dx);
+                        // pairs of 16-value bsums are the 32-value sub-block sums
+                        let bs0 = vpaddlq_s16(vreinterpretq_s16_u8(ld_u8(xp.add(Q8K_BSUMS))));
+                        let bs1 = vpaddlq_s16(vreinterpretq_s16_u8(ld_u8(xp.add(Q8K_BSUMS + 16))));
+                        let summ = vaddvq_s32(vmlaq_s32(vmulq_s32(bs0, m0), bs1, m1));
+                        mins[a][k] -= (dmin * dx) * summ as f32;
                     }
                 }
-                let m0 = vld1q_s32(mn.as_ptr());
-                let m1 = vld1q_s32(mn.as_ptr().add(4));
-                for k in 0..R {
-                    let xp = x[k].add(b * Self::XB);
-                    let dx = f32_at(xp);
-                    acc[a][k] = vfmaq_n_f32(acc[a][k], vcvtq_f32_s32(isum[k]), d * dx);
-                    // pairs of 16-value bsums are the 32-value sub-block sums
-                    let bs0 = vpaddlq_s16(vreinterpretq_s16_u8(ld_u8(xp.add(Q8K_BSUMS))));
-                    let bs1 = vpaddlq_s16(vreinterpretq_s16_u8(ld_u8(xp.add(Q8K_BSUMS + 16))));
-                    let summ = vaddvq_s32(vmlaq_s32(vmulq_s32(bs0, m0), bs1, m1));
-                    mins[a][k] -= (dmin * dx) * summ as f32;
-                }
             }
+            core::array::from_fn(|a| core::array::from_fn(|k| vaddvq_f32(acc[a][k]) + mins[a][k]))
         }
-        core::array::from_fn(|a| core::array::from_fn(|k| vaddvq_f32(acc[a][k]) + mins[a][k]))
     }
 }
 
@@ -746,51 +866,57 @@ impl<D: Dot> Kern for Q6KK<D> {
         w: [*const u8; WR],
         x: [*const u8; R],
     ) -> [[f32; R]; WR] {
-        let zero = vdupq_n_s32(0);
-        let mut acc = [[vdupq_n_f32(0.0); R]; WR];
-        for b in 0..nb {
-            for a in 0..WR {
-                let p = w[a].add(b * Self::WB);
-                let d = f16_at(p.add(208));
-                let sc = p.add(192).cast::<[i8; 16]>().read_unaligned();
-                let mut isum = [zero; R];
-                for h in 0..2 {
-                    let (ql, qh) = (p.add(64 * h), p.add(128 + 32 * h));
-                    let ql: [uint8x16_t; 4] = core::array::from_fn(|i| ld_u8(ql.add(16 * i)));
-                    let (qh0, qh1) = (ld_u8(qh), ld_u8(qh.add(16)));
-                    let (m4, m30) = (vdupq_n_u8(0x0F), vdupq_n_u8(0x30));
-                    let hb = |v: uint8x16_t| vandq_u8(v, m30);
-                    // value t covers positions 128h + 16t .. +16 = sub-block 8h + t
-                    let u = [
-                        vorrq_u8(vandq_u8(ql[0], m4), hb(vshlq_n_u8::<4>(qh0))),
-                        vorrq_u8(vandq_u8(ql[1], m4), hb(vshlq_n_u8::<4>(qh1))),
-                        vorrq_u8(vandq_u8(ql[2], m4), hb(vshlq_n_u8::<2>(qh0))),
-                        vorrq_u8(vandq_u8(ql[3], m4), hb(vshlq_n_u8::<2>(qh1))),
-                        vorrq_u8(vshrq_n_u8::<4>(ql[0]), hb(qh0)),
-                        vorrq_u8(vshrq_n_u8::<4>(ql[1]), hb(qh1)),
-                        vorrq_u8(vshrq_n_u8::<4>(ql[2]), hb(vshrq_n_u8::<2>(qh0))),
-                        vorrq_u8(vshrq_n_u8::<4>(ql[3]), hb(vshrq_n_u8::<2>(qh1))),
-                    ];
-                    let off = vdupq_n_s8(32);
-                    let v: [int8x16_t; 8] =
-                        core::array::from_fn(|t| vsubq_s8(vreinterpretq_s8_u8(u[t]), off));
-                    for k in 0..R {
-                        let q = x[k].add(b * Self::XB + Q8K_QS + 128 * h);
-                        let mut s = isum[k];
-                        for t in 0..8 {
-                            let dt = D::dot16(zero, v[t], ld_s8(q.add(16 * t)));
-                            s = vmlaq_n_s32(s, dt, sc[8 * h + t] as i32);
+        // SAFETY: the caller guarantees that every `w[a]` has its nb·WB bytes and
+        // every `x[k]` its nb·XB bytes readable, and the CPU features of the
+        // calling table (Kern::tile's # Safety); every pointer below stays in
+        // those blocks. NEON is baseline; `D` needs only those features.
+        unsafe {
+            let zero = vdupq_n_s32(0);
+            let mut acc = [[vdupq_n_f32(0.0); R]; WR];
+            for b in 0..nb {
+                for a in 0..WR {
+                    let p = w[a].add(b * Self::WB);
+                    let d = f16_at(p.add(208));
+                    let sc = p.add(192).cast::<[i8; 16]>().read_unaligned();
+                    let mut isum = [zero; R];
+                    for h in 0..2 {
+                        let (ql, qh) = (p.add(64 * h), p.add(128 + 32 * h));
+                        let ql: [uint8x16_t; 4] = core::array::from_fn(|i| ld_u8(ql.add(16 * i)));
+                        let (qh0, qh1) = (ld_u8(qh), ld_u8(qh.add(16)));
+                        let (m4, m30) = (vdupq_n_u8(0x0F), vdupq_n_u8(0x30));
+                        let hb = |v: uint8x16_t| vandq_u8(v, m30);
+                        // value t covers positions 128h + 16t .. +16 = sub-block 8h + t
+                        let u = [
+                            vorrq_u8(vandq_u8(ql[0], m4), hb(vshlq_n_u8::<4>(qh0))),
+                            vorrq_u8(vandq_u8(ql[1], m4), hb(vshlq_n_u8::<4>(qh1))),
+                            vorrq_u8(vandq_u8(ql[2], m4), hb(vshlq_n_u8::<2>(qh0))),
+                            vorrq_u8(vandq_u8(ql[3], m4), hb(vshlq_n_u8::<2>(qh1))),
+                            vorrq_u8(vshrq_n_u8::<4>(ql[0]), hb(qh0)),
+                            vorrq_u8(vshrq_n_u8::<4>(ql[1]), hb(qh1)),
+                            vorrq_u8(vshrq_n_u8::<4>(ql[2]), hb(vshrq_n_u8::<2>(qh0))),
+                            vorrq_u8(vshrq_n_u8::<4>(ql[3]), hb(vshrq_n_u8::<2>(qh1))),
+                        ];
+                        let off = vdupq_n_s8(32);
+                        let v: [int8x16_t; 8] =
+                            core::array::from_fn(|t| vsubq_s8(vreinterpretq_s8_u8(u[t]), off));
+                        for k in 0..R {
+                            let q = x[k].add(b * Self::XB + Q8K_QS + 128 * h);
+                            let mut s = isum[k];
+                            for t in 0..8 {
+                                let dt = D::dot16(zero, v[t], ld_s8(q.add(16 * t)));
+                                s = vmlaq_n_s32(s, dt, sc[8 * h + t] as i32);
+                            }
+                            isum[k] = s;
                         }
-                        isum[k] = s;
+                    }
+                    for k in 0..R {
+                        let dx = f32_at(x[k].add(b * Self::XB));
+                        acc[a][k] = vfmaq_n_f32(acc[a][k], vcvtq_f32_s32(isum[k]), d * dx);
                     }
                 }
-                for k in 0..R {
-                    let dx = f32_at(x[k].add(b * Self::XB));
-                    acc[a][k] = vfmaq_n_f32(acc[a][k], vcvtq_f32_s32(isum[k]), d * dx);
-                }
             }
+            core::array::from_fn(|a| core::array::from_fn(|k| vaddvq_f32(acc[a][k])))
         }
-        core::array::from_fn(|a| core::array::from_fn(|k| vaddvq_f32(acc[a][k])))
     }
 }
 
@@ -811,34 +937,44 @@ impl Kern for F32K {
         w: [*const u8; WR],
         x: [*const u8; R],
     ) -> [[f32; R]; WR] {
-        let mut acc = [[vdupq_n_f32(0.0); R]; WR];
-        let mut c = 0;
-        while c + 4 <= n {
-            let wv: [float32x4_t; WR] = core::array::from_fn(|a| ld_f32(w[a].add(4 * c)));
-            for k in 0..R {
-                let xv = ld_f32(x[k].add(4 * c));
-                for a in 0..WR {
-                    acc[a][k] = vfmaq_f32(acc[a][k], wv[a], xv);
-                }
-            }
-            c += 4;
-        }
-        let mut r: [[f32; R]; WR] =
-            core::array::from_fn(|a| core::array::from_fn(|k| vaddvq_f32(acc[a][k])));
-        for c in c..n {
-            for a in 0..WR {
+        // SAFETY: the caller guarantees that every `w[a]` has its n·WB bytes and
+        // every `x[k]` its n·XB bytes readable, and the CPU features of the
+        // calling table (Kern::tile's # Safety); every pointer below stays in
+        // those values. NEON is baseline on aarch64.
+        unsafe {
+            let mut acc = [[vdupq_n_f32(0.0); R]; WR];
+            let mut c = 0;
+            while c + 4 <= n {
+                let wv: [float32x4_t; WR] = core::array::from_fn(|a| ld_f32(w[a].add(4 * c)));
                 for k in 0..R {
-                    r[a][k] += f32_at(w[a].add(4 * c)) * f32_at(x[k].add(4 * c));
+                    let xv = ld_f32(x[k].add(4 * c));
+                    for a in 0..WR {
+                        acc[a][k] = vfmaq_f32(acc[a][k], wv[a], xv);
+                    }
+                }
+                c += 4;
+            }
+            let mut r: [[f32; R]; WR] =
+                core::array::from_fn(|a| core::array::from_fn(|k| vaddvq_f32(acc[a][k])));
+            for c in c..n {
+                for a in 0..WR {
+                    for k in 0..R {
+                        r[a][k] += f32_at(w[a].add(4 * c)) * f32_at(x[k].add(4 * c));
+                    }
                 }
             }
+            r
         }
-        r
     }
 }
 
 /// Half-precision float types: 8 values per step, widened to f32.
 trait Half {
     fn to_f32(h: u16) -> f32;
+    /// Eight values to two f32x4.
+    ///
+    /// # Safety
+    /// None beyond NEON, which every aarch64 CPU has.
     unsafe fn widen(v: uint16x8_t) -> (float32x4_t, float32x4_t);
 }
 
@@ -852,7 +988,8 @@ impl Half for F16H {
     }
     #[inline(always)]
     unsafe fn widen(v: uint16x8_t) -> (float32x4_t, float32x4_t) {
-        f16x8_to_f32(v)
+        // SAFETY: NEON only, which is baseline on aarch64 (Half::widen's # Safety).
+        unsafe { f16x8_to_f32(v) }
     }
 }
 
@@ -863,7 +1000,8 @@ impl Half for Bf16H {
     }
     #[inline(always)]
     unsafe fn widen(v: uint16x8_t) -> (float32x4_t, float32x4_t) {
-        bf16x8_to_f32(v)
+        // SAFETY: NEON only, which is baseline on aarch64 (Half::widen's # Safety).
+        unsafe { bf16x8_to_f32(v) }
     }
 }
 
@@ -884,30 +1022,36 @@ impl<H: Half> Kern for HalfK<H> {
         w: [*const u8; WR],
         x: [*const u8; R],
     ) -> [[f32; R]; WR] {
-        let mut acc = [[vdupq_n_f32(0.0); R]; WR];
-        let mut c = 0;
-        while c + 8 <= n {
-            let wv: [(float32x4_t, float32x4_t); WR] =
-                core::array::from_fn(|a| H::widen(ld_u16(w[a].add(2 * c))));
-            for k in 0..R {
-                let (x0, x1) = H::widen(ld_u16(x[k].add(2 * c)));
-                for a in 0..WR {
-                    acc[a][k] = vfmaq_f32(vfmaq_f32(acc[a][k], wv[a].0, x0), wv[a].1, x1);
-                }
-            }
-            c += 8;
-        }
-        let mut r: [[f32; R]; WR] =
-            core::array::from_fn(|a| core::array::from_fn(|k| vaddvq_f32(acc[a][k])));
-        let h = |p: *const u8| H::to_f32(u16::from_le(p.cast::<u16>().read_unaligned()));
-        for c in c..n {
-            for a in 0..WR {
+        // SAFETY: the caller guarantees that every `w[a]` has its n·WB bytes and
+        // every `x[k]` its n·XB bytes readable, and the CPU features of the
+        // calling table (Kern::tile's # Safety); every pointer below stays in
+        // those values. NEON is baseline on aarch64.
+        unsafe {
+            let mut acc = [[vdupq_n_f32(0.0); R]; WR];
+            let mut c = 0;
+            while c + 8 <= n {
+                let wv: [(float32x4_t, float32x4_t); WR] =
+                    core::array::from_fn(|a| H::widen(ld_u16(w[a].add(2 * c))));
                 for k in 0..R {
-                    r[a][k] += h(w[a].add(2 * c)) * h(x[k].add(2 * c));
+                    let (x0, x1) = H::widen(ld_u16(x[k].add(2 * c)));
+                    for a in 0..WR {
+                        acc[a][k] = vfmaq_f32(vfmaq_f32(acc[a][k], wv[a].0, x0), wv[a].1, x1);
+                    }
+                }
+                c += 8;
+            }
+            let mut r: [[f32; R]; WR] =
+                core::array::from_fn(|a| core::array::from_fn(|k| vaddvq_f32(acc[a][k])));
+            let h = |p: *const u8| H::to_f32(u16::from_le(p.cast::<u16>().read_unaligned()));
+            for c in c..n {
+                for a in 0..WR {
+                    for k in 0..R {
+                        r[a][k] += h(w[a].add(2 * c)) * h(x[k].add(2 * c));
+                    }
                 }
             }
+            r
         }
-        r
     }
 }
 
@@ -978,7 +1122,7 @@ mod tests {
                 .map(|_| (self.next() >> 40) as f32 / (1u64 << 24) as f32)
                 .sum();
             let v = (s - 2.0) * 1.7;
-            if self.next() % 61 == 0 {
+            if self.next().is_multiple_of(61) {
                 v * 9.0
             } else {
                 v
