@@ -70,16 +70,16 @@ fn eog_ids(src: &GgufFile) -> Vec<u32> {
     if let Some(eot) = src.get_u64("tokenizer.ggml.eot_token_id") {
         out.push(eot as u32);
     }
-    let tokens = src
-        .get("tokenizer.ggml.tokens")
-        .and_then(MetaValue::as_array)
-        .unwrap_or(&[]);
-    let types = src
-        .get("tokenizer.ggml.token_type")
-        .and_then(MetaValue::as_array)
-        .unwrap_or(&[]);
-    for (id, tok) in tokens.iter().enumerate() {
-        let control = types.get(id).and_then(MetaValue::as_i64) == Some(3);
+    let (Some(tokens), Some(types)) = (
+        src.get("tokenizer.ggml.tokens")
+            .and_then(MetaValue::as_array),
+        src.get("tokenizer.ggml.token_type")
+            .and_then(MetaValue::as_array),
+    ) else {
+        return out;
+    };
+    for (id, (tok, ty)) in tokens.iter().zip(types.iter()).enumerate() {
+        let control = ty.as_i64() == Some(3);
         if control
             && tok
                 .as_str()
