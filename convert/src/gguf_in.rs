@@ -64,11 +64,13 @@ pub fn plan<'a>(src: &'a GgufFile, policy: &TypePolicy) -> Result<Plan<'a>> {
 /// text ends a turn (`<|im_end|>`, `<|endoftext|>`, `<|eot_id|>`, ...).
 fn eog_ids(src: &GgufFile) -> Vec<u32> {
     let mut out: Vec<u32> = Vec::new();
-    if let Some(eos) = src.get_u64(keys::EOS_ID) {
-        out.push(eos as u32);
+    // An id that does not fit is left out here; the checks refuse the copied key.
+    let id = |k: &str| src.get_u64(k).and_then(|v| u32::try_from(v).ok());
+    if let Some(eos) = id(keys::EOS_ID) {
+        out.push(eos);
     }
-    if let Some(eot) = src.get_u64("tokenizer.ggml.eot_token_id") {
-        out.push(eot as u32);
+    if let Some(eot) = id("tokenizer.ggml.eot_token_id") {
+        out.push(eot);
     }
     let (Some(tokens), Some(types)) = (
         src.get("tokenizer.ggml.tokens")
