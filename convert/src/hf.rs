@@ -76,7 +76,7 @@ impl HfConfig {
         if dims.contains(&0) || self.vocab_size == 0 {
             bail!("zero dimension in config");
         }
-        if self.n_kv_heads() == 0 || self.num_attention_heads % self.n_kv_heads() != 0 {
+        if self.n_kv_heads() == 0 || !self.num_attention_heads.is_multiple_of(self.n_kv_heads()) {
             bail!(
                 "num_attention_heads {} is not a multiple of num_key_value_heads {}",
                 self.num_attention_heads,

@@ -58,7 +58,7 @@ impl TypePolicy {
         if dims.len() < 2 {
             return GgmlType::F32;
         }
-        let fits = |t: GgmlType| dims[0] % t.block_len() as u64 == 0;
+        let fits = |t: GgmlType| dims[0].is_multiple_of(t.block_len() as u64);
         let embd = name == keys::TOKEN_EMBD || name == keys::OUTPUT;
         let want = match (embd, self.quant, self.embd) {
             (true, _, Some(e)) => e,

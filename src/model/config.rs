@@ -321,7 +321,7 @@ impl Config {
         range(&k(a::FEED_FORWARD_LENGTH), self.ffn_dim, 1, MAX_DIM)?;
         range(&k(a::HEAD_COUNT), self.n_heads, 1, MAX_HEADS)?;
         range(&k(a::HEAD_COUNT_KV), self.n_kv_heads, 1, self.n_heads)?;
-        if self.n_heads % self.n_kv_heads != 0 {
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             bad(
                 &k(a::HEAD_COUNT_KV),
                 format!(
@@ -333,7 +333,7 @@ impl Config {
         // The attention kernel keeps one head in a stack buffer of MAX_HEAD_DIM,
         // and RoPE rotates pairs of values.
         let hd = self.head_dim;
-        if hd < 2 || hd > MAX_HEAD_DIM || hd % 2 != 0 {
+        if !(2..=MAX_HEAD_DIM).contains(&hd) || !hd.is_multiple_of(2) {
             bad(
                 &k(a::KEY_LENGTH),
                 format!(
@@ -534,7 +534,7 @@ fn read_config(m: &Meta) -> Result<Config, ModelError> {
         Some(hd) => hd,
         None if n_heads == 0 => 0, // validate names head_count
         None => {
-            if dim % n_heads != 0 {
+            if !dim.is_multiple_of(n_heads) {
                 return Err(m.bad(
                     &k(a::HEAD_COUNT),
                     format!("{n_heads} does not divide the embedding length {dim}"),
