@@ -270,7 +270,7 @@ mod gguf {
         w.set(keys::DECIDER_TOPK, MetaValue::U32(4));
         w.set(
             keys::DECIDER_LAYERS,
-            MetaValue::Array(vec![MetaValue::U32(1)]),
+            MetaValue::Array(vec![MetaValue::U32(1)].into()),
         );
         w.set(
             keys::DECIDER_HIDDEN_DIMS,
@@ -313,6 +313,100 @@ mod gguf {
         let e = r.unwrap_err();
         assert!(e.contains("block_count"), "{e}");
         eprintln!("4096-layer model: {e}; peak {peak} bytes for {len} bytes");
+    }
+
+    /// Elements in the big metadata array of the tests below (64 Mi).
+    const BIG: u64 = 64 << 20;
+
+    /// A GGUF file with an architecture key and one array of `BIG` u8 elements
+    /// (written by hand: the writer would need the array in memory).
+    fn big_array_file() -> Vec<u8> {
+        let mut b = header(0, 2);
+        string(&mut b, keys::ARCHITECTURE);
+        b.extend(8u32.to_le_bytes());
+        string(&mut b, "qwen3");
+        string(&mut b, "test.big");
+        b.extend(9u32.to_le_bytes()); // array
+        b.extend(0u32.to_le_bytes()); // of u8
+        b.extend(BIG.to_le_bytes());
+        b.resize(b.len() + BIG as usize, 7);
+        b
+    }
+
+    /// A metadata array is a view into the file: reading it, and describing the
+    /// file as `tah info` does, allocates a few KB, not 32 bytes per element.
+    #[test]
+    fn big_metadata_array_is_not_copied() {
+        let b = big_array_file();
+        let len = b.len();
+        let (info, peak) = measure(len, || {
+            let f = GgufFile::from_bytes("big.gguf", b).unwrap();
+            let a = f.get("test.big").and_then(|v| v.as_array()).unwrap();
+            assert_eq!((a.len() as u64, a.elem_type()), (BIG, 0));
+            assert_eq!(a.get(BIG as usize - 1), Some(MetaValue::U8(7)));
+            assert_eq!(a.get(BIG as usize), None);
+            tah::app::info::render(&tah::app::info::describe(&f))
+        });
+        assert!(info.contains("architecture:  qwen3"), "{info}");
+        eprintln!("{BIG}-element u8 array: peak {peak} heap bytes for {len} bytes");
+        assert!(peak < 1 << 20, "peak {peak} heap bytes");
+    }
+
+    /// Peak resident memory (VmHWM) of a fresh process that maps the file with
+    /// `GgufFile::open` and describes it as `tah info` does: at most 1.5× the
+    /// file plus 48 MiB for the test binary itself. (Before the arrays became
+    /// views this was 2.1 GB for this 64 MiB file.) The child is this test
+    /// binary, run again on this one test with `TAH_RSS_CHILD` naming the file.
+    #[test]
+    fn big_metadata_array_peak_rss() {
+        if let Ok(path) = std::env::var("TAH_RSS_CHILD") {
+            let f = GgufFile::open(&path).unwrap();
+            let text = tah::app::info::render(&tah::app::info::describe(&f));
+            assert!(text.contains("qwen3"));
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            let hwm = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .expect("VmHWM in /proc/self/status");
+            println!("VMHWM_KB {}", hwm.trim().trim_end_matches("kB").trim());
+            return;
+        }
+        if !std::path::Path::new("/proc/self/status").exists() {
+            eprintln!("no /proc: peak RSS not measured");
+            return;
+        }
+        let path = std::env::temp_dir().join(format!("tah-big-array-{}.gguf", std::process::id()));
+        let bytes = big_array_file();
+        std::fs::write(&path, &bytes).unwrap();
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "gguf::big_metadata_array_peak_rss",
+                "--nocapture",
+            ])
+            .env("TAH_RSS_CHILD", &path)
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_file(&path);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let kb: u64 = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("VMHWM_KB "))
+            .unwrap_or_else(|| panic!("no VmHWM from the child: {stdout}"))
+            .parse()
+            .unwrap();
+        let limit = bytes.len() as u64 * 3 / 2 + (48 << 20);
+        eprintln!(
+            "{BIG}-element u8 array: peak RSS {kb} KiB for a {} byte file (limit {} KiB)",
+            bytes.len(),
+            limit >> 10
+        );
+        assert!(kb << 10 < limit, "peak RSS {kb} KiB");
     }
 }
 

@@ -274,7 +274,7 @@ fn huge_array_count_is_refused_before_allocating() {
     let mut w = GgufWriter::new();
     w.set(
         "x.list",
-        MetaValue::Array(vec![MetaValue::U32(1), MetaValue::U32(2)]),
+        MetaValue::Array(vec![MetaValue::U32(1), MetaValue::U32(2)].into()),
     );
     let mut b = w.begin(Vec::new()).unwrap().finish().unwrap();
     let at = name_field_end(&b, "x.list") + 4 + 4; // value type, elem type
@@ -298,14 +298,13 @@ fn writer_round_trip_keeps_every_value_type() {
         ("a.str", MetaValue::String("héllo".into())),
         (
             "a.arr",
-            MetaValue::Array(vec![
-                MetaValue::String("x".into()),
-                MetaValue::String("".into()),
-            ]),
+            MetaValue::Array(
+                vec![MetaValue::String("x".into()), MetaValue::String("".into())].into(),
+            ),
         ),
         (
             "a.nested",
-            MetaValue::Array(vec![MetaValue::Array(vec![MetaValue::I64(-1)])]),
+            MetaValue::Array(vec![MetaValue::Array(vec![MetaValue::I64(-1)].into())].into()),
         ),
         ("a.u64", MetaValue::U64(u64::MAX)),
         ("a.i64", MetaValue::I64(i64::MIN)),

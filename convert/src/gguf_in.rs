@@ -64,22 +64,24 @@ pub fn plan<'a>(src: &'a GgufFile, policy: &TypePolicy) -> Result<Plan<'a>> {
 /// text ends a turn (`<|im_end|>`, `<|endoftext|>`, `<|eot_id|>`, ...).
 fn eog_ids(src: &GgufFile) -> Vec<u32> {
     let mut out: Vec<u32> = Vec::new();
-    if let Some(eos) = src.get_u64(keys::EOS_ID) {
-        out.push(eos as u32);
+    // An id that does not fit is left out here; the checks refuse the copied key.
+    let id = |k: &str| src.get_u64(k).and_then(|v| u32::try_from(v).ok());
+    if let Some(eos) = id(keys::EOS_ID) {
+        out.push(eos);
     }
-    if let Some(eot) = src.get_u64("tokenizer.ggml.eot_token_id") {
-        out.push(eot as u32);
+    if let Some(eot) = id("tokenizer.ggml.eot_token_id") {
+        out.push(eot);
     }
-    let tokens = src
-        .get("tokenizer.ggml.tokens")
-        .and_then(MetaValue::as_array)
-        .unwrap_or(&[]);
-    let types = src
-        .get("tokenizer.ggml.token_type")
-        .and_then(MetaValue::as_array)
-        .unwrap_or(&[]);
-    for (id, tok) in tokens.iter().enumerate() {
-        let control = types.get(id).and_then(MetaValue::as_i64) == Some(3);
+    let (Some(tokens), Some(types)) = (
+        src.get("tokenizer.ggml.tokens")
+            .and_then(MetaValue::as_array),
+        src.get("tokenizer.ggml.token_type")
+            .and_then(MetaValue::as_array),
+    ) else {
+        return out;
+    };
+    for (id, (tok, ty)) in tokens.iter().zip(types.iter()).enumerate() {
+        let control = ty.as_i64() == Some(3);
         if control
             && tok
                 .as_str()

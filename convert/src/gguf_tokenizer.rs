@@ -17,7 +17,7 @@
 //! [`TokenizerSynthError::Unsupported`].
 
 use serde_json::{json, Map, Value};
-use tah::format::MetaValue;
+use tah::format::{MetaArray, MetaValue};
 
 /// Why no tokenizer.json could be built.
 #[derive(Debug, Clone, PartialEq)]
@@ -116,7 +116,7 @@ pub fn tokenizer_json_from_gguf<'m>(
                 .ok_or_else(|| bad(format!("{key} is not a string"))),
         }
     };
-    let array = |key: &str| -> Result<&'m [MetaValue], TokenizerSynthError> {
+    let array = |key: &str| -> Result<&'m MetaArray, TokenizerSynthError> {
         meta(key)
             .ok_or_else(|| bad(format!("{key} is missing")))?
             .as_array()
@@ -177,11 +177,12 @@ pub fn tokenizer_json_from_gguf<'m>(
     // Added tokens: what llama.cpp matches in raw text before BPE with parse_special.
     // USER_DEFINED tokens are matched even without parse_special and are not "special"
     // (HF keeps them when decoding with skip_special_tokens).
+    let no_types = MetaArray::default();
     let types = match meta("tokenizer.ggml.token_type") {
         Some(v) => v
             .as_array()
             .ok_or_else(|| bad("tokenizer.ggml.token_type is not an array".into()))?,
-        None => &[],
+        None => &no_types,
     };
     let mut added_tokens = Vec::new();
     for (id, ty) in types.iter().enumerate() {

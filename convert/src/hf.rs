@@ -83,10 +83,54 @@ impl HfConfig {
                 self.n_kv_heads()
             );
         }
-        if self.head_dim() == 0 || !self.head_dim().is_multiple_of(2) {
-            bail!("head_dim {} must be even and non-zero", self.head_dim());
+        // The file stores these as u32: a larger value would be truncated.
+        for (name, v) in [
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("num_key_value_heads", self.n_kv_heads()),
+            ("head_dim", self.head_dim()),
+            ("max_position_embeddings", self.max_position_embeddings),
+            ("vocab_size", self.vocab_size),
+        ] {
+            if u32::try_from(v).is_err() {
+                bail!("{name} = {v} does not fit the file's u32");
+            }
         }
+        // The runtime's rules, before anything is sized by these numbers.
+        self.runtime_config()?
+            .validate("config.json")
+            .map_err(|e| Error::new(e.to_string()))?;
         Ok(())
+    }
+
+    /// The runtime's view of these hyper-parameters (base model only).
+    pub fn runtime_config(&self) -> Result<tah::model::Config> {
+        use tah::model::Arch;
+        let arch = match self.model_type.as_str() {
+            "qwen3" => Arch::Qwen3,
+            "qwen2" => Arch::Qwen2,
+            "llama" => Arch::Llama,
+            other => bail!("model_type '{other}' is not supported (qwen3, qwen2, llama)"),
+        };
+        Ok(tah::model::Config {
+            arch,
+            n_layers: self.num_hidden_layers,
+            dim: self.hidden_size,
+            ffn_dim: self.intermediate_size,
+            n_heads: self.num_attention_heads,
+            n_kv_heads: self.n_kv_heads(),
+            head_dim: self.head_dim(),
+            vocab: self.vocab_size,
+            ctx_len: self.max_position_embeddings,
+            rope_base: self.rope_base() as f32,
+            rms_eps: self.rms_norm_eps as f32,
+            tied: self.tie_word_embeddings != Some(false),
+            qkv_bias: self.model_type == "qwen2" || self.attention_bias == Some(true),
+            qk_norm: arch == Arch::Qwen3,
+            tah: None,
+        })
     }
 
     pub fn n_kv_heads(&self) -> usize {
@@ -108,46 +152,67 @@ impl HfConfig {
     }
 }
 
-/// llama.cpp's metadata for the architecture.
-pub fn set_arch_metadata(plan: &mut Plan, c: &HfConfig) {
+/// llama.cpp's metadata for the architecture (`c` passed [`HfConfig::load`]'s
+/// checks, so every count fits its u32).
+pub fn set_arch_metadata(plan: &mut Plan, c: &HfConfig) -> Result<()> {
+    let u32_of = |name: &str, v: usize| {
+        u32::try_from(v)
+            .map_err(|_| Error::new(format!("config.json: {name} = {v} does not fit a u32")))
+    };
     use keys::arch as a;
     let arch = c.model_type.as_str();
     let k = |s: &str| keys::arch_key(arch, s);
     plan.set(keys::ARCHITECTURE, MetaValue::String(arch.into()));
     plan.set(
         &k(a::CONTEXT_LENGTH),
-        MetaValue::U32(c.max_position_embeddings as u32),
+        MetaValue::U32(u32_of(
+            "max_position_embeddings",
+            c.max_position_embeddings,
+        )?),
     );
     plan.set(
         &k(a::EMBEDDING_LENGTH),
-        MetaValue::U32(c.hidden_size as u32),
+        MetaValue::U32(u32_of("hidden_size", c.hidden_size)?),
     );
     plan.set(
         &k(a::BLOCK_COUNT),
-        MetaValue::U32(c.num_hidden_layers as u32),
+        MetaValue::U32(u32_of("num_hidden_layers", c.num_hidden_layers)?),
     );
     plan.set(
         &k(a::FEED_FORWARD_LENGTH),
-        MetaValue::U32(c.intermediate_size as u32),
+        MetaValue::U32(u32_of("intermediate_size", c.intermediate_size)?),
     );
     plan.set(
         &k(a::HEAD_COUNT),
-        MetaValue::U32(c.num_attention_heads as u32),
+        MetaValue::U32(u32_of("num_attention_heads", c.num_attention_heads)?),
     );
-    plan.set(&k(a::HEAD_COUNT_KV), MetaValue::U32(c.n_kv_heads() as u32));
+    plan.set(
+        &k(a::HEAD_COUNT_KV),
+        MetaValue::U32(u32_of("num_key_value_heads", c.n_kv_heads())?),
+    );
     plan.set(&k(a::ROPE_FREQ_BASE), MetaValue::F32(c.rope_base() as f32));
     plan.set(&k(a::RMS_EPS), MetaValue::F32(c.rms_norm_eps as f32));
-    plan.set(&k(a::VOCAB_SIZE), MetaValue::U32(c.vocab_size as u32));
+    plan.set(
+        &k(a::VOCAB_SIZE),
+        MetaValue::U32(u32_of("vocab_size", c.vocab_size)?),
+    );
     if arch == "qwen3" || c.head_dim() != c.hidden_size / c.num_attention_heads {
-        plan.set(&k(a::KEY_LENGTH), MetaValue::U32(c.head_dim() as u32));
-        plan.set(&k(a::VALUE_LENGTH), MetaValue::U32(c.head_dim() as u32));
+        plan.set(
+            &k(a::KEY_LENGTH),
+            MetaValue::U32(u32_of("head_dim", c.head_dim())?),
+        );
+        plan.set(
+            &k(a::VALUE_LENGTH),
+            MetaValue::U32(u32_of("head_dim", c.head_dim())?),
+        );
     }
     if arch == "llama" {
         plan.set(
             &k(a::ROPE_DIMENSION_COUNT),
-            MetaValue::U32(c.head_dim() as u32),
+            MetaValue::U32(u32_of("head_dim", c.head_dim())?),
         );
     }
+    Ok(())
 }
 
 /// Hugging Face name of a base tensor → llama.cpp name, or `None` for tensors

@@ -91,14 +91,14 @@ pub fn add_tokenizer(plan: &mut Plan, dir: &Path) -> Result<bool> {
         }
     };
     if let Some(id) = token_text(cfg.get("eos_token")).and_then(|t| token_id(&tokenizer, &t)) {
-        plan.set(keys::EOS_ID, MetaValue::U32(id as u32));
+        plan.set(keys::EOS_ID, crate::plan::uint(id));
         add(id, &mut eog);
     }
     if let Some(id) = token_text(cfg.get("bos_token")).and_then(|t| token_id(&tokenizer, &t)) {
-        plan.set(keys::BOS_ID, MetaValue::U32(id as u32));
+        plan.set(keys::BOS_ID, crate::plan::uint(id));
     }
     if let Some(id) = token_text(cfg.get("pad_token")).and_then(|t| token_id(&tokenizer, &t)) {
-        plan.set(keys::PAD_ID, MetaValue::U32(id as u32));
+        plan.set(keys::PAD_ID, crate::plan::uint(id));
     }
     plan.set(
         keys::ADD_BOS,
@@ -122,11 +122,11 @@ pub fn add_tokenizer(plan: &mut Plan, dir: &Path) -> Result<bool> {
     }
     if !eog.is_empty() {
         if plan.get(keys::EOS_ID).is_none() {
-            plan.set(keys::EOS_ID, MetaValue::U32(eog[0] as u32));
+            plan.set(keys::EOS_ID, crate::plan::uint(eog[0]));
         }
         plan.set(
             keys::EOG_IDS,
-            MetaValue::Array(eog.into_iter().map(|i| MetaValue::U32(i as u32)).collect()),
+            MetaValue::Array(eog.into_iter().map(crate::plan::uint).collect()),
         );
     }
     Ok(true)

@@ -19,6 +19,7 @@ pub mod synthetic;
 pub mod tah_ckpt;
 pub mod tah_config;
 pub mod torchzip;
+pub mod validate;
 
 use error::Result;
 
@@ -35,8 +36,10 @@ use tah::quant::GgmlType;
 ///   their source precision, f16 when the source is f32/bf16, unless `embd` says
 ///   otherwise: the depth-2 soft input mixes embedding rows, so a coarse embedding
 ///   would move TaH's second pass away from the reference.
-/// - LoRA and decider tensors ignore the flags (a few MB, and the decider's
-///   threshold test is sensitive): LoRA and decider matrices keep the
+/// - `--quant f32` means f32 for every tensor: the embedding and LM head too
+///   (unless `embd` names another type), and the LoRA and decider matrices.
+/// - Otherwise LoRA and decider tensors ignore the flags (a few MB, and the
+///   decider's threshold test is sensitive): LoRA and decider matrices keep the
 ///   checkpoint's dtype (f32, or losslessly bf16 / f16; f64 becomes f32),
 ///   decider vectors are f32.
 #[derive(Clone, Debug, Default)]
@@ -46,6 +49,11 @@ pub struct TypePolicy {
 }
 
 impl TypePolicy {
+    /// Whether every tensor is to be stored as f32 (`--quant f32`).
+    pub fn all_f32(&self) -> bool {
+        self.quant == Some(GgmlType::F32)
+    }
+
     pub fn base_type(&self, name: &str, dims: &[u64], src: GgmlType) -> GgmlType {
         if dims.len() < 2 {
             return GgmlType::F32;
@@ -54,6 +62,7 @@ impl TypePolicy {
         let embd = name == keys::TOKEN_EMBD || name == keys::OUTPUT;
         let want = match (embd, self.quant, self.embd) {
             (true, _, Some(e)) => e,
+            (true, Some(GgmlType::F32), None) => GgmlType::F32,
             (true, Some(_), None) if matches!(src, GgmlType::F32 | GgmlType::Bf16) => GgmlType::F16,
             (true, _, None) => src,
             (false, Some(q), _) => q,
@@ -151,6 +160,8 @@ fn finish(
         }
         synthetic::attach(&mut plan, syn)?;
     }
+    // Nothing is written unless the runtime would load the result.
+    validate::check_plan(&plan)?;
     let bytes = plan::write(&plan, out, progress)?;
     Ok(Summary {
         tensors: plan.tensors.len(),

@@ -25,10 +25,15 @@ struct Args {
     output: PathBuf,
     /// Store the decoder's linear weights as this type
     /// (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q6_k). Default: keep the source types.
+    /// The token embedding (token_embd) and the output matrix (output, the LM head) are
+    /// not quantized: they keep their source type, or become f16 when the source is
+    /// f32/bf16, unless --embd-type is given. `--quant f32` is f32 for every tensor:
+    /// token_embd, output, and the LoRA and decider matrices too. Norms and biases are
+    /// always f32.
     #[arg(long, value_parser = parse_type)]
     quant: Option<GgmlType>,
     /// Store token_embd / output as this type. Default: the source type (f16 when the
-    /// source is f32/bf16 and --quant is given).
+    /// source is f32/bf16 and --quant is given; f32 with --quant f32).
     #[arg(long, value_parser = parse_type)]
     embd_type: Option<GgmlType>,
     /// Attach random LoRA and decider weights (benchmarking only; the file is

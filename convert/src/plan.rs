@@ -8,6 +8,18 @@ use tah::app::output::write_output;
 use tah::format::{GgufWriter, MetaValue};
 use tah::quant::{self, GgmlType};
 
+/// An unsigned metadata value: u32 (llama.cpp's type for counts and token ids)
+/// when it fits, else u64, so that an out-of-range number reaches the runtime's
+/// checks (`validate`) whole instead of truncated into range.
+pub fn uint<T: TryInto<u64>>(v: T) -> MetaValue {
+    // usize and u64 always fit u64 on the machines we build for.
+    let v: u64 = v.try_into().unwrap_or(u64::MAX);
+    match u32::try_from(v) {
+        Ok(x) => MetaValue::U32(x),
+        Err(_) => MetaValue::U64(v),
+    }
+}
+
 /// Values of one tensor, either already encoded in a ggml type (copied through when
 /// the output type is the same) or as f32.
 pub enum Data<'a> {

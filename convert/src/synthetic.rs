@@ -100,13 +100,12 @@ pub fn attach(plan: &mut Plan<'_>, syn: &SyntheticTah) -> Result<()> {
     if layers.iter().any(|&l| l > l_n) {
         bail!("--synthetic-tah: decider layers {layers:?} exceed the model's {l_n} layers");
     }
-    let u32s =
-        |v: &[usize]| MetaValue::Array(v.iter().map(|&x| MetaValue::U32(x as u32)).collect());
+    let u32s = |v: &[usize]| MetaValue::Array(v.iter().map(|&x| crate::plan::uint(x)).collect());
     plan.set(keys::TAH_VERSION, MetaValue::U32(1));
     plan.set(keys::SYNTHETIC, MetaValue::Bool(true));
     plan.set(keys::MAX_ITER, MetaValue::U32(2));
-    plan.set(keys::INPUT_TOPK, MetaValue::U32(syn.topk as u32));
-    plan.set(keys::LORA_RANK, MetaValue::U32(syn.rank as u32));
+    plan.set(keys::INPUT_TOPK, crate::plan::uint(syn.topk));
+    plan.set(keys::LORA_RANK, crate::plan::uint(syn.rank));
     plan.set(keys::LORA_ALPHA, MetaValue::F32(syn.alpha));
     plan.set(
         keys::LORA_TARGETS,
@@ -129,7 +128,7 @@ pub fn attach(plan: &mut Plan<'_>, syn: &SyntheticTah) -> Result<()> {
     };
     plan.set(keys::DECIDER_THRESHOLD, MetaValue::F32(threshold));
     plan.set(keys::DECIDER_DTYPE, MetaValue::String(dtype.into()));
-    plan.set(keys::DECIDER_TOPK, MetaValue::U32(syn.topk as u32));
+    plan.set(keys::DECIDER_TOPK, crate::plan::uint(syn.topk));
     plan.set(keys::DECIDER_LAYERS, u32s(&layers));
     plan.set(keys::DECIDER_HIDDEN_DIMS, u32s(&syn.hidden_dims));
     plan.set(keys::DECIDER_EXPANSION, MetaValue::U32(4));

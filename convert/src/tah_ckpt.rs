@@ -50,7 +50,7 @@ impl Source {
     pub fn plan(&self, policy: &TypePolicy) -> Result<Plan<'_>> {
         let c = &self.config;
         let mut plan = Plan::default();
-        hf::set_arch_metadata(&mut plan, c);
+        hf::set_arch_metadata(&mut plan, c)?;
         let name = self
             .dir
             .canonicalize()
@@ -72,7 +72,7 @@ impl Source {
             .unwrap_or(GgmlType::F32);
         plan.set(keys::FILE_TYPE, MetaValue::U32(crate::llama_ftype(main_ty)));
         if let Some(t) = &self.tah {
-            add_tah(&mut plan, c, t)?;
+            add_tah(&mut plan, c, t, policy.all_f32())?;
         }
         Ok(plan)
     }
@@ -94,14 +94,7 @@ fn open_tah(dir: &Path) -> Result<TahParts> {
         .get("lora_alpha")
         .and_then(|v| v.as_f64())
         .ok_or_else(|| Error::new(format!("{}: no number \"lora_alpha\"", cfg_path.display())))?;
-    for flag in ["use_rslora", "use_dora"] {
-        if cfg.get(flag).and_then(|v| v.as_bool()) == Some(true) {
-            bail!(
-                "{}: {flag} is not supported (TaH uses plain LoRA)",
-                cfg_path.display()
-            );
-        }
-    }
+    check_adapter_config(&cfg).map_err(|e| Error::new(format!("{}: {e}", cfg_path.display())))?;
     for pat in ["rank_pattern", "alpha_pattern"] {
         if cfg
             .get(pat)
@@ -140,12 +133,88 @@ fn open_tah(dir: &Path) -> Result<TahParts> {
     })
 }
 
+/// PEFT `adapter_config.json` settings that change what the adapter computes
+/// and that the engine does not implement are errors: converting them would
+/// give a file whose depth-2 pass silently differs from the checkpoint's.
+/// Settings that only matter for training are accepted (`lora_dropout` with a
+/// note: dropout is off at inference).
+pub fn check_adapter_config(cfg: &serde_json::Value) -> Result<()> {
+    let flag = |k: &str| cfg.get(k).and_then(|v| v.as_bool()) == Some(true);
+    let set = |k: &str| match cfg.get(k) {
+        None | Some(serde_json::Value::Null) => false,
+        Some(serde_json::Value::Array(a)) => !a.is_empty(),
+        Some(serde_json::Value::Object(o)) => !o.is_empty(),
+        Some(_) => true,
+    };
+    if flag("use_rslora") {
+        bail!("use_rslora = true is not supported (it scales LoRA by alpha/sqrt(r), the engine by alpha/r)");
+    }
+    if flag("use_dora") {
+        bail!("use_dora = true is not supported (DoRA's magnitude vectors are not carried)");
+    }
+    if flag("fan_in_fan_out") {
+        bail!("fan_in_fan_out = true is not supported (transposed, Conv1D-style weights)");
+    }
+    match cfg.get("bias") {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::String(b)) if b == "none" => {}
+        Some(b) => {
+            bail!("bias = {b} is not supported (trained biases are not carried; only \"none\")")
+        }
+    }
+    if flag("lora_bias") {
+        bail!("lora_bias = true is not supported (LoRA B biases are not carried)");
+    }
+    for k in [
+        "modules_to_save",
+        "trainable_token_indices",
+        "layer_replication",
+    ] {
+        if set(k) {
+            bail!(
+                "{k} = {} is not supported (only LoRA matrices are carried)",
+                cfg[k]
+            );
+        }
+    }
+    let known: Vec<&str> = keys::LINEARS
+        .iter()
+        .map(|(_, hf)| hf.rsplit('.').next().unwrap_or(hf))
+        .collect();
+    match cfg.get("target_modules") {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::String(s)) if s == "all-linear" => {}
+        Some(serde_json::Value::Array(a)) => {
+            for m in a {
+                let name = m.as_str().unwrap_or("");
+                if !known.contains(&name) {
+                    bail!(
+                        "target_modules entry {m} is not supported (the engine adapts {})",
+                        known.join(", ")
+                    );
+                }
+            }
+        }
+        Some(v) => bail!(
+            "target_modules = {v} is not supported (a list of {} or \"all-linear\")",
+            known.join(", ")
+        ),
+    }
+    if let Some(p) = cfg.get("lora_dropout").and_then(|v| v.as_f64()) {
+        if p != 0.0 {
+            eprintln!("note: adapter_config.json lora_dropout = {p} is ignored (training only)");
+        }
+    }
+    Ok(())
+}
+
 /// PEFT's key for a LoRA matrix of a linear.
 fn peft_key(layer: usize, hf_module: &str, ab: &str) -> String {
     format!("base_model.model.model.layers.{layer}.{hf_module}.lora_{ab}.weight")
 }
 
-fn add_tah<'a>(plan: &mut Plan<'a>, c: &HfConfig, t: &'a TahParts) -> Result<()> {
+/// `all_f32`: `--quant f32`, every matrix stored as f32.
+fn add_tah<'a>(plan: &mut Plan<'a>, c: &HfConfig, t: &'a TahParts, all_f32: bool) -> Result<()> {
     let s = &t.settings;
     if s.hidden_states_size != c.hidden_size {
         bail!(
@@ -156,8 +225,8 @@ fn add_tah<'a>(plan: &mut Plan<'a>, c: &HfConfig, t: &'a TahParts) -> Result<()>
     }
     plan.set(keys::TAH_VERSION, MetaValue::U32(1));
     plan.set(keys::MAX_ITER, MetaValue::U32(s.max_iter));
-    plan.set(keys::INPUT_TOPK, MetaValue::U32(t.input_topk as u32));
-    plan.set(keys::LORA_RANK, MetaValue::U32(t.rank as u32));
+    plan.set(keys::INPUT_TOPK, crate::plan::uint(t.input_topk));
+    plan.set(keys::LORA_RANK, crate::plan::uint(t.rank));
     plan.set(keys::LORA_ALPHA, MetaValue::F32(t.alpha as f32));
 
     // The adapted linears: those with LoRA matrices in layer 0; every layer must
@@ -228,8 +297,8 @@ fn add_tah<'a>(plan: &mut Plan<'a>, c: &HfConfig, t: &'a TahParts) -> Result<()>
                 };
                 // A 16-bit adapter keeps its type (lossless), f32 and f64 are f32.
                 let ty = match st.dtype {
-                    Dtype::BF16 => GgmlType::Bf16,
-                    Dtype::F16 => GgmlType::F16,
+                    Dtype::BF16 if !all_f32 => GgmlType::Bf16,
+                    Dtype::F16 if !all_f32 => GgmlType::F16,
                     _ => GgmlType::F32,
                 };
                 plan.push(name, vec![shape[1], shape[0]], ty, loader);
@@ -252,24 +321,24 @@ fn add_tah<'a>(plan: &mut Plan<'a>, c: &HfConfig, t: &'a TahParts) -> Result<()>
         DType::F16 => "f16",
     };
     plan.set(keys::DECIDER_DTYPE, MetaValue::String(dtype.into()));
-    plan.set(keys::DECIDER_TOPK, MetaValue::U32(s.topk as u32));
+    plan.set(keys::DECIDER_TOPK, crate::plan::uint(s.topk));
     let layers = &s.hidden_states_layer_nums;
     plan.set(
         keys::DECIDER_LAYERS,
-        MetaValue::Array(layers.iter().map(|&l| MetaValue::U32(l as u32)).collect()),
+        MetaValue::Array(layers.iter().map(|&l| crate::plan::uint(l)).collect()),
     );
     plan.set(
         keys::DECIDER_HIDDEN_DIMS,
         MetaValue::Array(
             s.hidden_dims
                 .iter()
-                .map(|&d| MetaValue::U32(d as u32))
+                .map(|&d| crate::plan::uint(d))
                 .collect(),
         ),
     );
     plan.set(
         keys::DECIDER_EXPANSION,
-        MetaValue::U32(s.expansion_factor as u32),
+        crate::plan::uint(s.expansion_factor),
     );
     plan.set(
         keys::DECIDER_NORMALIZE_INPUT,
@@ -303,8 +372,8 @@ fn add_tah<'a>(plan: &mut Plan<'a>, c: &HfConfig, t: &'a TahParts) -> Result<()>
         // from it; the plan rounds the f32 copy back), so the engine reads half
         // the bytes per token; vectors and f32 checkpoints stay f32.
         let ty = match tensor.dtype {
-            DType::BF16 if tensor.shape.len() == 2 => GgmlType::Bf16,
-            DType::F16 if tensor.shape.len() == 2 => GgmlType::F16,
+            DType::BF16 if tensor.shape.len() == 2 && !all_f32 => GgmlType::Bf16,
+            DType::F16 if tensor.shape.len() == 2 && !all_f32 => GgmlType::F16,
             _ => GgmlType::F32,
         };
         plan.push(

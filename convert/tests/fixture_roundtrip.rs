@@ -142,13 +142,13 @@ fn tah_settings_are_the_checkpoints() {
     // reference.json: threshold_float32 = 0.6865000128746033 (0.6865 held as f32).
     assert_eq!(f.get_f64(keys::DECIDER_THRESHOLD), Some(0.6865000128746033));
     assert_eq!(f.get_str(keys::DECIDER_DTYPE), Some("f32"));
-    let targets: Vec<&str> = f
+    let targets: Vec<String> = f
         .get(keys::LORA_TARGETS)
         .unwrap()
         .as_array()
         .unwrap()
         .iter()
-        .map(|v| v.as_str().unwrap())
+        .map(|v| v.as_str().unwrap().to_string())
         .collect();
     assert_eq!(
         targets,

@@ -63,7 +63,7 @@ pub fn meta_to_json(v: &MetaValue, max_array: usize) -> serde_json::Value {
             J::from(format!("[{} items]", items.len()))
         }
         MetaValue::Array(items) => {
-            J::Array(items.iter().map(|i| meta_to_json(i, max_array)).collect())
+            J::Array(items.iter().map(|i| meta_to_json(&i, max_array)).collect())
         }
         other => other
             .as_i64()
@@ -72,6 +72,10 @@ pub fn meta_to_json(v: &MetaValue, max_array: usize) -> serde_json::Value {
             .unwrap_or(J::Null),
     }
 }
+
+/// Most end-of-generation ids listed (real models have a handful; the file's
+/// array could hold millions).
+const MAX_EOG_SHOWN: usize = 256;
 
 pub fn describe(f: &GgufFile) -> Info {
     let arch = f.get_str(keys::ARCHITECTURE).map(str::to_string);
@@ -107,7 +111,12 @@ pub fn describe(f: &GgufFile) -> Info {
     let eog_ids = f
         .get(keys::EOG_IDS)
         .and_then(MetaValue::as_array)
-        .map(|a| a.iter().filter_map(MetaValue::as_u64).collect())
+        .map(|a| {
+            a.iter()
+                .take(MAX_EOG_SHOWN)
+                .filter_map(|v| v.as_u64())
+                .collect()
+        })
         .unwrap_or_default();
     Info {
         file: f.path().display().to_string(),

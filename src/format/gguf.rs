@@ -14,12 +14,19 @@
 //!
 //! The file is untrusted: every count, length and offset is checked against the
 //! bytes that are actually there before it is used or allocated for.
+//!
+//! Memory: tensor data and metadata arrays stay in the mapping (an array is a
+//! [`MetaArray`] view, decoded on demand), so what the reader allocates grows with
+//! the number of metadata keys and tensors, not with array lengths: about
+//! 80 bytes plus the key per key (at least 13 bytes of file each), about 100 bytes
+//! plus the name per tensor (at least 24 bytes of file each), and a string value's
+//! own bytes.
 
-use super::MetaValue;
+use super::{fixed_size, ArrayRef, MetaArray, MetaValue};
 use crate::quant::GgmlType;
-use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// GGUF's magic number, "GGUF" read as a little-endian u32.
 pub const GGUF_MAGIC: &[u8; 4] = b"GGUF";
@@ -90,6 +97,10 @@ pub enum GgufErrorKind {
         size: u64,
         data_len: u64,
     },
+    /// The allocator refused memory for the metadata or tensor table.
+    OutOfMemory {
+        what: String,
+    },
 }
 
 impl fmt::Display for GgufError {
@@ -129,6 +140,7 @@ impl fmt::Display for GgufError {
                 f,
                 "tensor '{tensor}': data [{offset}, {offset}+{size}) runs past the end of the data section ({data_len} bytes)"
             ),
+            GgufErrorKind::OutOfMemory { what } => write!(f, "out of memory for {what}"),
         }
     }
 }
@@ -168,13 +180,14 @@ impl TensorInfo {
     }
 }
 
-enum Bytes {
+/// The file image, shared with the [`MetaArray`] views into it.
+pub(crate) enum Bytes {
     Mmap(memmap2::Mmap),
     Owned(Vec<u8>),
 }
 
 impl Bytes {
-    fn as_slice(&self) -> &[u8] {
+    pub(crate) fn as_slice(&self) -> &[u8] {
         match self {
             Bytes::Mmap(m) => m,
             Bytes::Owned(v) => v,
@@ -185,13 +198,15 @@ impl Bytes {
 /// A parsed, validated GGUF file whose tensor data is read in place.
 pub struct GgufFile {
     path: PathBuf,
-    bytes: Bytes,
+    bytes: Arc<Bytes>,
     pub version: u32,
     /// Metadata in file order.
     meta: Vec<(String, MetaValue)>,
-    meta_index: HashMap<String, usize>,
+    /// Indices into `meta` sorted by key (binary search; 4 bytes per key).
+    meta_index: Vec<u32>,
     tensors: Vec<TensorInfo>,
-    tensor_index: HashMap<String, usize>,
+    /// Indices into `tensors` sorted by name.
+    tensor_index: Vec<u32>,
     pub alignment: u64,
     /// Offset of the data section in the file.
     pub data_start: u64,
@@ -227,39 +242,27 @@ impl GgufFile {
     }
 
     fn parse(path: PathBuf, bytes: Bytes) -> Result<GgufFile, GgufError> {
+        let bytes = Arc::new(bytes);
         let parsed = {
             let mut r = Reader {
                 buf: bytes.as_slice(),
                 pos: 0,
+                shared: &bytes,
             };
             parse_layout(&mut r)
         };
         match parsed {
-            Ok(l) => {
-                let meta_index = l
-                    .meta
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (k, _))| (k.clone(), i))
-                    .collect();
-                let tensor_index = l
-                    .tensors
-                    .iter()
-                    .enumerate()
-                    .map(|(i, t)| (t.name.clone(), i))
-                    .collect();
-                Ok(GgufFile {
-                    path,
-                    bytes,
-                    version: l.version,
-                    meta: l.meta,
-                    meta_index,
-                    tensors: l.tensors,
-                    tensor_index,
-                    alignment: l.alignment,
-                    data_start: l.data_start,
-                })
-            }
+            Ok(l) => Ok(GgufFile {
+                path,
+                bytes,
+                version: l.version,
+                meta: l.meta,
+                meta_index: l.meta_index,
+                tensors: l.tensors,
+                tensor_index: l.tensor_index,
+                alignment: l.alignment,
+                data_start: l.data_start,
+            }),
             Err(kind) => Err(GgufError { path, kind }),
         }
     }
@@ -284,7 +287,11 @@ impl GgufFile {
     }
 
     pub fn get(&self, key: &str) -> Option<&MetaValue> {
-        self.meta_index.get(key).map(|&i| &self.meta[i].1)
+        let i = self
+            .meta_index
+            .binary_search_by(|&i| self.meta[i as usize].0.as_str().cmp(key))
+            .ok()?;
+        Some(&self.meta[self.meta_index[i] as usize].1)
     }
 
     pub fn get_str(&self, key: &str) -> Option<&str> {
@@ -305,7 +312,11 @@ impl GgufFile {
     }
 
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
-        self.tensor_index.get(name).map(|&i| &self.tensors[i])
+        let i = self
+            .tensor_index
+            .binary_search_by(|&i| self.tensors[i as usize].name.as_str().cmp(name))
+            .ok()?;
+        Some(&self.tensors[self.tensor_index[i] as usize])
     }
 
     /// The bytes of a tensor of this file (bounds were checked at parse time).
@@ -333,7 +344,9 @@ impl GgufFile {
 struct Layout {
     version: u32,
     meta: Vec<(String, MetaValue)>,
+    meta_index: Vec<u32>,
     tensors: Vec<TensorInfo>,
+    tensor_index: Vec<u32>,
     alignment: u64,
     data_start: u64,
 }
@@ -342,6 +355,8 @@ struct Layout {
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// `buf`'s owner, for the array views.
+    shared: &'a Arc<Bytes>,
 }
 
 impl<'a> Reader<'a> {
@@ -381,25 +396,30 @@ impl<'a> Reader<'a> {
         Ok(u64::from_le_bytes(self.array(what)?))
     }
 
-    fn string(&mut self, what: &dyn Fn() -> String) -> Result<String, GgufErrorKind> {
+    fn str(&mut self, what: &dyn Fn() -> String) -> Result<&'a str, GgufErrorKind> {
         let len = self.u64(&|| format!("length of {}", what()))?;
         let bytes = self.take(len, what)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| GgufErrorKind::BadUtf8 { what: what() })
+        std::str::from_utf8(bytes).map_err(|_| GgufErrorKind::BadUtf8 { what: what() })
+    }
+
+    fn string(&mut self, what: &dyn Fn() -> String) -> Result<String, GgufErrorKind> {
+        let s = self.str(what)?;
+        let mut out = String::new();
+        out.try_reserve_exact(s.len())
+            .map_err(|_| GgufErrorKind::OutOfMemory { what: what() })?;
+        out.push_str(s);
+        Ok(out)
     }
 }
 
 /// Smallest encoded size of one value of a type, so that an array count can be
-/// checked against the bytes left before anything is allocated.
+/// checked against the bytes left before the elements are walked.
 fn min_value_size(type_id: u32) -> Option<u64> {
-    Some(match type_id {
-        0 | 1 | 7 => 1,
-        2 | 3 => 2,
-        4..=6 => 4,
-        8 => 8,  // string: its u64 length
-        9 => 12, // array: elem type + count
-        10..=12 => 8,
-        _ => return None,
-    })
+    match type_id {
+        8 => Some(8),  // string: its u64 length
+        9 => Some(12), // array: elem type + count
+        t => fixed_size(t).map(|n| n as u64),
+    }
 }
 
 fn read_value(
@@ -420,32 +440,16 @@ fn read_value(
         7 => MetaValue::Bool(r.array::<1>(&what)?[0] != 0),
         8 => MetaValue::String(r.string(&what)?),
         9 => {
-            if depth >= MAX_ARRAY_DEPTH {
-                return Err(GgufErrorKind::ArrayTooDeep {
-                    key: key.to_string(),
-                });
-            }
-            let elem = r.u32(&what)?;
-            let count = r.u64(&what)?;
-            let min = min_value_size(elem).ok_or_else(|| GgufErrorKind::UnknownValueType {
-                key: key.to_string(),
-                type_id: elem,
-            })?;
-            // A hostile count cannot make us allocate more than the file could hold.
-            let need = count.saturating_mul(min);
-            if need > r.remaining() {
-                return Err(GgufErrorKind::Truncated {
-                    what: format!("array of {count} elements for metadata key '{key}'"),
-                    offset: r.pos as u64,
-                    need,
-                    have: r.remaining(),
-                });
-            }
-            let mut items = Vec::with_capacity(count as usize);
-            for _ in 0..count {
-                items.push(read_value(r, key, elem, depth + 1)?);
-            }
-            MetaValue::Array(items)
+            let (elem, len) = array_header(r, key, depth)?;
+            let start = r.pos;
+            skip_elements(r, key, elem, len, depth)?;
+            MetaValue::Array(MetaArray::mapped(ArrayRef {
+                bytes: r.shared.clone(),
+                elem,
+                len,
+                start,
+                end: r.pos,
+            }))
         }
         10 => MetaValue::U64(u64::from_le_bytes(r.array(&what)?)),
         11 => MetaValue::I64(i64::from_le_bytes(r.array(&what)?)),
@@ -457,6 +461,76 @@ fn read_value(
             })
         }
     })
+}
+
+/// Reads an array's element type and count (the array itself at nesting
+/// `depth`), checking the count against the bytes left.
+fn array_header(r: &mut Reader, key: &str, depth: u32) -> Result<(u32, u64), GgufErrorKind> {
+    let what = || format!("value of metadata key '{key}'");
+    if depth >= MAX_ARRAY_DEPTH {
+        return Err(GgufErrorKind::ArrayTooDeep {
+            key: key.to_string(),
+        });
+    }
+    let elem = r.u32(&what)?;
+    let count = r.u64(&what)?;
+    let min = min_value_size(elem).ok_or_else(|| GgufErrorKind::UnknownValueType {
+        key: key.to_string(),
+        type_id: elem,
+    })?;
+    let need = count.saturating_mul(min);
+    if need > r.remaining() {
+        return Err(GgufErrorKind::Truncated {
+            what: format!("array of {count} elements for metadata key '{key}'"),
+            offset: r.pos as u64,
+            need,
+            have: r.remaining(),
+        });
+    }
+    Ok((elem, count))
+}
+
+/// Checks and steps over `count` elements of type `elem` without allocating:
+/// the array stays in the file as a view. Strings are checked to be UTF-8 here,
+/// so that decoding them later cannot fail.
+fn skip_elements(
+    r: &mut Reader,
+    key: &str,
+    elem: u32,
+    count: u64,
+    depth: u32,
+) -> Result<(), GgufErrorKind> {
+    let what = || format!("element of metadata key '{key}'");
+    if let Some(n) = fixed_size(elem) {
+        // array_header checked count × n against the bytes left.
+        r.take(count * n as u64, &what)?;
+        return Ok(());
+    }
+    for _ in 0..count {
+        if elem == 8 {
+            r.str(&what)?;
+        } else {
+            let (e, c) = array_header(r, key, depth + 1)?;
+            skip_elements(r, key, e, c, depth + 1)?;
+        }
+    }
+    Ok(())
+}
+
+/// Indices of `items` sorted by `name`, or the first name that appears twice.
+fn sorted_index<T>(items: &[T], name: impl Fn(&T) -> &str) -> Result<Vec<u32>, String> {
+    let mut idx: Vec<u32> = (0..items.len() as u32).collect();
+    idx.sort_by(|&a, &b| name(&items[a as usize]).cmp(name(&items[b as usize])));
+    // The first duplicate in file order, so the error names a stable entry.
+    let dup = idx
+        .windows(2)
+        .filter(|w| name(&items[w[0] as usize]) == name(&items[w[1] as usize]))
+        .map(|w| w[0].max(w[1]))
+        .min();
+    match dup {
+        Some(i) => Err(name(&items[i as usize]).to_string()),
+        None => Ok(idx),
+    }
 }
 
 fn parse_layout(r: &mut Reader) -> Result<Layout, GgufErrorKind> {
@@ -485,22 +559,25 @@ fn parse_layout(r: &mut Reader) -> Result<Layout, GgufErrorKind> {
         });
     }
 
-    let mut meta: Vec<(String, MetaValue)> = Vec::with_capacity(n_kv as usize);
-    let mut seen = HashMap::new();
+    // Entries are indexed by u32 (a file would need 50 GiB of headers to pass).
+    if n_kv > u32::MAX as u64 || n_tensors > u32::MAX as u64 {
+        return Err(GgufErrorKind::OutOfMemory {
+            what: format!("{n_kv} metadata entries and {n_tensors} tensor entries"),
+        });
+    }
+    // The counts were checked against the file's size above.
+    let oom = |what: &str| GgufErrorKind::OutOfMemory { what: what.into() };
+    let mut meta: Vec<(String, MetaValue)> = Vec::new();
+    meta.try_reserve_exact(n_kv as usize)
+        .map_err(|_| oom("the metadata table"))?;
     for i in 0..n_kv {
         let key = r.string(&|| format!("key of metadata entry {i}"))?;
         let type_id = r.u32(&|| format!("type of metadata key '{key}'"))?;
+        // An array's elements all have the type its header names: no mixing.
         let value = read_value(r, &key, type_id, 0)?;
-        if let MetaValue::Array(items) = &value {
-            if items.iter().any(|v| v.type_id() != items[0].type_id()) {
-                return Err(GgufErrorKind::MixedArray { key });
-            }
-        }
-        if seen.insert(key.clone(), ()).is_some() {
-            return Err(GgufErrorKind::DuplicateKey(key));
-        }
         meta.push((key, value));
     }
+    let meta_index = sorted_index(&meta, |(k, _)| k).map_err(GgufErrorKind::DuplicateKey)?;
 
     let alignment = match meta.iter().find(|(k, _)| k == "general.alignment") {
         None => DEFAULT_ALIGNMENT,
@@ -519,8 +596,10 @@ fn parse_layout(r: &mut Reader) -> Result<Layout, GgufErrorKind> {
         },
     };
 
-    let mut tensors = Vec::with_capacity(n_tensors as usize);
-    let mut names = HashMap::new();
+    let mut tensors: Vec<TensorInfo> = Vec::new();
+    tensors
+        .try_reserve_exact(n_tensors as usize)
+        .map_err(|_| oom("the tensor table"))?;
     for i in 0..n_tensors {
         let name = r.string(&|| format!("name of tensor {i}"))?;
         let n_dims = r.u32(&|| format!("dimension count of tensor '{name}'"))?;
@@ -572,9 +651,6 @@ fn parse_layout(r: &mut Reader) -> Result<Layout, GgufErrorKind> {
                 alignment,
             });
         }
-        if names.insert(name.clone(), ()).is_some() {
-            return Err(GgufErrorKind::DuplicateTensor(name));
-        }
         tensors.push(TensorInfo {
             name,
             dims,
@@ -583,6 +659,9 @@ fn parse_layout(r: &mut Reader) -> Result<Layout, GgufErrorKind> {
             size,
         });
     }
+
+    let tensor_index =
+        sorted_index(&tensors, |t| &t.name).map_err(GgufErrorKind::DuplicateTensor)?;
 
     let header_end = r.pos as u64;
     let data_start = header_end.div_ceil(alignment) * alignment;
@@ -602,7 +681,9 @@ fn parse_layout(r: &mut Reader) -> Result<Layout, GgufErrorKind> {
     Ok(Layout {
         version,
         meta,
+        meta_index,
         tensors,
+        tensor_index,
         alignment,
         data_start,
     })

@@ -183,8 +183,15 @@ fn put_value(buf: &mut Vec<u8>, v: &MetaValue) -> io::Result<()> {
         MetaValue::Bool(x) => buf.push(*x as u8),
         MetaValue::String(s) => put_string(buf, s),
         MetaValue::Array(items) => {
+            // An array read from a file is copied as it is encoded there.
+            if let Some((elem, len, raw)) = items.raw() {
+                buf.extend_from_slice(&elem.to_le_bytes());
+                buf.extend_from_slice(&len.to_le_bytes());
+                buf.extend_from_slice(raw);
+                return Ok(());
+            }
             // An empty array is written as an array of u32 (its element type is moot).
-            let elem = items.first().map_or(4, MetaValue::type_id);
+            let elem = items.elem_type();
             if items.iter().any(|i| i.type_id() != elem) {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
@@ -193,8 +200,8 @@ fn put_value(buf: &mut Vec<u8>, v: &MetaValue) -> io::Result<()> {
             }
             buf.extend_from_slice(&elem.to_le_bytes());
             buf.extend_from_slice(&(items.len() as u64).to_le_bytes());
-            for i in items {
-                put_value(buf, i)?;
+            for i in items.iter() {
+                put_value(buf, &i)?;
             }
         }
         MetaValue::U64(x) => buf.extend_from_slice(&x.to_le_bytes()),

@@ -7,5 +7,5 @@ pub mod forward;
 pub mod kv_cache;
 pub mod weights;
 
-pub use config::{Arch, Config, ModelError, TahConfig};
+pub use config::{Arch, Config, ModelError, ModelSource, TahConfig};
 pub use weights::Model;

@@ -275,8 +275,10 @@ impl Model {
                 out_b: p("backbone.output_layer.1.bias")[0],
             }
         });
-        let tokenizer = Tokenizer::from_gguf(&file).map_err(|e| text_error(&file, e))?;
-        let chat_template = ChatTemplate::from_gguf(&file).map_err(|e| text_error(&file, e))?;
+        let tokenizer = Tokenizer::from_gguf(&file)
+            .map_err(|e| text_error(&file, keys::TOKENIZER_HF_JSON, e))?;
+        let chat_template = ChatTemplate::from_gguf(&file)
+            .map_err(|e| text_error(&file, keys::CHAT_TEMPLATE, e))?;
         Ok(Model {
             output_norm: vec(keys::OUTPUT_NORM),
             cfg,
@@ -319,11 +321,18 @@ impl Model {
     }
 }
 
-fn text_error(f: &GgufFile, e: crate::text::TextError) -> ModelError {
+/// A text-side error as a [`ModelError`] naming the metadata key at fault: the
+/// error's own key, or `key`, the one the failing reader was reading.
+fn text_error(f: &GgufFile, key: &str, e: crate::text::TextError) -> ModelError {
+    use crate::text::TextError;
+    let (key, why) = match e {
+        TextError::Metadata { key, reason } => (key, reason),
+        other => (key.to_string(), other.to_string()),
+    };
     ModelError::BadKey {
         file: f.path().display().to_string(),
-        key: "tokenizer".into(),
-        why: e.to_string(),
+        key,
+        why,
     }
 }
 

@@ -213,8 +213,7 @@ fn special_texts(
     if let Some(tokens) = file.get("tokenizer.ggml.tokens").and_then(|v| v.as_array()) {
         let text = |id: Option<u64>| {
             id.and_then(|i| tokens.get(usize::try_from(i).ok()?))
-                .and_then(|v| v.as_str())
-                .map(str::to_string)
+                .and_then(|v| v.as_str().map(str::to_string))
         };
         return (text(bos), text(eos));
     }

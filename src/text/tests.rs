@@ -53,7 +53,7 @@ fn qwen3_gguf(add_bos: bool) -> GgufFile {
     w.set(keys::ADD_BOS, MetaValue::Bool(add_bos));
     w.set(
         keys::EOG_IDS,
-        MetaValue::Array(vec![MetaValue::U32(151645), MetaValue::U32(151643)]),
+        MetaValue::Array(vec![MetaValue::U32(151645), MetaValue::U32(151643)].into()),
     );
     let bytes = w.begin(Vec::new()).unwrap().finish().unwrap();
     GgufFile::from_bytes("qwen3-test.tah", bytes).unwrap()

@@ -93,7 +93,17 @@ impl Tokenizer {
                 let arr = v
                     .as_array()
                     .ok_or_else(|| metadata_error(keys::EOG_IDS, "is not an array"))?;
-                let mut ids = Vec::with_capacity(arr.len());
+                // Each id is checked against the vocabulary: more ids than that
+                // would repeat one, and would let the file size our allocation.
+                if arr.len() > tok.vocab_size {
+                    return Err(metadata_error(
+                        keys::EOG_IDS,
+                        format!("{} ids for {} tokens", arr.len(), tok.vocab_size),
+                    ));
+                }
+                let mut ids = Vec::new();
+                ids.try_reserve_exact(arr.len())
+                    .map_err(|_| metadata_error(keys::EOG_IDS, "out of memory"))?;
                 for x in arr {
                     let id = x
                         .as_u64()
