@@ -837,16 +837,14 @@ pub fn check_source(src: &str) -> Result<(), String> {
                         .map(|x| x.text.to_string()),
                 );
             }
-            "call" => {
-                if t.get(1).map(|x| x.text) == Some("(") {
-                    let close = t.iter().position(|x| x.text == ")").unwrap_or(t.len());
-                    params.extend(
-                        t[2..close]
-                            .iter()
-                            .filter(|x| x.kind == Kind::Ident)
-                            .map(|x| x.text.to_string()),
-                    );
-                }
+            "call" if t.get(1).map(|x| x.text) == Some("(") => {
+                let close = t.iter().position(|x| x.text == ")").unwrap_or(t.len());
+                params.extend(
+                    t[2..close]
+                        .iter()
+                        .filter(|x| x.kind == Kind::Ident)
+                        .map(|x| x.text.to_string()),
+                );
             }
             "for" if t.iter().any(|x| x.text == "recursive") => {
                 let in_at = t.iter().position(|x| x.text == "in").unwrap_or(t.len());
