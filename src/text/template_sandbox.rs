@@ -17,7 +17,7 @@
 //! measures the result: more than [`MAX_VALUE`] units (bytes of text, one per
 //! list item) or nested deeper than [`MAX_DEPTH`] is an error. The inputs and
 //! the result are charged to a per-render work budget ([`MAX_WORK`]): a loop
-//! calling `replace` on a 10 MB string stops after ~50 calls, however much
+//! calling `replace` on a 10 MB string stops after ~13 calls, however much
 //! fuel is left. The walk that measures a value stops at the first limit, so
 //! a value that shares sublists (2^40 items in 40 nodes) costs at most the
 //! limit to measure.
@@ -69,8 +69,9 @@ pub const MAX_VALUE: usize = 16 << 20;
 /// Deepest nesting of lists and maps a value may have where it is checked.
 pub const MAX_DEPTH: usize = 100;
 /// Work one render may do in filters, functions, methods and prints, in units
-/// of the values they take and return (~1 s of copying).
-pub const MAX_WORK: u64 = 512 << 20;
+/// of the values they take and return: many times a long conversation, and
+/// ~0.1 s of copying (a few seconds under the fuzzer's sanitizers).
+pub const MAX_WORK: u64 = 128 << 20;
 /// Largest `'literal' * count` product, in bytes.
 pub const MAX_LITERAL_REPEAT: usize = 16 << 20;
 /// Most values (inputs, literals, call results) one variable may combine.
@@ -216,8 +217,11 @@ fn format_estimate(fmt: &str, args_units: usize) -> u128 {
     fmt.len() as u128 + args_units as u128 + widest.saturating_mul(args_units.max(1) as u128)
 }
 
+/// The whole size of a filter's subject, charged (the filter walks it).
 fn deep(v: Option<&Value>) -> Result<usize, Error> {
-    v.map_or(Ok(0), measure)
+    let units = v.map_or(Ok(0), measure)?;
+    charge(units)?;
+    Ok(units)
 }
 
 /// Checks a filter's arguments before it runs.
@@ -319,14 +323,15 @@ fn method_precheck(value: &Value, method: &str, args: &[Value]) -> Result<(), Er
     }
 }
 
-/// The top level of a value: its text's bytes or its item count. Inputs are
-/// charged this much (a deep walk per call would make `messages|length` in a
-/// loop quadratic); results are measured whole.
+/// What an input costs: its text's bytes, or 1 for anything else (charging a
+/// list's length would make `messages|length` in a loop quadratic; filters
+/// that walk a whole list measure it in their pre-check). Results are
+/// measured whole.
 fn shallow(v: &Value) -> usize {
     1 + match v.kind() {
         ValueKind::String => v.as_str().map_or(0, str::len),
         ValueKind::Bytes => v.as_bytes().map_or(0, <[u8]>::len),
-        _ => v.len().unwrap_or(0),
+        _ => 0,
     }
 }
 
