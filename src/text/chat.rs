@@ -23,7 +23,13 @@ use minijinja::value::{Kwargs, Value, ValueKind};
 use minijinja::{Environment, Error, ErrorKind};
 use serde::{Deserialize, Serialize};
 
+use super::template_sandbox;
 use super::{metadata_error, Result, TextError};
+
+/// [`template_sandbox::on_render_thread`] with its errors as `TextError`s.
+fn on_render_thread<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    template_sandbox::on_render_thread(f).map_err(TextError::TemplateRender)?
+}
 use crate::format::{keys, GgufFile};
 
 const NAME: &str = "chat_template";
@@ -89,32 +95,65 @@ impl ChatTemplate {
         let bos = file.get_u64(keys::BOS_ID);
         let eos = file.get_u64(keys::EOS_ID);
         let (bos_token, eos_token) = special_texts(file, bos, eos);
-        ChatTemplate::new(source, bos_token, eos_token).map(Some)
+        let template = ChatTemplate::new(source, bos_token, eos_token)?;
+        template.check_renders()?;
+        Ok(Some(template))
     }
 
     /// A template from its source and the texts `bos_token`/`eos_token` stand for.
+    /// The source is checked by the sandbox's static scan
+    /// ([`template_sandbox::check_source`]) and compiled on the render thread.
     pub fn new(
         source: &str,
         bos_token: Option<String>,
         eos_token: Option<String>,
     ) -> Result<ChatTemplate> {
-        let mut env = Environment::new();
-        env.set_trim_blocks(true);
-        env.set_lstrip_blocks(true);
-        env.set_keep_trailing_newline(false);
-        env.set_fuel(Some(MAX_FUEL));
-        env.set_recursion_limit(MAX_RECURSION);
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", raise_exception);
-        env.add_filter("tojson", tojson);
-        env.add_template_owned(NAME, source.to_string())
-            .map_err(|e| TextError::TemplateSyntax(describe(&e)))?;
+        let env = on_render_thread(|| {
+            let mut env = Environment::new();
+            env.set_trim_blocks(true);
+            env.set_lstrip_blocks(true);
+            env.set_keep_trailing_newline(false);
+            env.set_fuel(Some(MAX_FUEL));
+            env.set_recursion_limit(MAX_RECURSION);
+            env.add_function("raise_exception", raise_exception);
+            template_sandbox::install(&mut env, vec![("tojson", Value::from_function(tojson))]);
+            env.add_template_owned(NAME, source.to_string())
+                .map_err(|e| TextError::TemplateSyntax(describe(&e)))?;
+            template_sandbox::check_source(source).map_err(TextError::TemplateSyntax)?;
+            Ok(env)
+        })?;
         Ok(ChatTemplate {
             env,
             source: source.to_string(),
             bos_token,
             eos_token,
         })
+    }
+
+    /// Renders a typical conversation (system, user, assistant, user, with
+    /// the generation prompt; without the system turn if that fails, as for
+    /// templates that refuse system messages): a template that cannot is
+    /// refused when the model loads rather than at the first prompt.
+    pub fn check_renders(&self) -> Result<()> {
+        let turns = [
+            ChatMessage::new("system", "You are a helpful assistant."),
+            ChatMessage::new("user", "Hello!"),
+            ChatMessage::new("assistant", "Hi! How can I help?"),
+            ChatMessage::new("user", "What is 2+2?"),
+        ];
+        match self.render(&turns, true, None) {
+            Ok(_) => Ok(()),
+            Err(first) => match self.render(&turns[1..], true, None) {
+                Ok(_) => Ok(()),
+                Err(_) => Err(TextError::TemplateRender(format!(
+                    "it fails on a typical conversation (system, user, assistant, user): {}",
+                    match first {
+                        TextError::TemplateRender(e) => e,
+                        e => e.to_string(),
+                    }
+                ))),
+            },
+        }
     }
 
     /// The template's Jinja source.
@@ -146,19 +185,21 @@ impl ChatTemplate {
         if let Some(t) = enable_thinking {
             ctx.insert("enable_thinking", Value::from(t));
         }
-        let tmpl = self
-            .env
-            .get_template(NAME)
-            .map_err(|e| TextError::TemplateRender(describe(&e)))?;
-        let mut out = CappedOutput {
-            buf: Vec::new(),
-            cap: MAX_OUTPUT,
-        };
-        tmpl.render_captured_to(ctx, &mut out)
-            .map_err(|e| TextError::TemplateRender(describe(&e)))?;
-        // The template writes whole UTF-8 strings, so the bytes are UTF-8.
-        String::from_utf8(out.buf)
-            .map_err(|e| TextError::TemplateRender(format!("rendered text is not UTF-8: {e}")))
+        on_render_thread(|| {
+            let tmpl = self
+                .env
+                .get_template(NAME)
+                .map_err(|e| TextError::TemplateRender(describe(&e)))?;
+            let mut out = CappedOutput {
+                buf: Vec::new(),
+                cap: MAX_OUTPUT,
+            };
+            tmpl.render_captured_to(ctx, &mut out)
+                .map_err(|e| TextError::TemplateRender(describe(&e)))?;
+            // The template writes whole UTF-8 strings, so the bytes are UTF-8.
+            String::from_utf8(out.buf)
+                .map_err(|e| TextError::TemplateRender(format!("rendered text is not UTF-8: {e}")))
+        })
     }
 }
 
@@ -256,8 +297,24 @@ fn tojson(value: Value, kwargs: Kwargs) -> std::result::Result<Value, Error> {
         None => None,
         Some(v) if v.is_none() => None,
         Some(v) => match v.as_i64() {
-            Some(n) => Some(" ".repeat(n.max(0) as usize)),
-            None => Some(v.as_str().unwrap_or_default().to_string()),
+            // Each level repeats the indent: keep it to what JSON needs.
+            Some(n) if (0..=64).contains(&n) => Some(" ".repeat(n as usize)),
+            Some(_) => {
+                return Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    "tojson: indent must be between 0 and 64",
+                ))
+            }
+            None => {
+                let s = v.as_str().unwrap_or_default();
+                if s.len() > 64 {
+                    return Err(Error::new(
+                        ErrorKind::InvalidOperation,
+                        "tojson: indent must be at most 64 characters",
+                    ));
+                }
+                Some(s.to_string())
+            }
         },
     };
     let (item_sep, key_sep) = match separators {
@@ -304,10 +361,17 @@ impl JsonWriter {
     }
 
     fn value(&mut self, v: &Value, depth: usize) -> std::result::Result<(), Error> {
-        if depth > 500 {
+        if depth > template_sandbox::MAX_DEPTH {
             return Err(Error::new(
                 ErrorKind::InvalidOperation,
                 "tojson: value nested too deeply",
+            ));
+        }
+        // Indents and separators can make the text far larger than the value.
+        if self.out.len() > template_sandbox::MAX_VALUE {
+            return Err(Error::new(
+                ErrorKind::InvalidOperation,
+                "tojson: the JSON text is too large",
             ));
         }
         match v.kind() {

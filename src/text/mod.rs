@@ -7,6 +7,7 @@
 //! `apply_chat_template` renders it ([`chat`]).
 
 pub mod chat;
+pub mod template_sandbox;
 pub mod tokenizer;
 
 #[cfg(test)]
