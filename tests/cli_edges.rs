@@ -323,3 +323,36 @@ fn a_signal_removes_the_temporary_of_a_write_in_progress() {
         assert!(left.is_empty(), "{name} left {left:?}");
     }
 }
+
+/// A FIFO, a device or a directory given as the model is refused at once (a
+/// FIFO used to block the open forever).
+#[test]
+fn a_model_that_is_not_a_regular_file_is_refused() {
+    let dir = scratch("edges-model");
+    let fifo = dir.join("model.fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    for (path, want) in [
+        (fifo.as_path(), "not a regular file"),
+        (Path::new("/dev/zero"), "not a regular file"),
+        (dir.as_path(), "a directory"),
+    ] {
+        let mut child = tah()
+            .args(["run", "-m"])
+            .arg(path)
+            .args(["--prompt-ids", "1", "-n", "1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if start.elapsed() > std::time::Duration::from_secs(20) {
+                let _ = child.kill();
+                panic!("{}: still running after 20 s", path.display());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert_clean_error(&out, want);
+    }
+}

@@ -220,10 +220,26 @@ impl GgufFile {
             path: path.clone(),
             kind: GgufErrorKind::Io(e),
         };
+        // Only a regular file (or a link to one) can be mapped: opening a FIFO
+        // would block until a writer comes, a device would map who knows what.
+        // Checked before opening, for the FIFO's sake.
+        let kind = std::fs::metadata(&path).map_err(io)?;
+        if !kind.is_file() {
+            let what = if kind.is_dir() {
+                "a directory"
+            } else {
+                "not a regular file"
+            };
+            return Err(io(std::io::Error::other(format!(
+                "is {what}: a model must be a regular file"
+            ))));
+        }
         let file = std::fs::File::open(&path).map_err(io)?;
         let meta = file.metadata().map_err(io)?;
-        if meta.is_dir() {
-            return Err(io(std::io::Error::other("is a directory, not a file")));
+        if !meta.is_file() {
+            return Err(io(std::io::Error::other(
+                "is not a regular file: a model must be a regular file",
+            )));
         }
         let bytes = if meta.len() == 0 {
             Bytes::Owned(Vec::new())
