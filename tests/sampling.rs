@@ -10,6 +10,10 @@ use tah::sample::SamplingParams;
 use tah::session::{Session, SessionError, SessionOptions};
 use tah::text::Tokenizer;
 
+fn tah() -> std::process::Command {
+    bin_command(env!("CARGO_BIN_EXE_tah"))
+}
+
 fn session(path: &std::path::Path) -> Session {
     let opts = SessionOptions {
         ctx: 256,
@@ -208,6 +212,25 @@ fn run_text(tok: &Tokenizer, opts: &GenerateOptions) -> (Generation, Vec<String>
     (g, pieces)
 }
 
+/// A stop string spanning tokens i and i+1 (i > 0): the first pair of
+/// non-empty consecutive pieces whose concatenation first occurs exactly where
+/// the pair starts. Returns (i, the stop string, its byte offset).
+fn pick_stop(pieces: &[String], text: &str) -> (usize, String, usize) {
+    let mut offset = 0;
+    for i in 0..pieces.len() - 1 {
+        let stop = format!("{}{}", pieces[i], pieces[i + 1]);
+        if !pieces[i].is_empty()
+            && !pieces[i + 1].is_empty()
+            && i > 0
+            && text.find(&stop) == Some(offset)
+        {
+            return (i, stop, offset);
+        }
+        offset += pieces[i].len();
+    }
+    panic!("no pair of tokens to stop at in {text:?}");
+}
+
 #[test]
 fn stop_string_spanning_two_tokens_ends_generation_unseen() {
     let model = load(&tah_text_model());
@@ -215,23 +238,7 @@ fn stop_string_spanning_two_tokens_ends_generation_unseen() {
     let (first, pieces) = run_text(tok, &greedy(40));
     assert_eq!(pieces.len(), 40);
     assert_eq!(pieces.concat(), first.text);
-    // The first pair of non-empty consecutive pieces whose concatenation first
-    // occurs exactly where the pair starts.
-    let mut offset = 0;
-    let mut pick = None;
-    for i in 0..pieces.len() - 1 {
-        let stop = format!("{}{}", pieces[i], pieces[i + 1]);
-        if !pieces[i].is_empty()
-            && !pieces[i + 1].is_empty()
-            && i > 0
-            && first.text.find(&stop) == Some(offset)
-        {
-            pick = Some((i, stop));
-            break;
-        }
-        offset += pieces[i].len();
-    }
-    let (i, stop) = pick.expect("a pair of tokens to stop at");
+    let (i, stop, offset) = pick_stop(&pieces, &first.text);
     let before = &first.text[..offset];
 
     let (g, seen) = run_text(
@@ -313,4 +320,160 @@ fn repeat_penalty_breaks_smollm2_paris_loop() {
         penalised.matches(sentence.as_str()).count() <= 1,
         "{sentence:?} recurs in {penalised:?}"
     );
+}
+
+/// `tah run` with `args` after `-m MODEL`: (success, stdout, stderr).
+fn cli(model: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = tah()
+        .args(["run", "-m"])
+        .arg(model)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn cli_flags_reach_the_sampler() {
+    let m = fixture_tah();
+    let base = ["--prompt-ids", "1,5,9,2,7,3", "-n", "6", "--json"];
+    let tokens = |extra: &[&str]| {
+        let (ok, out, err) = cli(&m, &[&base[..], &["--temp", "0"], extra].concat());
+        assert!(ok, "{err}");
+        let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+        ids(&j["tokens"])
+    };
+    // Repeatable and comma-separated; +100 forces token 7.
+    assert_eq!(
+        tokens(&["--logit-bias", "9=-100,7=100", "--logit-bias", "8=5"]),
+        vec![7; 6]
+    );
+    // The penalties change the greedy run exactly as the library does.
+    let lib = run_ids(
+        &GenerateOptions {
+            sampling: SamplingParams {
+                repeat_penalty: 0.8,
+                presence_penalty: -1.5,
+                frequency_penalty: -0.5,
+                repeat_last_n: 8,
+                ..SamplingParams::greedy()
+            },
+            ..greedy(6)
+        },
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        tokens(&[
+            "--kv-type",
+            "f16",
+            "--ctx",
+            "256",
+            "--repeat-penalty",
+            "0.8",
+            "--presence-penalty",
+            "-1.5",
+            "--frequency-penalty",
+            "-0.5",
+            "--repeat-last-n",
+            "8"
+        ]),
+        lib.tokens
+    );
+    // Bad values: a clear error, nothing generated.
+    for (extra, want) in [
+        (
+            &["--temp", "nan"][..],
+            "temperature NaN must be finite and ≥ 0",
+        ),
+        (&["--min-p", "2"], "min_p 2 must be in [0, 1]"),
+        (&["--top-p", "0"], "top_p 0 must be in (0, 1]"),
+        (&["--logit-bias", "7"], "'7': expected ID=BIAS"),
+        (
+            &["--logit-bias", "100000=1"],
+            "logit bias for token 100000: outside the vocabulary",
+        ),
+    ] {
+        let (ok, out, err) = cli(&m, &[&base[..], extra].concat());
+        assert!(!ok && out.is_empty(), "{extra:?}: {out}");
+        assert!(err.contains(want), "{extra:?}: {err}");
+    }
+}
+
+#[test]
+fn cli_stop_string() {
+    let m = tah_text_model();
+    let model = load(&m);
+    let tok = model.tokenizer.as_ref().unwrap();
+    let (first, pieces) = run_text(tok, &greedy(40));
+    let (_, stop, offset) = pick_stop(&pieces, &first.text);
+    let before = &first.text[..offset];
+    let args = [
+        "-p",
+        "The capital of France is",
+        "-n",
+        "40",
+        "--temp",
+        "0",
+        "--ignore-eos",
+        "--ctx",
+        "256",
+        "--stop",
+        "\u{7}never",
+        "--stop",
+        &stop,
+    ];
+    // Streamed: the text before the stop string, then a newline.
+    let (ok, out, err) = cli(&m, &args);
+    assert!(ok, "{err}");
+    assert_eq!(out, format!("{before}\n"));
+    assert!(err.contains("stop: StopString"), "{err}");
+    // JSON: the same text, stop "stop_string".
+    let (ok, out, err) = cli(&m, &[&args[..], &["--json"]].concat());
+    assert!(ok, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["text"], before);
+    assert_eq!(j["stop"], "stop_string");
+}
+
+/// `tah chat` with `args`, one user line: (stdout, stderr).
+fn chat(args: &[&str]) -> (String, String) {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = tah()
+        .args(["chat", "-m"])
+        .arg(tah_text_model())
+        .args(["-n", "30", "--temp", "0", "--ctx", "256", "--no-think"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"The capital of France is\n").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{err}");
+    (String::from_utf8(out.stdout).unwrap(), err)
+}
+
+#[test]
+fn chat_stop_string() {
+    let (answer, _) = chat(&[]);
+    let answer = answer.strip_suffix('\n').unwrap();
+    // Two characters from the middle of the answer, at their first occurrence.
+    let chars: Vec<(usize, char)> = answer.char_indices().collect();
+    let (at, stop) = (chars.len() / 2..chars.len() - 1)
+        .map(|k| (chars[k].0, format!("{}{}", chars[k].1, chars[k + 1].1)))
+        .find(|(at, s)| answer.find(s.as_str()) == Some(*at))
+        .unwrap_or_else(|| panic!("no stop string in {answer:?}"));
+    let (out, err) = chat(&["--stop", &stop, "--stats"]);
+    assert_eq!(out, format!("{}\n", &answer[..at]));
+    assert!(err.contains("stop: StopString"), "{err}");
 }
