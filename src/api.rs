@@ -299,6 +299,7 @@ impl ApiSession {
             max_tokens,
             sampling,
             stop_at_eog: true,
+            ..GenerateOptions::default()
         };
         let model = Arc::clone(&self.model);
         let tokenizer = model.model.tokenizer.as_ref();

@@ -703,6 +703,7 @@ pub unsafe extern "C" fn tah_session_generate(
                 top_p: s.top_p,
                 min_p: s.min_p,
                 seed: s.seed,
+                ..SamplingParams::default()
             },
         };
         let generate = |s: &mut ApiSession| {
@@ -769,7 +770,8 @@ pub unsafe extern "C" fn tah_session_stats(
                 Some(StopReason::Eog) => TAH_STOP_EOG,
                 Some(StopReason::MaxTokens) => TAH_STOP_MAX_TOKENS,
                 Some(StopReason::ContextFull) => TAH_STOP_CONTEXT_FULL,
-                Some(StopReason::Stopped) => TAH_STOP_CALLBACK,
+                // The C ABI sets no stop strings yet: never seen here.
+                Some(StopReason::Stopped | StopReason::StopString) => TAH_STOP_CALLBACK,
             },
         };
         // SAFETY: not NULL, and writable (the caller's contract).

@@ -1,12 +1,23 @@
 //! Generation: prompt → streamed tokens, with the statistics a user asks for.
 //! The CLI, the C ABI and the evaluator all go through [`generate`].
+//!
+//! Stop strings: generation ends when the generated text contains one; the
+//! stop text is neither streamed nor kept in [`Generation::text`], even when it
+//! spans several tokens. To make that possible, text whose tail could still be
+//! the start of a stop string is held back and released once it cannot (or
+//! when generation ends for another reason, with the last token's event).
 
-use crate::sample::{Sampler, SamplingParams};
+use crate::sample::{validate_logit_bias, Sampler, SamplingParams};
 use crate::session::{Session, SessionError};
 use crate::tah::TokenInfo;
 use crate::text::Tokenizer;
 use serde::Serialize;
 use std::time::Instant;
+
+/// Most stop strings in [`GenerateOptions::stop`].
+pub const MAX_STOP_STRINGS: usize = 16;
+/// Longest stop string, in bytes.
+pub const MAX_STOP_BYTES: usize = 256;
 
 #[derive(Clone, Debug)]
 pub struct GenerateOptions {
@@ -15,6 +26,13 @@ pub struct GenerateOptions {
     pub sampling: SamplingParams,
     /// Stop at the model's end-of-generation tokens (needs the tokenizer).
     pub stop_at_eog: bool,
+    /// `(token id, bias)` added to the logits before sampling (OpenAI's
+    /// semantics: −100 bans, +100 forces). Checked by
+    /// [`crate::sample::validate_logit_bias`].
+    pub logit_bias: Vec<(u32, f32)>,
+    /// Stop strings (at most [`MAX_STOP_STRINGS`], each non-empty and at most
+    /// [`MAX_STOP_BYTES`] bytes); they need the tokenizer (no text otherwise).
+    pub stop: Vec<String>,
 }
 
 impl Default for GenerateOptions {
@@ -23,7 +41,41 @@ impl Default for GenerateOptions {
             max_tokens: 256,
             sampling: SamplingParams::default(),
             stop_at_eog: true,
+            logit_bias: Vec::new(),
+            stop: Vec::new(),
         }
+    }
+}
+
+impl GenerateOptions {
+    /// Checks the sampling settings, the logit bias against `vocab` and the
+    /// stop strings; the error names the bad option.
+    pub fn validate(&self, vocab: usize) -> Result<(), SessionError> {
+        let bad = |s: String| Err(SessionError::BadOption(s));
+        if let Err(e) = self.sampling.validate() {
+            return bad(e);
+        }
+        if let Err(e) = validate_logit_bias(&self.logit_bias, vocab) {
+            return bad(e);
+        }
+        if self.stop.len() > MAX_STOP_STRINGS {
+            return bad(format!(
+                "{} stop strings: at most {MAX_STOP_STRINGS}",
+                self.stop.len()
+            ));
+        }
+        for s in &self.stop {
+            if s.is_empty() {
+                return bad("an empty stop string".into());
+            }
+            if s.len() > MAX_STOP_BYTES {
+                return bad(format!(
+                    "a stop string of {} bytes: at most {MAX_STOP_BYTES}",
+                    s.len()
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -47,6 +99,8 @@ pub enum StopReason {
     ContextFull,
     /// The callback asked to stop.
     Stopped,
+    /// The text reached one of the stop strings.
+    StopString,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -139,6 +193,8 @@ pub struct Generation {
     pub depths: Vec<u8>,
     /// Depth-1 decider probability of each generated token (NaN → null in JSON).
     pub probs: Vec<Option<f32>>,
+    /// The generated text, without a stop string that ended it (and what
+    /// followed it).
     pub text: String,
     pub stop: StopReason,
     pub stats: Stats,
@@ -164,7 +220,14 @@ pub fn generate(
     on_token: &mut dyn FnMut(&TokenEvent) -> bool,
 ) -> Result<Generation, SessionError> {
     let vocab = session.model.cfg.vocab;
+    opts.validate(vocab)?;
+    if !opts.stop.is_empty() && tokenizer.is_none() {
+        return Err(SessionError::BadOption(
+            "stop strings need the model's tokenizer".into(),
+        ));
+    }
     let mut sampler = Sampler::with_vocab(opts.sampling, vocab);
+    sampler.set_logit_bias(&opts.logit_bias);
     let mut decoder = tokenizer.map(|t| t.stream_decoder());
     let start_pos = session.n_past();
 
@@ -194,8 +257,11 @@ pub fn generate(
         stop: StopReason::MaxTokens,
         stats: Stats::default(),
     };
+    // `g.text[..released]` has been given to the callback; the rest is held
+    // back while it could begin a stop string.
+    let mut released = 0usize;
     let t1 = Instant::now();
-    let mut next = sampler.sample(session.logits());
+    let mut next = sampler.sample_with(session.logits(), session.tokens());
     while g.tokens.len() < opts.max_tokens {
         if session.n_past() >= session.ctx() {
             g.stop = StopReason::ContextFull;
@@ -216,13 +282,27 @@ pub fn generate(
         } else {
             Some(info.prob)
         });
+        let eog = opts.stop_at_eog && tokenizer.is_some_and(|t| t.is_eog(next));
+        // This token's event is the last one unless a stop string ends it.
+        let last = eog || g.tokens.len() >= opts.max_tokens || session.n_past() >= session.ctx();
+        let (end, hit) = match find_stop(&g.text, released, &opts.stop) {
+            Some(at) => (at, true),
+            None if last => (g.text.len(), false),
+            None => (hold_back(&g.text, released, &opts.stop), false),
+        };
         let go_on = on_token(&TokenEvent {
             id: next,
-            piece,
+            piece: &g.text[released..end],
             depth: info.depth,
             prob: info.prob,
         });
-        if opts.stop_at_eog && tokenizer.is_some_and(|t| t.is_eog(next)) {
+        released = end;
+        if hit {
+            g.text.truncate(end);
+            g.stop = StopReason::StopString;
+            break;
+        }
+        if eog {
             g.stop = StopReason::Eog;
             break;
         }
@@ -230,11 +310,17 @@ pub fn generate(
             g.stop = StopReason::Stopped;
             break;
         }
-        next = sampler.sample(session.logits());
+        next = sampler.sample_with(session.logits(), session.tokens());
     }
     if let Some(d) = decoder.as_mut() {
         let rest = d.flush();
-        g.text.push_str(rest);
+        if g.stop != StopReason::StopString {
+            g.text.push_str(rest);
+            // What the flush completed may still hold a stop string.
+            if let Some(at) = find_stop(&g.text, released, &opts.stop) {
+                g.text.truncate(at);
+            }
+        }
     }
     let decode_s = t1.elapsed().as_secs_f64();
 
@@ -263,4 +349,65 @@ pub fn generate(
             Some(counted.iter().filter(|&&d| d >= 2).count() as f64 / counted.len().max(1) as f64);
     }
     Ok(g)
+}
+
+/// The earliest start, at or after `from`, of any of `stops` in `text`.
+fn find_stop(text: &str, from: usize, stops: &[String]) -> Option<usize> {
+    let tail = &text[from..];
+    stops
+        .iter()
+        .filter_map(|s| tail.find(s.as_str()))
+        .min()
+        .map(|i| from + i)
+}
+
+/// How far `text` (from `from` on, holding no stop string) can be released:
+/// the first character boundary whose suffix is a proper prefix of some stop
+/// string, or the end. Only the last `MAX_STOP_BYTES` bytes can be such a
+/// suffix.
+fn hold_back(text: &str, from: usize, stops: &[String]) -> usize {
+    let longest = stops.iter().map(|s| s.len()).max().unwrap_or(0);
+    let mut start = from.max(text.len().saturating_sub(longest));
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    for (i, _) in text[start..].char_indices() {
+        let tail = &text[start + i..];
+        if stops.iter().any(|s| s.starts_with(tail)) {
+            return start + i;
+        }
+    }
+    text.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stops(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn hold_back_keeps_a_possible_stop_start() {
+        let st = stops(&["Paris.", "\n\nUser"]);
+        assert_eq!(hold_back("The capital is Par", 0, &st), 15);
+        assert_eq!(hold_back("The capital is Pa", 4, &st), 15);
+        assert_eq!(hold_back("The capital is", 0, &st), 14);
+        assert_eq!(hold_back("end\n", 0, &st), 3);
+        assert_eq!(hold_back("end\n\nUse", 0, &st), 3);
+        // Multi-byte characters: boundaries only.
+        let st = stops(&["éa"]);
+        assert_eq!(hold_back("xxé", 0, &st), 2);
+        assert_eq!(hold_back("xxéé", 0, &st), 4);
+        assert_eq!(hold_back("anything", 3, &[]), 8);
+    }
+
+    #[test]
+    fn find_stop_takes_the_earliest() {
+        let st = stops(&["B", "AB", "C"]);
+        assert_eq!(find_stop("xxABC", 0, &st), Some(2));
+        assert_eq!(find_stop("xxABC", 3, &st), Some(3));
+        assert_eq!(find_stop("xxA", 0, &st), None);
+    }
 }

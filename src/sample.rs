@@ -1,19 +1,32 @@
 //! Choosing the next token from the final logits.
 //!
-//! The order is the one of the released TaH evaluation (docs/TAH_SEMANTICS.md §7):
+//! The chain, in order (llama.cpp documents its sampler chain the same way):
 //!
-//! 1. divide the logits by the temperature,
-//! 2. softmax,
-//! 3. min-p: keep tokens with `p ≥ min_p · p_max`,
-//! 4. top-k: keep the `k` most probable of those,
-//! 5. top-p: keep the smallest prefix of the survivors, sorted by probability
+//! 1. logit bias: add each `(id, bias)` of the list to that token's logit
+//!    (OpenAI's semantics: −100 effectively bans a token, +100 forces it),
+//! 2. penalties over the last `repeat_last_n` tokens of the session (prompt
+//!    included, as llama.cpp's CLI does), llama.cpp's `llama_sampler_penalties`:
+//!    for each token seen `c ≥ 1` times there, a positive logit is divided by
+//!    `repeat_penalty`, a non-positive one multiplied by it, then
+//!    `c · frequency_penalty + presence_penalty` is subtracted,
+//! 3. greedy settings stop here: the argmax, ties to the lowest id;
+//!    otherwise, the order of the released TaH evaluation
+//!    (docs/TAH_SEMANTICS.md §7):
+//! 4. divide the logits by the temperature,
+//! 5. softmax,
+//! 6. min-p: keep tokens with `p ≥ min_p · p_max`,
+//! 7. top-k: keep the `k` most probable of those,
+//! 8. top-p: keep the smallest prefix of the survivors, sorted by probability
 //!    (ties: lower id first), whose mass is `≥ top_p` — the mass measured on the
 //!    survivors renormalised, as Hugging Face's warpers and llama.cpp's samplers
 //!    do; always at least one token,
-//! 6. renormalise and draw with a seeded PRNG of our own ([`Rng`]).
+//! 9. renormalise and draw with a seeded PRNG of our own ([`Rng`]).
 //!
-//! `temperature ≤ 0` or `top_k == 1` is greedy: the argmax, ties to the lowest
-//! id. `top_k == 0`, `top_p ≥ 1` and `min_p ≤ 0` switch their filter off.
+//! `temperature ≤ 0` or `top_k == 1` is greedy. `top_k == 0`, `top_p ≥ 1` and
+//! `min_p ≤ 0` switch their filter off; `repeat_penalty == 1` with zero
+//! presence and frequency penalties, or `repeat_last_n == 0`, switch the
+//! penalties off. [`SamplingParams::validate`] and [`validate_logit_bias`] say
+//! which settings are allowed ([`crate::generate::generate`] refuses others).
 //!
 //! Non-finite logits never panic: a NaN logit is treated as `-inf` (the token can
 //! never be chosen); when some logits are `+inf`, those tokens share all the mass
@@ -21,10 +34,20 @@
 //! sampler returns token 0.
 //!
 //! The sampler owns its scratch buffers: after the first call for a vocabulary
-//! size (or [`Sampler::with_vocab`]) `sample` allocates nothing.
+//! size (or [`Sampler::with_vocab`]) `sample` allocates nothing. The logits row
+//! is copied into a scratch row only when a bias or a penalty is active.
+
+/// Most `(id, bias)` entries in a logit-bias list.
+pub const MAX_LOGIT_BIAS: usize = 1024;
+/// Largest `repeat_last_n`.
+pub const MAX_REPEAT_LAST_N: usize = 8192;
 
 /// Sampling settings. `Default` is the released evaluation's setting (§7) with
-/// seed 0; [`SamplingParams::greedy`] is argmax.
+/// seed 0 and no penalties; [`SamplingParams::greedy`] is argmax.
+///
+/// `Copy`, like the C ABI's `tah_sampling` it mirrors: the variable-length
+/// settings (logit bias, stop strings) live in
+/// [`crate::generate::GenerateOptions`], next to the other per-request lists.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SamplingParams {
     /// `≤ 0` means greedy.
@@ -36,6 +59,14 @@ pub struct SamplingParams {
     /// `≤ 0.0` = off.
     pub min_p: f32,
     pub seed: u64,
+    /// `1.0` = off; `> 1` discourages the recent tokens.
+    pub repeat_penalty: f32,
+    /// Recent tokens the penalties look at; `0` = off.
+    pub repeat_last_n: usize,
+    /// Subtracted once from a token seen in the window; `0` = off.
+    pub presence_penalty: f32,
+    /// Subtracted per occurrence in the window; `0` = off.
+    pub frequency_penalty: f32,
 }
 
 impl SamplingParams {
@@ -47,6 +78,7 @@ impl SamplingParams {
             top_p: 1.0,
             min_p: 0.0,
             seed: 0,
+            ..SamplingParams::default()
         }
     }
 
@@ -58,10 +90,81 @@ impl SamplingParams {
             Some(std::cmp::Ordering::Greater)
         ) || self.top_k == 1
     }
+
+    /// True when the penalties change some logit.
+    pub fn has_penalties(&self) -> bool {
+        self.repeat_last_n > 0
+            && (self.repeat_penalty != 1.0
+                || self.presence_penalty != 0.0
+                || self.frequency_penalty != 0.0)
+    }
+
+    /// Checks the settings: temperature finite and `≥ 0` (NaN is an error, not
+    /// greedy); `top_p` in `(0, 1]`; `min_p` in `[0, 1]`; `repeat_penalty`
+    /// finite and `> 0`; presence and frequency penalties finite in `[-2, 2]`
+    /// (OpenAI's range); `repeat_last_n ≤` [`MAX_REPEAT_LAST_N`].
+    pub fn validate(&self) -> Result<(), String> {
+        let t = self.temperature;
+        if !(t.is_finite() && t >= 0.0) {
+            return Err(format!("temperature {t} must be finite and ≥ 0"));
+        }
+        let p = self.top_p;
+        if !(p > 0.0 && p <= 1.0) {
+            return Err(format!("top_p {p} must be in (0, 1]"));
+        }
+        let m = self.min_p;
+        if !(0.0..=1.0).contains(&m) {
+            return Err(format!("min_p {m} must be in [0, 1]"));
+        }
+        let r = self.repeat_penalty;
+        if !(r.is_finite() && r > 0.0) {
+            return Err(format!("repeat_penalty {r} must be finite and > 0"));
+        }
+        for (name, v) in [
+            ("presence_penalty", self.presence_penalty),
+            ("frequency_penalty", self.frequency_penalty),
+        ] {
+            if !(-2.0..=2.0).contains(&v) {
+                return Err(format!("{name} {v} must be in [-2, 2]"));
+            }
+        }
+        if self.repeat_last_n > MAX_REPEAT_LAST_N {
+            return Err(format!(
+                "repeat_last_n {} is above {MAX_REPEAT_LAST_N}",
+                self.repeat_last_n
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Checks a logit-bias list: at most [`MAX_LOGIT_BIAS`] entries, ids inside the
+/// vocabulary, biases finite in `[-100, 100]`.
+pub fn validate_logit_bias(bias: &[(u32, f32)], vocab: usize) -> Result<(), String> {
+    if bias.len() > MAX_LOGIT_BIAS {
+        return Err(format!(
+            "{} logit-bias entries: at most {MAX_LOGIT_BIAS}",
+            bias.len()
+        ));
+    }
+    for &(id, b) in bias {
+        if id as usize >= vocab {
+            return Err(format!(
+                "logit bias for token {id}: outside the vocabulary (size {vocab})"
+            ));
+        }
+        if !(-100.0..=100.0).contains(&b) {
+            return Err(format!(
+                "logit bias {b} for token {id} must be in [-100, 100]"
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl Default for SamplingParams {
-    /// temperature 0.6, top_k 20, top_p 0.95, min_p 0 (docs/TAH_SEMANTICS.md §7), seed 0.
+    /// temperature 0.6, top_k 20, top_p 0.95, min_p 0 (docs/TAH_SEMANTICS.md §7), seed 0;
+    /// penalties off (repeat_penalty 1, presence and frequency 0, window 64 as llama.cpp's).
     fn default() -> SamplingParams {
         SamplingParams {
             temperature: 0.6,
@@ -69,6 +172,10 @@ impl Default for SamplingParams {
             top_p: 0.95,
             min_p: 0.0,
             seed: 0,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
         }
     }
 }
@@ -135,16 +242,23 @@ pub fn argmax(logits: &[f32]) -> u32 {
     best as u32
 }
 
-/// A token sampler: settings, PRNG and scratch buffers.
+/// A token sampler: settings, logit bias, PRNG and scratch buffers.
 #[derive(Clone, Debug)]
 pub struct Sampler {
     params: SamplingParams,
     rng: Rng,
+    /// `(id, bias)` added to the logits first.
+    bias: Vec<(u32, f32)>,
     /// Per token: unnormalised probability `exp((l - max) / T)`, then 0 for
     /// filtered-out tokens. (vocab)
     weights: Vec<f64>,
     /// Candidate token ids, after the filters the surviving prefix. (vocab)
     cand: Vec<u32>,
+    /// The logits after bias and penalties, when some are active. (vocab)
+    adjusted: Vec<f32>,
+    /// Occurrences of each token in the penalty window; all zero between
+    /// calls. (vocab, when penalties are active)
+    counts: Vec<u32>,
 }
 
 impl Sampler {
@@ -152,8 +266,11 @@ impl Sampler {
         Sampler {
             params,
             rng: Rng::new(params.seed),
+            bias: Vec::new(),
             weights: Vec::new(),
             cand: Vec::new(),
+            adjusted: Vec::new(),
+            counts: Vec::new(),
         }
     }
 
@@ -162,11 +279,23 @@ impl Sampler {
         let mut s = Sampler::new(params);
         s.weights.reserve_exact(n_vocab);
         s.cand.reserve_exact(n_vocab);
+        if params.has_penalties() {
+            s.adjusted.reserve_exact(n_vocab);
+            s.counts.resize(n_vocab, 0);
+        }
         s
     }
 
     pub fn params(&self) -> &SamplingParams {
         &self.params
+    }
+
+    /// Sets the logit-bias list (replacing any earlier one). Entries whose id
+    /// is outside a logits row are skipped when sampling; see
+    /// [`validate_logit_bias`] for the checked form.
+    pub fn set_logit_bias(&mut self, bias: &[(u32, f32)]) {
+        self.bias.clear();
+        self.bias.extend_from_slice(bias);
     }
 
     /// Restart the random stream from `seed` (the settings stay).
@@ -175,8 +304,76 @@ impl Sampler {
         self.rng = Rng::new(seed);
     }
 
-    /// Choose the next token from one row of logits.
+    /// Choose the next token from one row of logits, without penalties (no
+    /// history).
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        self.sample_with(logits, &[])
+    }
+
+    /// Choose the next token from one row of logits; `history` is the
+    /// session's tokens so far (its last `repeat_last_n` are penalised).
+    pub fn sample_with(&mut self, logits: &[f32], history: &[u32]) -> u32 {
+        let penalise = self.params.has_penalties() && !history.is_empty();
+        if !penalise && self.bias.is_empty() {
+            return self.choose(logits);
+        }
+        // Steps 1–2 on a copy; `take` lets `choose` borrow `self` mutably.
+        let mut row = std::mem::take(&mut self.adjusted);
+        row.clear();
+        row.extend_from_slice(logits);
+        for &(id, b) in &self.bias {
+            if let Some(l) = row.get_mut(id as usize) {
+                *l += b;
+            }
+        }
+        if penalise {
+            let n = self.params.repeat_last_n.min(history.len());
+            self.penalise(&mut row, &history[history.len() - n..]);
+        }
+        let id = self.choose(&row);
+        self.adjusted = row;
+        id
+    }
+
+    /// Step 2, llama.cpp's formula, on `row` for the tokens of `window`.
+    fn penalise(&mut self, row: &mut [f32], window: &[u32]) {
+        if self.counts.len() < row.len() {
+            self.counts.resize(row.len(), 0);
+        }
+        let p = self.params;
+        for &t in window {
+            if let Some(c) = self.counts.get_mut(t as usize) {
+                *c += 1;
+            }
+        }
+        // Each distinct token once: its count is reset to 0 as it is applied,
+        // which also leaves `counts` all zero for the next call.
+        for &t in window {
+            let (Some(c), Some(l)) = (self.counts.get_mut(t as usize), row.get_mut(t as usize))
+            else {
+                continue;
+            };
+            if *c == 0 {
+                continue;
+            }
+            if *l <= 0.0 {
+                *l *= p.repeat_penalty;
+            } else {
+                *l /= p.repeat_penalty;
+            }
+            *l -= *c as f32 * p.frequency_penalty + p.presence_penalty;
+            *c = 0;
+        }
+        // Ids outside the row were counted but not applied: clear them too.
+        for &t in window {
+            if let Some(c) = self.counts.get_mut(t as usize) {
+                *c = 0;
+            }
+        }
+    }
+
+    /// Steps 3–9 on the (adjusted) logits.
+    fn choose(&mut self, logits: &[f32]) -> u32 {
         if self.params.is_greedy() || logits.is_empty() {
             return argmax(logits);
         }
@@ -200,7 +397,7 @@ impl Sampler {
         self.cand[n - 1]
     }
 
-    /// Steps 1–5: fills `weights` (unnormalised probabilities) and leaves the
+    /// Steps 4–8: fills `weights` (unnormalised probabilities) and leaves the
     /// surviving ids in `cand[..n]`, most probable first when a sort was needed.
     /// Returns `n` (0 only when no logit is usable).
     fn filter(&mut self, logits: &[f32]) -> usize {
@@ -317,6 +514,7 @@ mod tests {
             top_p,
             min_p,
             seed: 7,
+            ..SamplingParams::default()
         }
     }
 
@@ -524,5 +722,223 @@ mod tests {
             s.sample(&logits);
         }
         assert_eq!((pw, pc), (s.weights.as_ptr(), s.cand.as_ptr()));
+    }
+
+    /// Penalty settings over greedy decoding.
+    fn penalties(repeat: f32, last_n: usize, presence: f32, frequency: f32) -> SamplingParams {
+        SamplingParams {
+            repeat_penalty: repeat,
+            repeat_last_n: last_n,
+            presence_penalty: presence,
+            frequency_penalty: frequency,
+            ..SamplingParams::greedy()
+        }
+    }
+
+    /// The adjusted row the sampler chose from.
+    fn adjusted(s: &mut Sampler, logits: &[f32], history: &[u32]) -> Vec<f32> {
+        s.sample_with(logits, history);
+        s.adjusted.clone()
+    }
+
+    #[test]
+    fn penalties_follow_llama_cpp_formula() {
+        let logits = [2.0f32, -1.0, 0.5, 3.0, -0.25, 0.0];
+        // Token 3 twice, 1 once, 4 three times, 0 outside the window of 6.
+        let history = [0u32, 3, 1, 4, 3, 4, 4];
+        let mut s = Sampler::new(penalties(1.5, 6, 0.25, 0.125));
+        let got = adjusted(&mut s, &logits, &history);
+        // Worked by hand: positive / 1.5, non-positive · 1.5, then
+        // − count · 0.125 − 0.25.
+        let want = [
+            2.0,
+            -1.5 - 0.125 - 0.25, // -1.0 · 1.5
+            0.5,
+            3.0 / 1.5 - 2.0 * 0.125 - 0.25,
+            -0.25 * 1.5 - 3.0 * 0.125 - 0.25,
+            0.0,
+        ];
+        assert_eq!(got, want);
+        // The counts scratch is left all zero.
+        assert!(s.counts.iter().all(|&c| c == 0));
+        // Greedy on the raw row picks 3 (3.0); after the penalties 0 (2.0 > 1.5).
+        assert_eq!(s.sample_with(&logits, &history), 0);
+        assert_eq!(s.sample(&logits), 3);
+    }
+
+    #[test]
+    fn presence_counts_once_frequency_per_occurrence() {
+        let logits = [1.0f32, 1.0, 1.0];
+        let history = [1u32, 1, 1, 1, 2];
+        let mut s = Sampler::new(penalties(1.0, 64, 0.5, 0.0));
+        assert_eq!(adjusted(&mut s, &logits, &history), [1.0, 0.5, 0.5]);
+        let mut s = Sampler::new(penalties(1.0, 64, 0.0, 0.5));
+        assert_eq!(adjusted(&mut s, &logits, &history), [1.0, -1.0, 0.5]);
+        // repeat_last_n = 2: only [1, 2] count.
+        let mut s = Sampler::new(penalties(1.0, 2, 0.0, 0.5));
+        assert_eq!(adjusted(&mut s, &logits, &history), [1.0, 0.5, 0.5]);
+        // repeat_last_n = 0 switches them off: the raw argmax (0 on ties).
+        let mut s = Sampler::new(penalties(2.0, 0, 1.0, 1.0));
+        assert_eq!(s.sample_with(&[1.0, 3.0, 1.0], &history), 1);
+    }
+
+    #[test]
+    fn logit_bias_bans_and_forces() {
+        let logits = logits_of(&P5);
+        let mut s = Sampler::new(SamplingParams::greedy());
+        s.set_logit_bias(&[(1, -100.0)]);
+        // Without id 1 (0.40) the argmax is id 3 (0.30).
+        assert_eq!(s.sample(&logits), 3);
+        s.set_logit_bias(&[(0, 100.0)]);
+        assert_eq!(s.sample(&logits), 0);
+        // Sampling: a banned token is never drawn.
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            ..SamplingParams::default()
+        });
+        s.set_logit_bias(&[(1, -100.0), (3, -100.0)]);
+        for _ in 0..2000 {
+            let t = s.sample(&logits);
+            assert!(t != 1 && t != 3, "{t}");
+        }
+        // An id outside the row is skipped, not a panic.
+        s.set_logit_bias(&[(99, 5.0)]);
+        s.sample(&logits);
+    }
+
+    #[test]
+    fn validation_names_the_bad_setting() {
+        let ok = SamplingParams::default();
+        assert_eq!(ok.validate(), Ok(()));
+        assert_eq!(SamplingParams::greedy().validate(), Ok(()));
+        let bad = |p: SamplingParams, word: &str| {
+            let e = p.validate().unwrap_err();
+            assert!(e.starts_with(word), "{e}");
+        };
+        bad(
+            SamplingParams {
+                temperature: f32::NAN,
+                ..ok
+            },
+            "temperature NaN",
+        );
+        bad(
+            SamplingParams {
+                temperature: -0.5,
+                ..ok
+            },
+            "temperature -0.5",
+        );
+        bad(
+            SamplingParams {
+                temperature: f32::INFINITY,
+                ..ok
+            },
+            "temperature inf",
+        );
+        bad(
+            SamplingParams {
+                top_p: f32::NAN,
+                ..ok
+            },
+            "top_p NaN",
+        );
+        bad(SamplingParams { top_p: 0.0, ..ok }, "top_p 0");
+        bad(SamplingParams { top_p: 1.5, ..ok }, "top_p 1.5");
+        bad(SamplingParams { min_p: 2.0, ..ok }, "min_p 2");
+        bad(
+            SamplingParams {
+                min_p: f32::NAN,
+                ..ok
+            },
+            "min_p NaN",
+        );
+        bad(
+            SamplingParams {
+                repeat_penalty: 0.0,
+                ..ok
+            },
+            "repeat_penalty 0",
+        );
+        bad(
+            SamplingParams {
+                repeat_penalty: f32::NAN,
+                ..ok
+            },
+            "repeat_penalty NaN",
+        );
+        bad(
+            SamplingParams {
+                presence_penalty: 2.5,
+                ..ok
+            },
+            "presence_penalty 2.5",
+        );
+        bad(
+            SamplingParams {
+                frequency_penalty: f32::NAN,
+                ..ok
+            },
+            "frequency_penalty NaN",
+        );
+        bad(
+            SamplingParams {
+                repeat_last_n: 8193,
+                ..ok
+            },
+            "repeat_last_n 8193",
+        );
+        assert_eq!(
+            SamplingParams {
+                repeat_last_n: 8192,
+                top_p: 1.0,
+                min_p: 1.0,
+                ..ok
+            }
+            .validate(),
+            Ok(())
+        );
+
+        assert_eq!(validate_logit_bias(&[(9, -100.0), (0, 100.0)], 10), Ok(()));
+        assert_eq!(
+            validate_logit_bias(&[(10, 1.0)], 10).unwrap_err(),
+            "logit bias for token 10: outside the vocabulary (size 10)"
+        );
+        assert!(validate_logit_bias(&[(1, f32::NAN)], 10).is_err());
+        assert!(validate_logit_bias(&[(1, 100.5)], 10).is_err());
+        assert!(validate_logit_bias(&vec![(1, 1.0); 1025], 10).is_err());
+    }
+
+    #[test]
+    fn penalties_allocate_nothing_after_the_first_call() {
+        let logits: Vec<f32> = (0..5000).map(|i| (i % 97) as f32 * 0.1).collect();
+        let history: Vec<u32> = (0..200).map(|i| (i * 31) % 5000).collect();
+        let p = SamplingParams {
+            repeat_penalty: 1.3,
+            ..SamplingParams::default()
+        };
+        let mut s = Sampler::with_vocab(p, logits.len());
+        s.set_logit_bias(&[(5, -100.0)]);
+        s.sample_with(&logits, &history);
+        let ptrs = (
+            s.weights.as_ptr(),
+            s.cand.as_ptr(),
+            s.adjusted.as_ptr(),
+            s.counts.as_ptr(),
+        );
+        for _ in 0..20 {
+            s.sample_with(&logits, &history);
+        }
+        assert_eq!(
+            ptrs,
+            (
+                s.weights.as_ptr(),
+                s.cand.as_ptr(),
+                s.adjusted.as_ptr(),
+                s.counts.as_ptr()
+            )
+        );
     }
 }

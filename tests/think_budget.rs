@@ -43,6 +43,7 @@ fn run(mode: ThinkMode) -> tah::generate::Generation {
             ..Default::default()
         },
         stop_at_eog: false,
+        ..Default::default()
     };
     generate(&mut s, None, &prompt(), &g, None, &mut |_| true).unwrap()
 }

@@ -347,6 +347,7 @@ pub unsafe extern "system" fn Java_ai_tah_Tah_nativeGenerate<'l>(
             top_p,
             min_p,
             seed: seed as u64,
+            ..SamplingParams::default()
         };
         let max = nonneg(max_tokens, "max_tokens")?;
         with_session(h, |s| {
@@ -395,7 +396,7 @@ pub unsafe extern "system" fn Java_ai_tah_Tah_nativeStats<'l>(
             Some(StopReason::Eog) => 1,
             Some(StopReason::MaxTokens) => 2,
             Some(StopReason::ContextFull) => 3,
-            Some(StopReason::Stopped) => 4,
+            Some(StopReason::Stopped | StopReason::StopString) => 4,
         };
         let v = [
             st.prompt_tokens as f64,

@@ -48,6 +48,9 @@ pub struct ChatArgs {
     /// this HTML page (rewritten after every answer).
     #[arg(long)]
     pub html: Option<PathBuf>,
+    /// End an answer when it contains TEXT (not shown); repeatable, at most 16.
+    #[arg(long, value_name = "TEXT")]
+    pub stop: Vec<String>,
 }
 
 const HELP: &str =
@@ -176,6 +179,8 @@ pub fn chat(a: ChatArgs) -> Result<(), Error> {
             max_tokens: a.n_predict,
             sampling,
             stop_at_eog: true,
+            logit_bias: a.sampling.logit_bias.clone(),
+            stop: a.stop.clone(),
         };
         let mut out = std::io::stdout().lock();
         let opens = prompt_opens_thinking(&text);
@@ -188,15 +193,24 @@ pub fn chat(a: ChatArgs) -> Result<(), Error> {
             if let Some(c) = collect.as_mut() {
                 c.push(e);
             }
-            if tok.is_eog(e.id) {
-                return true;
-            }
+            // An end-of-generation token's event may carry text held back for
+            // the stop strings before the token's own text (not shown).
+            let eog_text;
+            let piece = if tok.is_eog(e.id) {
+                eog_text = tok.decode(&[e.id]);
+                match e.piece.strip_suffix(eog_text.as_str()) {
+                    Some(held) if !held.is_empty() => held,
+                    _ => return true,
+                }
+            } else {
+                e.piece
+            };
             let colour = if a.show_depth {
                 depth_colour(e.depth)
             } else {
                 ""
             };
-            filter.push(e.piece, &mut |thinking, t| {
+            filter.push(piece, &mut |thinking, t| {
                 if thinking && !show_thinking {
                     if !announced && interactive {
                         eprint!("\x1b[2m[thinking…]\x1b[0m ");
@@ -248,7 +262,13 @@ pub fn chat(a: ChatArgs) -> Result<(), Error> {
             .copied()
             .filter(|&t| !tok.is_eog(t))
             .collect::<Vec<_>>();
-        messages.push(ChatMessage::new("assistant", tok.decode(&answer)));
+        // A stop string cut the answer: the text before it is the answer.
+        let answer = if g.stop == tah::generate::StopReason::StopString {
+            g.text.clone()
+        } else {
+            tok.decode(&answer)
+        };
+        messages.push(ChatMessage::new("assistant", answer));
         if let (Some(path), Some(page), Some(c)) = (&a.html, page.as_mut(), collect) {
             page.plain("user", input);
             let tokens = c

@@ -67,6 +67,23 @@ pub struct SamplingArgs {
     /// eval problem i use seed + i) [default: 0].
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Divide a positive logit (multiply a negative one) of each token seen in
+    /// the last --repeat-last-n tokens by this (1 = off) [default: 1].
+    #[arg(long)]
+    pub repeat_penalty: Option<f32>,
+    /// How many recent tokens (prompt included) the penalties look at (0 = off) [default: 64].
+    #[arg(long)]
+    pub repeat_last_n: Option<usize>,
+    /// Subtracted from the logit of each token seen in the window, in [-2, 2] [default: 0].
+    #[arg(long, allow_hyphen_values = true)]
+    pub presence_penalty: Option<f32>,
+    /// Subtracted per occurrence in the window, in [-2, 2] [default: 0].
+    #[arg(long, allow_hyphen_values = true)]
+    pub frequency_penalty: Option<f32>,
+    /// Add BIAS (in [-100, 100]; -100 bans the token) to token ID's logit:
+    /// ID=BIAS, repeatable or comma-separated.
+    #[arg(long, value_name = "ID=BIAS", value_delimiter = ',', value_parser = parse_bias, allow_hyphen_values = true)]
+    pub logit_bias: Vec<(u32, f32)>,
 }
 
 impl SamplingArgs {
@@ -78,8 +95,28 @@ impl SamplingArgs {
             top_p: self.top_p.unwrap_or(defaults.top_p),
             min_p: self.min_p.unwrap_or(defaults.min_p),
             seed: self.seed.unwrap_or(defaults.seed),
+            repeat_penalty: self.repeat_penalty.unwrap_or(defaults.repeat_penalty),
+            repeat_last_n: self.repeat_last_n.unwrap_or(defaults.repeat_last_n),
+            presence_penalty: self.presence_penalty.unwrap_or(defaults.presence_penalty),
+            frequency_penalty: self.frequency_penalty.unwrap_or(defaults.frequency_penalty),
         }
     }
+}
+
+/// `ID=BIAS`, e.g. `15=-100`.
+fn parse_bias(s: &str) -> Result<(u32, f32), String> {
+    let (id, bias) = s
+        .split_once('=')
+        .ok_or_else(|| format!("'{s}': expected ID=BIAS, e.g. 15=-100"))?;
+    let id = id
+        .trim()
+        .parse()
+        .map_err(|e| format!("'{s}': token id: {e}"))?;
+    let bias = bias
+        .trim()
+        .parse()
+        .map_err(|e| format!("'{s}': bias: {e}"))?;
+    Ok((id, bias))
 }
 
 fn parse_kv(s: &str) -> Result<KvType, String> {

@@ -135,6 +135,8 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
                     ..base
                 },
                 stop_at_eog: true,
+                logit_bias: a.sampling.logit_bias.clone(),
+                ..Default::default()
             },
             system: a.system.clone(),
             enable_thinking: a.no_think.then_some(false),

@@ -52,6 +52,9 @@ pub struct RunArgs {
     /// probability on hover), to this self-contained HTML page.
     #[arg(long)]
     pub html: Option<PathBuf>,
+    /// Stop when the answer contains TEXT (not printed); repeatable, at most 16.
+    #[arg(long, value_name = "TEXT")]
+    pub stop: Vec<String>,
 }
 
 /// ANSI colour of a depth for --show-depth.
@@ -119,6 +122,8 @@ pub fn run(a: RunArgs) -> Result<(), Error> {
         max_tokens: a.n_predict,
         sampling: a.sampling.params(SamplingParams::default()),
         stop_at_eog: !a.ignore_eos,
+        logit_bias: a.sampling.logit_bias.clone(),
+        stop: a.stop.clone(),
     };
     let mut log = a.logits_out.as_ref().map(|_| LogitsLog::default());
     let stream = !a.json;
