@@ -2,8 +2,9 @@
 //!
 //! Metadata and the tensor table are declared first, so every tensor's offset is
 //! known before the header is written; tensor data is then streamed in
-//! declaration order. [`write_atomically`] puts the result in place only once it is
-//! complete, so a failed or killed conversion never leaves a half-written file.
+//! declaration order. `tah-convert` writes through [`crate::app::output`], which
+//! puts the result in place only once it is complete, so a failed or killed
+//! conversion never leaves a half-written file.
 
 use super::MetaValue;
 use crate::quant::GgmlType;
