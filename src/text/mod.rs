@@ -8,6 +8,7 @@
 
 pub mod chat;
 pub mod tokenizer;
+pub mod tokenizer_limits;
 
 #[cfg(test)]
 mod tests;
