@@ -330,7 +330,11 @@ fn a_signal_removes_the_temporary_of_a_write_in_progress() {
 fn a_model_that_is_not_a_regular_file_is_refused() {
     let dir = scratch("edges-model");
     let fifo = dir.join("model.fifo");
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
     for (path, want) in [
         (fifo.as_path(), "not a regular file"),
         (Path::new("/dev/zero"), "not a regular file"),

@@ -9,6 +9,7 @@
 pub mod chat;
 pub mod template_sandbox;
 pub mod tokenizer;
+pub mod tokenizer_limits;
 
 #[cfg(test)]
 mod tests;

@@ -9,11 +9,18 @@
 //!   `tokenizer.ggml.add_bos_token = true` (the tokenizer.json post-processor is
 //!   not used, so a file means the same thing here as in llama.cpp);
 //! - decoding keeps special tokens' text (`"Paris.<|im_end|>"`).
+//!
+//! The file is untrusted: [`super::tokenizer_limits`] inspects the JSON before
+//! `tokenizers` loads it, `encode` takes at most [`MAX_ENCODE_BYTES`] and no more than
+//! [`MAX_NORMALIZED_BYTES`] after the worst-case growth of the normalizers and
+//! pre-tokenizers, and every call into `tokenizers` is guarded against panics.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::OnceLock;
 
 use tokenizers::decoders::DecoderWrapper;
 
+use super::tokenizer_limits::{self, Growth};
 use super::{metadata_error, Result, TextError};
 use crate::format::{keys, GgufFile};
 
@@ -28,6 +35,20 @@ const FALLBACK_EOG_TEXTS: [&str; 6] = [
     "<|end|>",
 ];
 
+/// Longest text `encode` takes: 16 MiB, about 4 million tokens, far beyond any
+/// context.
+pub const MAX_ENCODE_BYTES: usize = 16 << 20;
+
+/// Most bytes the normalized, pre-tokenized text may reach in the worst case
+/// (text length × the chain's growth factor): the `tokenizers` pipeline keeps about
+/// 17 bytes per byte (text plus alignments), so this caps it near 2 GiB. Qwen3
+/// (factor 6) reaches it only past 21 MiB, i.e. never, given [`MAX_ENCODE_BYTES`].
+pub const MAX_NORMALIZED_BYTES: u64 = 128 << 20;
+
+/// The streaming fallback holds back at most this many ids waiting for a complete
+/// character, so each push decodes a short window.
+const MAX_PENDING_IDS: usize = 32;
+
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     bos: Option<u32>,
@@ -36,6 +57,7 @@ pub struct Tokenizer {
     /// Sorted, deduplicated.
     eog: Vec<u32>,
     vocab_size: usize,
+    growth: Growth,
     /// Each token's bytes, for streaming; built on first use.
     bytes: OnceLock<Option<TokenBytes>>,
 }
@@ -125,8 +147,20 @@ impl Tokenizer {
     /// generation ends on the well-known end tokens it contains (`<|im_end|>`,
     /// `<|endoftext|>`, `<|eot_id|>`, ...).
     pub fn from_json(json: &str) -> Result<Tokenizer> {
-        let inner: tokenizers::Tokenizer = json
-            .parse()
+        let value: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| TextError::TokenizerJson(format!("{e}")))?;
+        let growth = tokenizer_limits::check(&value).map_err(TextError::TokenizerJson)?;
+        drop(value);
+        let mut inner: tokenizers::Tokenizer = guard(|| json.parse())
+            .map_err(TextError::TokenizerJson)?
+            .map_err(|e| TextError::TokenizerJson(format!("{e}")))?;
+        // Never used (see the module doc), and a hostile padding length is an
+        // unbounded allocation: drop them.
+        inner
+            .with_post_processor(None::<tokenizers::PostProcessorWrapper>)
+            .with_padding(None);
+        inner
+            .with_truncation(None)
             .map_err(|e| TextError::TokenizerJson(format!("{e}")))?;
         let max_added = inner
             .get_added_tokens_decoder()
@@ -142,6 +176,7 @@ impl Tokenizer {
             add_bos: false,
             eog: Vec::new(),
             vocab_size,
+            growth,
             bytes: OnceLock::new(),
         };
         let eog = tok.fallback_eog(None);
@@ -182,10 +217,27 @@ impl Tokenizer {
     /// Token ids of `text`. Special tokens written in the text are parsed as
     /// special tokens. With `add_special`, BOS comes first when the file's
     /// `tokenizer.ggml.add_bos_token` is true.
+    ///
+    /// A text over [`MAX_ENCODE_BYTES`], or whose worst-case normalized size
+    /// (length × [`Tokenizer::growth`]) is over [`MAX_NORMALIZED_BYTES`], is an error.
     pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode_fast(text, false)
+        if text.len() > MAX_ENCODE_BYTES {
+            return Err(TextError::Encode(format!(
+                "the text is {} bytes long (limit {MAX_ENCODE_BYTES})",
+                text.len()
+            )));
+        }
+        let worst = (text.len() as u64).saturating_mul(self.growth.encode);
+        if worst > MAX_NORMALIZED_BYTES {
+            return Err(TextError::Encode(format!(
+                "the text is {} bytes long and this tokenizer's normalizers can grow it \
+                 {}-fold, to {worst} bytes (limit {MAX_NORMALIZED_BYTES})",
+                text.len(),
+                self.growth.encode
+            )));
+        }
+        let enc = guard(|| self.inner.encode_fast(text, false))
+            .map_err(TextError::Encode)?
             .map_err(|e| TextError::Encode(format!("{e}")))?;
         let ids = enc.get_ids();
         let bos = self.bos.filter(|_| add_special && self.add_bos);
@@ -197,13 +249,49 @@ impl Tokenizer {
 
     /// The text of `ids`, special tokens included. Ids outside the vocabulary
     /// are skipped; byte sequences that are not UTF-8 become U+FFFD.
+    ///
+    /// The output is at most `ids.len()` × 1 KiB (the longest vocabulary entry) ×
+    /// [`Growth::decode`] bytes.
     pub fn decode(&self, ids: &[u32]) -> String {
-        match self.inner.decode(ids, false) {
-            Ok(s) => s,
+        match guard(|| self.inner.decode(ids, false)) {
+            Ok(Ok(s)) => s,
             // The decoders of tokenizer.json files do not fail on token strings;
             // should one, fall back to the raw token texts.
-            Err(_) => ids.iter().filter_map(|&id| self.token_text(id)).collect(),
+            _ => ids.iter().filter_map(|&id| self.token_text(id)).collect(),
         }
+    }
+
+    /// Worst-case growth factors of the normalizer/pre-tokenizer chain and of the
+    /// decoder chain (see [`super::tokenizer_limits`]).
+    pub fn growth(&self) -> Growth {
+        self.growth
+    }
+
+    /// Bytes of `text` after the normalizers and pre-tokenizers (added tokens are
+    /// not split out): what [`Tokenizer::growth`] bounds. For tests and fuzzing.
+    #[doc(hidden)]
+    pub fn pre_tokenized_len(&self, text: &str) -> Result<usize> {
+        use tokenizers::{
+            Normalizer, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer,
+        };
+        guard(|| -> tokenizers::Result<usize> {
+            let mut n = tokenizers::NormalizedString::from(text);
+            if let Some(norm) = self.inner.get_normalizer() {
+                norm.normalize(&mut n)?;
+            }
+            let mut p = PreTokenizedString::from(n);
+            if let Some(pre) = self.inner.get_pre_tokenizer() {
+                pre.pre_tokenize(&mut p)?;
+            }
+            Ok(
+                p.get_splits(OffsetReferential::Normalized, OffsetType::Byte)
+                    .iter()
+                    .map(|(s, _, _)| s.len())
+                    .sum(),
+            )
+        })
+        .map_err(TextError::Encode)?
+        .map_err(|e| TextError::Encode(format!("{e}")))
     }
 
     /// True when `id` ends generation.
@@ -395,12 +483,25 @@ impl<'t> StreamDecoder<'t> {
     /// Fallback for decoders that are not byte-level: decode the window
     /// `ids[prefix..]` and emit what it adds to `ids[prefix..read]`, unless it
     /// ends in U+FFFD (a character still incomplete).
+    ///
+    /// Ids outside the vocabulary decode to nothing and are skipped; after
+    /// [`MAX_PENDING_IDS`] ids without a complete character the window's text is
+    /// emitted as it is, so the window (and each push's work) stays short.
     fn push_window(&mut self, id: u32) {
+        if self.tok.token_text(id).is_none() {
+            return;
+        }
         self.ids.push(id);
         let prev = self.tok.decode(&self.ids[self.prefix..self.read]);
         let all = self.tok.decode(&self.ids[self.prefix..]);
-        if all.len() > prev.len() && !all.ends_with('\u{FFFD}') && all.starts_with(&prev) {
-            self.out.push_str(&all[prev.len()..]);
+        let stuck = self.ids.len() - self.read > MAX_PENDING_IDS;
+        let extends = all.starts_with(&prev);
+        let complete = extends && all.len() > prev.len() && !all.ends_with('\u{FFFD}');
+        if complete || stuck {
+            // When stuck and the decoder rewrote earlier text, that text is lost.
+            if extends {
+                self.out.push_str(&all[prev.len()..]);
+            }
             self.prefix = self.read;
             self.read = self.ids.len();
             // Keep the window short: the ids before `prefix` are never read again.
@@ -411,6 +512,19 @@ impl<'t> StreamDecoder<'t> {
             }
         }
     }
+}
+
+/// Run `f`, turning a panic inside `tokenizers` into an error (the last line of
+/// defence: [`super::tokenizer_limits`] refuses the pipelines known to panic).
+fn guard<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|p| {
+        let msg = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        format!("the tokenizer panicked: {msg}")
+    })
 }
 
 /// Move the complete UTF-8 text at the front of `bytes` to `out`, replacing each
