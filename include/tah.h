@@ -177,22 +177,39 @@ struct tah_sampling tah_sampling_greedy(void);
 // Loads (memory-maps) a `.tah` / GGUF file. `params` may be NULL (defaults).
 // Returns NULL on failure (a missing file, a bad file, settings the model does
 // not support such as depth 2 on a plain model).
+//
+// # Safety
+// `path` is NULL or a NUL-terminated string; `params` is NULL or points to a
+// `tah_model_params`.
 struct tah_model *tah_model_load(const char *path, const struct tah_model_params *params);
 
 // Releases the caller's handle (NULL is fine). Sessions on the model keep it
 // alive until they are freed.
+//
+// # Safety
+// `model` is NULL or a handle from `tah_model_load`, freed only once.
 void tah_model_free(struct tah_model *model);
 
 // Vocabulary size, or -1.
+//
+// # Safety
+// `model` is NULL or a live model handle.
 int32_t tah_model_n_vocab(const struct tah_model *model);
 
 // True when the model carries a tokenizer (text and chat prompts work);
 // id-only models are driven with `tah_session_prompt_tokens`.
+//
+// # Safety
+// `model` is NULL or a live model handle.
 bool tah_model_has_tokenizer(const struct tah_model *model);
 
 // Token ids of `text` into `out` (room for `capacity`). Returns the number of
 // tokens; when that is more than `capacity` nothing is written (call again with
 // a bigger buffer; `out` may be NULL when `capacity` is 0). -1 on error.
+//
+// # Safety
+// `model` is NULL or a live model handle; `text` is NULL or a NUL-terminated
+// string; `out` is NULL or has room for `capacity` `int32_t`s.
 int32_t tah_tokenize(const struct tah_model *model,
                      const char *text,
                      bool add_special,
@@ -203,6 +220,10 @@ int32_t tah_tokenize(const struct tah_model *model,
 // Returns the text's length in bytes without the NUL; when `capacity` is less than
 // that plus one nothing is written (`out` may be NULL when `capacity` is 0).
 // -1 on error.
+//
+// # Safety
+// `model` is NULL or a live model handle; `ids` is NULL or points to `n`
+// `int32_t`s; `out` is NULL or has room for `capacity` bytes.
 int64_t tah_detokenize(const struct tah_model *model,
                        const int32_t *ids,
                        size_t n,
@@ -211,22 +232,41 @@ int64_t tah_detokenize(const struct tah_model *model,
 
 // A new, empty session on `model`. `params` may be NULL (defaults). Allocates
 // the KV cache for its context. NULL on failure.
+//
+// # Safety
+// `model` is NULL or a live model handle; `params` is NULL or points to a
+// `tah_session_params`.
 struct tah_session *tah_session_new(const struct tah_model *model,
                                     const struct tah_session_params *params);
 
 // Frees a session (NULL is fine). Not while another thread uses it.
+//
+// # Safety
+// `session` is NULL or a handle from `tah_session_new`, freed only once and
+// not in use on another thread.
 void tah_session_free(struct tah_session *session);
 
 // Forgets the conversation (the cache and anything queued). 0 or -1.
+//
+// # Safety
+// `session` is NULL or a live session handle.
 int32_t tah_session_reset(struct tah_session *session);
 
 // Queues `text` after what the session holds; it is fed by the next
 // `tah_session_generate`. With `add_special` the model's BOS is prepended where
 // it wants one (use it for the first text of a conversation). Returns the number
 // of tokens queued, or -1.
+//
+// # Safety
+// `session` is NULL or a live session handle; `text` is NULL or a
+// NUL-terminated string.
 int32_t tah_session_prompt(struct tah_session *session, const char *text, bool add_special);
 
 // Queues `n` token ids after what the session holds. 0 or -1.
+//
+// # Safety
+// `session` is NULL or a live session handle; `ids` is NULL or points to `n`
+// `int32_t`s.
 int32_t tah_session_prompt_tokens(struct tah_session *session, const int32_t *ids, size_t n);
 
 // Sets the conversation to `messages[0..n]`, rendered with the model's chat
@@ -237,6 +277,10 @@ int32_t tah_session_prompt_tokens(struct tah_session *session, const int32_t *id
 // queued, so a multi-turn chat passes the whole conversation each turn (the
 // assistant's replies included) and pays only for the new suffix. Returns the
 // number of tokens queued, or -1.
+//
+// # Safety
+// `session` is NULL or a live session handle; `messages` is NULL or points to
+// `n` `tah_chat_message`s whose strings are NULL or NUL-terminated.
 int32_t tah_session_chat(struct tah_session *session,
                          const struct tah_chat_message *messages,
                          size_t n,
@@ -249,6 +293,10 @@ int32_t tah_session_chat(struct tah_session *session,
 // may be NULL (`tah_sampling_default()`). With nothing queued, generation
 // continues after the last token in the session. Returns the number of tokens
 // generated, or -1.
+//
+// # Safety
+// `session` is NULL or a live session handle; `sampling` is NULL or points to
+// a `tah_sampling`; `callback`, when given, is safe to call with `user_data`.
 int32_t tah_session_generate(struct tah_session *session,
                              int32_t max_tokens,
                              const struct tah_sampling *sampling,
@@ -256,6 +304,10 @@ int32_t tah_session_generate(struct tah_session *session,
                              void *user_data);
 
 // Fills `out` with the statistics of the session's last generation. 0 or -1.
+//
+// # Safety
+// `session` is NULL or a live session handle; `out` is NULL or points to a
+// writable `tah_stats`.
 int32_t tah_session_stats(const struct tah_session *session, struct tah_stats *out);
 
 #ifdef __cplusplus

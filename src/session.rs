@@ -15,9 +15,10 @@ use crate::tah::{TahOptions, TokenInfo};
 use std::fmt;
 use std::sync::Arc;
 
-/// The longest context a session may have: positions stay exact in f32 RoPE
-/// angles up to 2^24, and the cache is reserved (not touched) for all of it.
-pub const MAX_CTX: usize = 1 << 24;
+/// The longest context a session may have, the same as a file may declare:
+/// positions stay exact in f32 RoPE angles up to 2^24, and the cache is
+/// reserved (not touched) for all of it.
+pub use crate::model::config::MAX_CTX;
 
 /// The most tokens one forward pass takes (`SessionOptions::batch`): the
 /// activation buffers grow with it (Qwen's chunk logits alone are 1.2 GB at
