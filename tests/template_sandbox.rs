@@ -314,3 +314,157 @@ fn real_qwen3_template_renders_and_passes_the_check() {
         "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
     );
 }
+
+/// The DeepSeek-R1 (and R1-Distill) chat template: system turns accumulate
+/// into `ns.system_prompt` with `ns.system_prompt + ...` in the loop.
+const DEEPSEEK_R1: &str = concat!(
+    "{% if not add_generation_prompt is defined %}{% set add_generation_prompt = false %}{% endif %}",
+    "{% set ns = namespace(is_first=false, is_tool=false, is_output_first=true, system_prompt='', is_first_sp=true) %}",
+    "{%- for message in messages %}{%- if message['role'] == 'system' %}{%- if ns.is_first_sp %}",
+    "{% set ns.system_prompt = ns.system_prompt + message['content'] %}{% set ns.is_first_sp = false %}",
+    "{%- else %}{% set ns.system_prompt = ns.system_prompt + '\\n\\n' + message['content'] %}{%- endif %}",
+    "{%- endif %}{%- endfor %}",
+    "{{ bos_token }}{{ ns.system_prompt }}",
+    "{%- for message in messages %}",
+    "{%- if message['role'] == 'user' %}{%- set ns.is_tool = false -%}{{'<｜User｜>' + message['content']}}{%- endif %}",
+    "{%- if message['role'] == 'assistant' and 'tool_calls' in message %}{%- set ns.is_tool = false -%}",
+    "{%- for tool in message['tool_calls'] %}{%- if not ns.is_first %}{%- if message['content'] is none %}",
+    "{{'<｜Assistant｜><｜tool▁calls▁begin｜><｜tool▁call▁begin｜>' + tool['type'] + '<｜tool▁sep｜>' + tool['function']['name'] + '\\n' + '```json' + '\\n' + tool['function']['arguments'] + '\\n' + '```' + '<｜tool▁call▁end｜>'}}",
+    "{%- else %}",
+    "{{'<｜Assistant｜>' + message['content'] + '<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>' + tool['type'] + '<｜tool▁sep｜>' + tool['function']['name'] + '\\n' + '```json' + '\\n' + tool['function']['arguments'] + '\\n' + '```' + '<｜tool▁call▁end｜>'}}",
+    "{%- endif %}{%- set ns.is_first = true -%}{%- else %}",
+    "{{'\\n' + '<｜tool▁call▁begin｜>' + tool['type'] + '<｜tool▁sep｜>' + tool['function']['name'] + '\\n' + '```json' + '\\n' + tool['function']['arguments'] + '\\n' + '```' + '<｜tool▁call▁end｜>'}}",
+    "{%- endif %}{%- endfor %}{{'<｜tool▁calls▁end｜><｜end▁of▁sentence｜>'}}{%- endif %}",
+    "{%- if message['role'] == 'assistant' and 'tool_calls' not in message %}{%- if ns.is_tool %}",
+    "{{'<｜tool▁outputs▁end｜>' + message['content'] + '<｜end▁of▁sentence｜>'}}{%- set ns.is_tool = false -%}",
+    "{%- else %}{% set content = message['content'] %}{% if '</think>' in content %}{% set content = content.split('</think>')[-1] %}{% endif %}",
+    "{{'<｜Assistant｜>' + content + '<｜end▁of▁sentence｜>'}}{%- endif %}{%- endif %}",
+    "{%- if message['role'] == 'tool' %}{%- set ns.is_tool = true -%}{%- if ns.is_output_first %}",
+    "{{'<｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>' + message['content'] + '<｜tool▁output▁end｜>'}}{%- set ns.is_output_first = false %}",
+    "{%- else %}{{'<｜tool▁output▁begin｜>' + message['content'] + '<｜tool▁output▁end｜>'}}{%- endif %}{%- endif %}",
+    "{%- endfor -%}",
+    "{% if ns.is_tool %}{{'<｜tool▁outputs▁end｜>'}}{% endif %}",
+    "{% if add_generation_prompt and not ns.is_tool %}{{'<｜Assistant｜><think>\\n'}}{% endif %}",
+);
+
+fn deepseek() -> ChatTemplate {
+    ChatTemplate::new(DEEPSEEK_R1, Some("<｜begin▁of▁sentence｜>".into()), None).unwrap()
+}
+
+#[test]
+fn deepseek_r1_accumulating_template_loads_and_renders() {
+    let t = deepseek();
+    t.check_renders().unwrap();
+    let turns = [
+        ChatMessage::new("system", "You are a math tutor."),
+        ChatMessage::new("system", "Answer briefly."),
+        ChatMessage::new("user", "What is 2+2?"),
+        ChatMessage::new("assistant", "<think>\nEasy.\n</think>\n\n4"),
+    ];
+    assert_eq!(
+        t.render(&turns, true, None).unwrap(),
+        "<｜begin▁of▁sentence｜>You are a math tutor.\n\nAnswer briefly.<｜User｜>What is 2+2?<｜Assistant｜>\n\n4<｜end▁of▁sentence｜><｜Assistant｜><think>\n"
+    );
+}
+
+#[test]
+fn accumulators_in_bounded_loops_load() {
+    for src in [
+        "{% set ns = namespace(s='') %}{% for m in messages[1:] %}{% set ns.s = ns.s ~ m.content %}{% endfor %}{{ ns.s }}",
+        "{% set ns = namespace(s='') %}{% for m in messages|selectattr('role', 'equalto', 'user')|reverse %}{% set ns.s = ns.s ~ m.content ~ '|' %}{% endfor %}{{ ns.s }}",
+        "{% set loop_messages = messages[1:] %}{% set ns = namespace(s='') %}{% for m in loop_messages %}{% set ns.s = ns.s + m.content %}{% endfor %}{{ ns.s }}",
+        "{% set ns = namespace(s='') %}{% for i in range(3) %}{% for m in messages %}{% set ns.s = ns.s + m.content %}{% endfor %}{% endfor %}{{ ns.s }}",
+        "{% set ns = namespace(l=[]) %}{% for x in ['a', 'b'] %}{% set ns.l = ns.l + [x] %}{% endfor %}{{ ns.l|join(',') }}",
+    ] {
+        let t = ChatTemplate::new(src, None, None).unwrap_or_else(|e| panic!("{src}: {e}"));
+        t.render(&msgs(), false, None).unwrap();
+    }
+    let t = ChatTemplate::new(
+        "{% set ns = namespace(s='') %}{% for x in ['a', 'b'] %}{% set ns.s = ns.s + x %}{% endfor %}{{ ns.s }}",
+        None,
+        None,
+    )
+    .unwrap();
+    assert_eq!(t.render(&[], false, None).unwrap(), "ab");
+}
+
+#[test]
+fn accumulators_in_unbounded_places_are_refused() {
+    for src in [
+        // A loop the template controls.
+        "{% set ns = namespace(s='') %}{% for i in range(1000000) %}{% set ns.s = ns.s + 'x' %}{% endfor %}{{ ns.s|length }}",
+        "{% set n = 5 %}{% set ns = namespace(s='') %}{% for i in range(n) %}{% set ns.s = ns.s + 'x' %}{% endfor %}",
+        "{% set ns = namespace(s='') %}{% for i in range(0, 10**9) %}{% set ns.s = ns.s ~ 'x' %}{% endfor %}",
+        "{% set ns = namespace(s='') %}{% for c in messages[0].content %}{% set ns.s = ns.s ~ 'x' %}{% endfor %}",
+        "{% set messages = range(1000000) %}{% set ns = namespace(s='') %}{% for m in messages %}{% set ns.s = ns.s ~ 'x' %}{% endfor %}",
+        // Recursion.
+        "{% set ns = namespace(s='') %}{% macro f(n) %}{% set ns.s = ns.s + 'x' %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+        "{% set ns = namespace(s='') %}{% for m in messages recursive %}{% set ns.s = ns.s + 'x' %}{{ loop(messages) }}{% endfor %}",
+        "{% set ns = namespace(s='') %}{% block b %}{% set ns.s = ns.s + 'x' %}{% endblock %}{% for m in messages %}{{ self.b() }}{% endfor %}",
+        // Doubling, directly or through an alias or a macro's output.
+        "{% set ns = namespace(s='x') %}{% for m in messages %}{% set ns.s = ns.s + ns.s %}{% endfor %}",
+        "{% set ns = namespace(s='x') %}{% for m in messages %}{% set a = ns.s %}{% set ns.s = ns.s ~ a %}{% endfor %}",
+        "{% set ns = namespace(s='x') %}{% macro m() %}{{ ns.s }}{% endmacro %}{% for x in messages %}{% set ns.s = ns.s ~ m() %}{% endfor %}",
+        "{% set ns = namespace(s='x') %}{% macro m() %}{{ ns.s }}{% endmacro %}{% for x in messages %}{% set t = m() %}{% set ns.s = ns.s ~ t %}{% endfor %}",
+        "{% set s = 'x' %}{% for m in messages %}{% set t %}{{ s }}{% endset %}{% set s = s ~ t %}{% endfor %}",
+        // Whitespace control does not hide a tag from the scan.
+        "{%- set ns = namespace(s='') %}{%- for i in range(1000000) %}{%- set ns.s = ns.s + 'x' -%}{%+ endfor %}",
+        "{%- set ns = namespace(s='x') %}{%- for i in range(40) %}{%- set ns.s = ns.s ~ ns.s %}{%- endfor %}",
+    ] {
+        assert_contains(&refused(src), "could grow without bound");
+    }
+}
+
+/// `n` messages of `len` bytes each, all with `role`.
+fn many(n: usize, len: usize, role: &str) -> Vec<ChatMessage> {
+    (0..n)
+        .map(|_| ChatMessage::new(role, "x".repeat(len)))
+        .collect()
+}
+
+#[test]
+fn accumulating_a_huge_conversation_is_bounded() {
+    let t = deepseek();
+    // 20,000 turns of 1 KB, none accumulated: renders whole.
+    let turns: Vec<ChatMessage> = (0..20_000)
+        .map(|i| ChatMessage::new(["user", "assistant"][i % 2], "x".repeat(1000)))
+        .collect();
+    let start = Instant::now();
+    let out = t.render(&turns, false, None).unwrap();
+    let bos = "<｜begin▁of▁sentence｜>".len();
+    let user = "<｜User｜>".len() + 1000;
+    let assistant = "<｜Assistant｜>".len() + 1000 + "<｜end▁of▁sentence｜>".len();
+    assert_eq!(out.len(), bos + 10_000 * (user + assistant));
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    // 20,000 system turns of 1 KB: each `+` copies the accumulated prompt,
+    // which is charged to the work budget.
+    let start = Instant::now();
+    let e = t
+        .render(&many(20_000, 1000, "system"), false, None)
+        .unwrap_err();
+    assert_contains(&e.to_string(), "the template did more than 128 MiB of work");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn an_accumulated_value_is_capped_in_size() {
+    let t = deepseek();
+    // Two 10 MB system turns: a 20 MB prompt, refused when printed.
+    let e = t
+        .render(&many(2, 10 << 20, "system"), false, None)
+        .unwrap_err();
+    assert_contains(&e.to_string(), "a value is larger than 16 MiB");
+    // Three: refused when it grows on.
+    let e = t
+        .render(&many(3, 10 << 20, "system"), false, None)
+        .unwrap_err();
+    assert_contains(&e.to_string(), "a value is larger than 16 MiB");
+}

@@ -119,7 +119,12 @@ impl ChatTemplate {
             template_sandbox::install(&mut env, vec![("tojson", Value::from_function(tojson))]);
             env.add_template_owned(NAME, source.to_string())
                 .map_err(|e| TextError::TemplateSyntax(describe(&e)))?;
-            template_sandbox::check_source(source).map_err(TextError::TemplateSyntax)?;
+            let checked =
+                template_sandbox::check_source(source).map_err(TextError::TemplateSyntax)?;
+            if checked != source {
+                env.add_template_owned(NAME, checked)
+                    .map_err(|e| TextError::TemplateSyntax(describe(&e)))?;
+            }
             Ok(env)
         })?;
         Ok(ChatTemplate {

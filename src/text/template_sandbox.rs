@@ -29,10 +29,20 @@
 //!   input string, literal or call result) the target can hold is relaxed to a
 //!   fixed point; growth operators (`~`, `+` unless with a number, list/dict/
 //!   tuple literals) add their operands' bounds, anything else takes the
-//!   maximum. More than [`MAX_UNITS`] (a doubling loop, `ns.x = [ns.x]`, an
-//!   accumulating namespace, a macro doubling its argument when it recurses)
-//!   is refused. This also refuses the legitimate `ns.s = ns.s + x` accumulator
-//!   in a loop: no real chat template we know of needs it.
+//!   maximum. More than [`MAX_UNITS`] (a doubling loop, `ns.x = [ns.x]`, a
+//!   macro doubling its argument when it recurses) is refused.
+//! - except a *linear accumulator* `v = v + e` / `v = v ~ e` (DeepSeek-R1
+//!   gathers its system turns this way) where `e` cannot hold `v`'s value (no
+//!   assignment path from `v`, no macro output), in a place that runs a
+//!   bounded number of times: outside macros, `call` and `block` bodies and
+//!   recursive loops, and inside only loops over `messages`, `tools`,
+//!   `documents` (sliced, filtered, or through a variable only set to such),
+//!   a literal list or `range` of at most [`MAX_LITERAL_LOOP`]. It counts as
+//!   `e`'s units: its own count is the conversation's size. Anywhere else it
+//!   is refused as above (`range(1000000)`, recursion, `v = v + v`). At render
+//!   the head `v` is wrapped in [`GROW`], which charges its size to the work
+//!   budget (each `+` copies it: 20,000 accumulated 1 KB turns stop at the
+//!   work limit in well under a second) and refuses it past [`MAX_VALUE`].
 //! - `*` except between two literals (`'-' * 3`), and then at most
 //!   [`MAX_LITERAL_REPEAT`] bytes;
 //! - `include`, `import`, `from`, `extends` (there is no other template, and
@@ -78,6 +88,8 @@ pub const MAX_LITERAL_REPEAT: usize = 16 << 20;
 pub const MAX_UNITS: u64 = 64;
 /// Most list/dict literals in one template.
 pub const MAX_LITERAL_BRACKETS: usize = 1024;
+/// The function [`check_source`] wraps accumulator heads in.
+pub const GROW: &str = "__tah_grow";
 /// The render thread's stack.
 pub const STACK: usize = 256 << 20;
 
@@ -418,6 +430,12 @@ pub fn install(env: &mut Environment<'static>, own_filters: Vec<(&'static str, V
             checked_result(orig.call(state, &args)?)
         });
     }
+    // The head of a linear accumulator: the operator copies it, so its size
+    // is charged (bounding the copying to MAX_WORK) and capped.
+    env.add_function(GROW, |v: Value| -> Result<Value, Error> {
+        charge(measure(&v)?)?;
+        Ok(v)
+    });
     // `debug()` prints the whole context, unchecked.
     env.add_function("debug", || -> Result<Value, Error> {
         Err(err("debug() is not available in chat templates"))
@@ -510,7 +528,9 @@ fn tags(src: &str) -> Result<Vec<Tag<'_>>, String> {
             }
             c @ (b'{' | b'%') => {
                 let stmt = c == b'%';
-                let (toks, end) = tokenize(src, i + 2, if stmt { b'%' } else { b'}' })?;
+                // `{%-`/`{{+`: whitespace control, not an operator.
+                let start = i + 2 + usize::from(matches!(b.get(i + 2), Some(b'-' | b'+')));
+                let (toks, end) = tokenize(src, start, if stmt { b'%' } else { b'}' })?;
                 i = end;
                 let first = toks.first().map(|t| t.text);
                 if in_raw {
@@ -789,6 +809,282 @@ impl Scan {
     }
 }
 
+/// A block the scan is inside: one that bounds how often its body runs by the
+/// caller's input or a small literal, or one that does not (a loop over
+/// anything else, a macro, `call` or `block` body, which can run again and
+/// again or recurse).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Open {
+    Fine,
+    Unbounded,
+}
+
+/// Most iterations of a literal `range(n)` loop that still counts as bounded.
+pub const MAX_LITERAL_LOOP: u128 = 1024;
+
+/// The inputs whose size the caller controls (the renderer bounds them).
+const INPUTS: [&str; 3] = ["messages", "tools", "documents"];
+
+/// Filters that keep or shrink a list's length.
+const SAME_LENGTH: [&str; 9] = [
+    "reverse",
+    "selectattr",
+    "rejectattr",
+    "select",
+    "reject",
+    "list",
+    "sort",
+    "unique",
+    "map",
+];
+
+/// The index of the bracket closing the one at `open`.
+fn matching_close(t: &[Tok<'_>], open: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, x) in t.iter().enumerate().skip(open) {
+        match x.text {
+            "(" | "[" | "{" => depth += 1,
+            ")" | "]" | "}" => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Whether iterating `t` runs at most as often as the caller's input is long
+/// (`messages`, `messages[1:]`, `messages|selectattr(...)|reverse`, a
+/// variable only ever set to such), or a small literal count (`[a, b]`,
+/// `range(3)`).
+fn bounded_iter(t: &[Tok<'_>], vars: &[String]) -> bool {
+    let Some(first) = t.first() else {
+        return false;
+    };
+    if first.text == "[" {
+        return matching_close(t, 0) == Some(t.len() - 1);
+    }
+    if first.text == "range" {
+        let args = match t {
+            [_, open, args @ .., close] if open.text == "(" && close.text == ")" => args,
+            _ => return false,
+        };
+        return !args.is_empty()
+            && args.iter().enumerate().all(|(i, a)| {
+                if i % 2 == 0 {
+                    a.kind == Kind::Int && a.n <= MAX_LITERAL_LOOP
+                } else {
+                    a.text == ","
+                }
+            });
+    }
+    if first.kind != Kind::Ident || !vars.iter().any(|v| v == first.text) {
+        return false;
+    }
+    let mut i = 1;
+    while i < t.len() {
+        match t[i].text {
+            "[" => {
+                // A slice with literal bounds.
+                let Some(close) = matching_close(t, i) else {
+                    return false;
+                };
+                let inner = &t[i + 1..close];
+                if !inner.iter().any(|x| x.text == ":")
+                    || !inner
+                        .iter()
+                        .all(|x| x.kind == Kind::Int || matches!(x.text, ":" | "-"))
+                {
+                    return false;
+                }
+                i = close + 1;
+            }
+            "|" => {
+                if !t.get(i + 1).is_some_and(|f| SAME_LENGTH.contains(&f.text)) {
+                    return false;
+                }
+                i += 2;
+                if t.get(i).map(|x| x.text) == Some("(") {
+                    let Some(close) = matching_close(t, i) else {
+                        return false;
+                    };
+                    i = close + 1;
+                }
+            }
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Whether a `set` tag (its tokens after `set`) captures a block (`set x`,
+/// `set x | f(a=1)`) rather than assigning an expression.
+fn is_block_set(after_set: &[Tok<'_>]) -> bool {
+    match after_set.iter().position(|x| x.text == "=") {
+        None => true,
+        Some(eq) => after_set[..eq].iter().any(|x| x.text == "|"),
+    }
+}
+
+/// The caller's inputs and the variables only ever set to a bounded iterable
+/// of them (`{% set loop_messages = messages[1:] %}`).
+fn bounded_vars<'a>(tags: &[Tag<'a>], params: &[String], namespaces: &[String]) -> Vec<String> {
+    let mut ok: HashMap<&'a str, bool> = HashMap::new();
+    let inputs: Vec<String> = INPUTS.iter().map(|s| s.to_string()).collect();
+    for tag in tags.iter().filter(|t| t.stmt) {
+        let t = &tag.toks;
+        let mut assigned = |name: &'a str, bounded: bool| {
+            *ok.entry(name).or_insert(true) &= bounded;
+        };
+        match t.first().map(|x| x.text) {
+            Some("set") => {
+                if t.len() > 3 && t[2].text == "=" && t[1].kind == Kind::Ident {
+                    assigned(t[1].text, bounded_iter(&t[3..], &inputs));
+                } else {
+                    let end = t.iter().position(|x| x.text == "=").unwrap_or(t.len());
+                    for x in t[1..end.max(1)].iter().filter(|x| x.kind == Kind::Ident) {
+                        assigned(x.text, false);
+                    }
+                }
+            }
+            Some("for") => {
+                let in_at = t.iter().position(|x| x.text == "in").unwrap_or(t.len());
+                for x in t[1..in_at.max(1)].iter().filter(|x| x.kind == Kind::Ident) {
+                    assigned(x.text, false);
+                }
+            }
+            Some("with") => {
+                for (i, x) in t.iter().enumerate() {
+                    if x.kind == Kind::Ident && t.get(i + 1).map(|y| y.text) == Some("=") {
+                        assigned(x.text, false);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out: Vec<String> = INPUTS
+        .iter()
+        .filter(|n| ok.get(*n).copied().unwrap_or(true))
+        .map(|n| n.to_string())
+        .collect();
+    out.extend(
+        ok.iter()
+            .filter(|(n, b)| **b && !INPUTS.contains(n))
+            .map(|(n, _)| n.to_string()),
+    );
+    out.retain(|n| !params.contains(n) && !namespaces.contains(n));
+    out
+}
+
+/// Follows the block structure (the parser has already checked it nests).
+fn track_blocks(open: &mut Vec<Open>, t: &[Tok<'_>], vars: &[String]) {
+    let Some(kw) = t.first().map(|x| x.text) else {
+        return;
+    };
+    match kw {
+        "for" => {
+            let in_at = t.iter().position(|x| x.text == "in").unwrap_or(t.len());
+            let recursive = t.iter().any(|x| x.text == "recursive");
+            // The iterable ends at a loop filter (`if`) or `recursive`.
+            let mut end = t.len();
+            let mut depth = 0usize;
+            for (i, x) in t.iter().enumerate().skip(in_at + 1) {
+                match x.text {
+                    "(" | "[" | "{" => depth += 1,
+                    ")" | "]" | "}" => depth = depth.saturating_sub(1),
+                    "if" | "recursive" if depth == 0 => {
+                        end = i;
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            let iter = &t[(in_at + 1).min(end)..end];
+            open.push(if !recursive && bounded_iter(iter, vars) {
+                Open::Fine
+            } else {
+                Open::Unbounded
+            });
+        }
+        "macro" | "call" | "block" => open.push(Open::Unbounded),
+        "if" | "with" | "filter" | "autoescape" => open.push(Open::Fine),
+        "set" if is_block_set(&t[1..]) => open.push(Open::Fine),
+        "endfor" | "endmacro" | "endcall" | "endblock" | "endif" | "endwith" | "endfilter"
+        | "endautoescape" | "endset" => {
+            open.pop();
+        }
+        _ => {}
+    }
+}
+
+/// A candidate linear accumulator: `set v = v + e` / `set v = v ~ e`.
+struct Accumulator {
+    /// Its index in the assignments.
+    assign: usize,
+    /// The byte span of the head `v` in the source.
+    head: (usize, usize),
+    /// `e`.
+    rest: Expr,
+    /// Whether every enclosing block runs a bounded number of times.
+    bounded: bool,
+}
+
+/// For `set <targets> = <rhs>`: the number of head tokens if `rhs` starts
+/// with exactly the (single) target followed by `+` or `~` and more.
+fn accumulator_head(targets: &[Tok<'_>], rhs: &[Tok<'_>]) -> Option<usize> {
+    let simple = match targets {
+        [v] => v.kind == Kind::Ident,
+        [ns, dot, field] => ns.kind == Kind::Ident && dot.text == "." && field.kind == Kind::Ident,
+        _ => false,
+    };
+    let n = targets.len();
+    let same = rhs.len() > n + 1 && targets.iter().zip(rhs).all(|(a, b)| a.text == b.text);
+    (simple && same && matches!(rhs[n].text, "+" | "~")).then_some(n)
+}
+
+/// The byte span of `toks` (non-empty, borrowed from `src`) in `src`.
+fn span(src: &str, toks: &[Tok<'_>]) -> (usize, usize) {
+    let base = src.as_ptr() as usize;
+    let first = toks.first().map_or(0, |t| t.text.as_ptr() as usize - base);
+    let last = toks
+        .last()
+        .map_or(0, |t| t.text.as_ptr() as usize - base + t.text.len());
+    (first, last)
+}
+
+/// Whether the values named by `names` can never hold `target`'s value (no
+/// path of assignments from `target`, no macro output, `caller`, `self`).
+fn independent(
+    assigns: &[Assign],
+    names: &[String],
+    target: &str,
+    macros: &[String],
+    node: &dyn Fn(&str) -> String,
+) -> bool {
+    let mut seen: Vec<String> = Vec::new();
+    let mut todo: Vec<String> = names.iter().map(|n| node(n)).collect();
+    while let Some(n) = todo.pop() {
+        if seen.contains(&n) {
+            continue;
+        }
+        if n == target || macros.contains(&n) || matches!(n.as_str(), "caller" | "self" | "super") {
+            return false;
+        }
+        for a in assigns.iter().filter(|a| a.target == n) {
+            if a.from.macro_calls > 0 {
+                return false;
+            }
+            todo.extend(a.from.names.iter().map(|m| node(m)));
+        }
+        seen.push(n);
+    }
+    true
+}
+
 /// One flow of values into a variable.
 struct Assign {
     target: String,
@@ -796,8 +1092,10 @@ struct Assign {
 }
 
 /// Refuses templates whose operators could grow a value without bound (see the
-/// module doc).
-pub fn check_source(src: &str) -> Result<(), String> {
+/// module doc). Returns the source to compile: `src` with the head of every
+/// linear accumulator (`ns.s` in `ns.s + e`) wrapped in [`GROW`], which charges
+/// its size to the work budget and caps it.
+pub fn check_source(src: &str) -> Result<String, String> {
     if src.len() > MAX_SOURCE {
         return Err(scan_error(format!(
             "its source is longer than {} KiB",
@@ -883,11 +1181,17 @@ pub fn check_source(src: &str) -> Result<(), String> {
             name.to_string()
         }
     };
+    let bounded_vars = bounded_vars(&tags, &params, &scan.namespaces);
     // Pass 2: the assignments.
     let mut assigns: Vec<Assign> = Vec::new();
     let mut block_sets: Vec<(String, Expr)> = Vec::new();
+    let mut open: Vec<Open> = Vec::new();
+    let mut accumulators: Vec<Accumulator> = Vec::new();
     for tag in &tags {
         let t = &tag.toks;
+        if tag.stmt {
+            track_blocks(&mut open, t, &bounded_vars);
+        }
         let mut exprs: Vec<(Option<String>, &[Tok<'_>])> = Vec::new();
         if !tag.stmt {
             exprs.push((None, t));
@@ -896,6 +1200,14 @@ pub fn check_source(src: &str) -> Result<(), String> {
                 "set" => {
                     match t.iter().position(|x| x.text == "=") {
                         Some(eq) => {
+                            if let Some(head) = accumulator_head(&t[1..eq], &t[eq + 1..]) {
+                                accumulators.push(Accumulator {
+                                    assign: assigns.len(),
+                                    head: span(src, &t[eq + 1..eq + 1 + head]),
+                                    rest: scan.expr(&t[eq + 2 + head..])?,
+                                    bounded: !open.contains(&Open::Unbounded),
+                                });
+                            }
                             for target in t[1..eq].iter().filter(|x| x.kind == Kind::Ident).take(1)
                             {
                                 exprs.push((Some(target.text.to_string()), &t[eq + 1..]));
@@ -997,6 +1309,24 @@ pub fn check_source(src: &str) -> Result<(), String> {
             }
         }
     }
+    // A linear accumulator in a bounded place adds its other operand's units
+    // once: its own count is the conversation's size, which the renderer
+    // bounds (and GROW charges the copies).
+    let mut rewrites: Vec<(usize, usize)> = Vec::new();
+    for acc in accumulators {
+        let target = &assigns[acc.assign].target;
+        if acc.bounded
+            && acc.rest.macro_calls == 0
+            && target != PARAMS
+            && independent(&assigns, &acc.rest.names, target, &scan.macros, &node)
+        {
+            assigns[acc.assign].from = Expr {
+                growth: true,
+                ..acc.rest
+            };
+            rewrites.push(acc.head);
+        }
+    }
     // Relax the unit bounds to a fixed point; past MAX_UNITS a value grows
     // without bound (or too far).
     let mut units: HashMap<String, u64> = HashMap::new();
@@ -1027,5 +1357,16 @@ pub fn check_source(src: &str) -> Result<(), String> {
             break;
         }
     }
-    Ok(())
+    let mut out = String::with_capacity(src.len() + rewrites.len() * (GROW.len() + 2));
+    let mut at = 0;
+    for (start, end) in rewrites {
+        out.push_str(&src[at..start]);
+        out.push_str(GROW);
+        out.push('(');
+        out.push_str(&src[start..end]);
+        out.push(')');
+        at = end;
+    }
+    out.push_str(&src[at..]);
+    Ok(out)
 }
