@@ -4,6 +4,7 @@
 //! no output file exists afterwards.
 
 use serde_json::{json, Value};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use tah::format::{keys, GgufFile};
 use tah::quant::GgmlType;
@@ -260,5 +261,34 @@ fn quant_f32_stores_every_tensor_as_f32() {
     tah_convert::convert(&d, &out8, &q8, &mut |_, _, _| {}).unwrap();
     let f = GgufFile::open(&out8).unwrap();
     assert_eq!(f.tensor(keys::TOKEN_EMBD).unwrap().ty, GgmlType::F16);
+    let _ = std::fs::remove_dir_all(d.parent().unwrap());
+}
+
+/// A write error names the output file: /dev/full is written through (a
+/// device is never replaced) and fails with ENOSPC.
+#[test]
+fn a_write_error_names_the_output() {
+    if !Path::new("/dev/full").exists() {
+        eprintln!("skipping: no /dev/full");
+        return;
+    }
+    let d = checkpoint("full", |_, _, _| {});
+    let r = tah_convert::convert_with(
+        &d,
+        Path::new("/dev/full"),
+        &Options::default(),
+        &mut |_, _, _| {},
+    )
+    .map(|_| ())
+    .map_err(|e| e.to_string());
+    let e = r.expect_err("writing to /dev/full succeeded");
+    assert!(
+        e.contains("/dev/full") && e.contains("No space left"),
+        "{e}"
+    );
+    assert!(std::fs::metadata("/dev/full")
+        .unwrap()
+        .file_type()
+        .is_char_device());
     let _ = std::fs::remove_dir_all(d.parent().unwrap());
 }

@@ -32,13 +32,13 @@ pub fn name_error(path: &Path, err: io::Error) -> io::Error {
 /// what was written before the error (a device or FIFO written through).
 pub fn write_output<T, E>(
     dest: &Path,
-    write: impl FnOnce(&mut BufWriter<File>) -> Result<T, E>,
+    write: impl FnOnce(&mut OutputFile) -> Result<T, E>,
 ) -> Result<T, E>
 where
     E: From<io::Error>,
 {
     let mut out = OutputFile::create(dest)?;
-    let value = write(&mut out.w)?;
+    let value = write(&mut out)?;
     out.commit()?;
     Ok(value)
 }
@@ -154,6 +154,12 @@ impl Write for OutputFile {
 
     fn flush(&mut self) -> io::Result<()> {
         self.w.flush().map_err(|e| name_error(&self.dest, e))
+    }
+}
+
+impl io::Seek for OutputFile {
+    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+        self.w.seek(pos).map_err(|e| name_error(&self.dest, e))
     }
 }
 
