@@ -287,7 +287,8 @@ fn a_signal_removes_the_temporary_of_a_write_in_progress() {
     }
     for (sig, name) in [("-INT", "SIGINT"), ("-TERM", "SIGTERM")] {
         let dir = scratch(&format!("edges-signal{sig}"));
-        let mut child = Command::new(std::env::current_exe().unwrap())
+        // Through the test runner (qemu-user in the cross-built suite).
+        let mut child = bin_command(std::env::current_exe().unwrap().to_str().unwrap())
             .args([
                 "a_signal_removes_the_temporary_of_a_write_in_progress",
                 "--exact",
