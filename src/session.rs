@@ -316,6 +316,7 @@ impl Session {
         // the session is not deep): the decider, the soft input and the
         // callback need them.
         self.chunk_logits.resize(self.scratch.max_rows * vocab, 0.0);
+        // The positions buffer is free again: it now lists the rows (all of them).
         self.positions.clear();
         self.positions.extend(0..n);
         forward::logits(
