@@ -145,6 +145,9 @@ fn the_budget_is_enforced_by_the_allocator() {
 
 // ---- GGUF ---------------------------------------------------------------------
 
+#[path = "common/runner.rs"]
+mod runner;
+
 mod gguf {
     use super::*;
     use tah::format::{keys, GgufFile, GgufWriter, MetaValue};
@@ -377,7 +380,7 @@ mod gguf {
         }
         // Under an emulator (qemu-user: the cross-built suite) the process's
         // RSS is the emulator's; the native suite measures this.
-        if std::env::var("TAH_TEST_RUNNER").is_ok_and(|r| !r.trim().is_empty()) {
+        if super::runner::runner().is_some() {
             eprintln!("skipping under TAH_TEST_RUNNER: the emulator's RSS is not the engine's");
             return;
         }

@@ -259,4 +259,4 @@ pub fn ids(v: &serde_json::Value) -> Vec<u32> {
 
 mod runner;
 #[allow(unused_imports)] // not every test binary spawns a binary
-pub use runner::bin_command;
+pub use runner::{bin_command, runner};

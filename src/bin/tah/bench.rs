@@ -98,7 +98,7 @@ pub fn bench(a: BenchArgs) -> Result<(), Error> {
         .threads_list
         .clone()
         .or(a.model.threads.map(|t| vec![t]))
-        .unwrap_or_else(|| vec![std::thread::available_parallelism().map_or(1, |n| n.get())]);
+        .unwrap_or_else(|| vec![tah::threads::cores()]);
     let opts = SessionOptions {
         ctx: args.ctx,
         kv_type: args.kv_type,
