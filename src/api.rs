@@ -13,7 +13,7 @@ use crate::generate::{generate, GenerateOptions, StopReason, TokenEvent};
 use crate::model::kv_cache::KvType;
 use crate::model::Model;
 use crate::sample::SamplingParams;
-use crate::session::{Session, SessionOptions};
+use crate::session::{CancelFlag, Session, SessionOptions};
 use crate::tah::{TahOptions, ThinkMode};
 use crate::text::{ChatMessage, Tokenizer};
 use crate::threads::Threads;
@@ -53,12 +53,30 @@ impl Default for ModelParams {
 }
 
 /// Per-session settings.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct SessionParams {
     /// Context length; 0 = the model's default ([`ModelParams::ctx`]).
     pub ctx: usize,
     /// Most prompt tokens per forward pass; 0 = 64.
     pub batch: usize,
+    /// Context shift: when the conversation reaches the end of the context,
+    /// drop the oldest turns after the kept prefix and go on (true), or stop
+    /// with "context full" (false).
+    pub context_shift: bool,
+    /// Tokens kept at the start by a context shift; `None` = the system
+    /// prompt's (the first message when its role is `system`).
+    pub keep_tokens: Option<usize>,
+}
+
+impl Default for SessionParams {
+    fn default() -> Self {
+        SessionParams {
+            ctx: 0,
+            batch: 0,
+            context_shift: true,
+            keep_tokens: None,
+        }
+    }
 }
 
 pub struct ApiModel {
@@ -200,6 +218,34 @@ impl ApiSession {
         &self.session
     }
 
+    /// The flag that cancels this session's running [`ApiSession::generate`]
+    /// from any thread (a clone shares it).
+    pub fn cancel_flag(&self) -> CancelFlag {
+        self.session.cancel_flag()
+    }
+
+    /// The session's complete state (tokens, both cache depths, per-token
+    /// depths and decider probabilities, sampler state) as bytes, with a
+    /// versioned header and the model's fingerprint.
+    pub fn save_state(&self) -> Result<Vec<u8>, Error> {
+        Err("saving a session is not implemented yet".into())
+    }
+
+    /// Restores what [`ApiSession::save_state`] wrote (same model and KV type).
+    pub fn restore_state(&mut self, _bytes: &[u8]) -> Result<(), Error> {
+        Err("restoring a session is not implemented yet".into())
+    }
+
+    /// [`ApiSession::save_state`] to a file (written whole or not at all).
+    pub fn save_file(&self, _path: &Path) -> Result<(), Error> {
+        Err("saving a session is not implemented yet".into())
+    }
+
+    /// [`ApiSession::restore_state`] from a file.
+    pub fn load_file(&mut self, _path: &Path) -> Result<(), Error> {
+        Err("restoring a session is not implemented yet".into())
+    }
+
     /// Forgets the conversation and anything queued.
     pub fn reset(&mut self) {
         self.session.reset();
@@ -295,6 +341,8 @@ impl ApiSession {
             self.pending.push(last);
         }
         let prompt = std::mem::take(&mut self.pending);
+        // A cancel counts from here: one that came while nothing ran is void.
+        self.session.cancel_flag().clear();
         let opts = GenerateOptions {
             max_tokens,
             sampling,

@@ -528,6 +528,7 @@ pub unsafe extern "C" fn tah_session_new(
         let sp = SessionParams {
             ctx: nonneg(p.n_ctx, "context length")?,
             batch: nonneg(p.n_batch, "batch size")?,
+            ..SessionParams::default()
         };
         let s = ApiSession::new(Arc::clone(&m.inner), &sp)?;
         Ok(Box::into_raw(Box::new(tah_session {
@@ -771,7 +772,9 @@ pub unsafe extern "C" fn tah_session_stats(
                 Some(StopReason::MaxTokens) => TAH_STOP_MAX_TOKENS,
                 Some(StopReason::ContextFull) => TAH_STOP_CONTEXT_FULL,
                 // The C ABI sets no stop strings yet: never seen here.
-                Some(StopReason::Stopped | StopReason::StopString) => TAH_STOP_CALLBACK,
+                Some(StopReason::Stopped | StopReason::StopString | StopReason::Cancelled) => {
+                    TAH_STOP_CALLBACK
+                }
             },
         };
         // SAFETY: not NULL, and writable (the caller's contract).

@@ -101,6 +101,9 @@ pub enum StopReason {
     Stopped,
     /// The text reached one of the stop strings.
     StopString,
+    /// [`crate::session::CancelFlag::cancel`] stopped it (during the prompt or
+    /// generation); the session holds what was completed.
+    Cancelled,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -232,16 +235,22 @@ pub fn generate(
     let start_pos = session.n_past();
 
     let t0 = Instant::now();
-    match logits_log.as_deref_mut() {
+    let fed = match logits_log.as_deref_mut() {
         Some(log) => {
             log.prefill.reserve(prompt.len() * vocab);
             let mut cb = |_: usize, row: &[f32], _: TokenInfo| log.prefill.extend_from_slice(row);
-            session.feed(prompt, Some(&mut cb))?;
+            session.feed(prompt, Some(&mut cb)).map(|_| ())
         }
-        None => {
-            session.feed(prompt, None)?;
+        None => session.feed(prompt, None).map(|_| ()),
+    };
+    // A cancelled prompt is a result (nothing generated), not an error.
+    let cancelled = match fed {
+        Err(SessionError::Cancelled) => true,
+        other => {
+            other?;
+            false
         }
-    }
+    };
     let prefill_s = t0.elapsed().as_secs_f64();
     let prompt_info: Vec<TokenInfo> = session.token_info()[start_pos..].to_vec();
     // Decisions the budget controller had made before the first generated token.
@@ -254,21 +263,35 @@ pub fn generate(
         depths: Vec::new(),
         probs: Vec::new(),
         text: String::new(),
-        stop: StopReason::MaxTokens,
+        stop: if cancelled {
+            StopReason::Cancelled
+        } else {
+            StopReason::MaxTokens
+        },
         stats: Stats::default(),
     };
     // `g.text[..released]` has been given to the callback; the rest is held
     // back while it could begin a stop string.
     let mut released = 0usize;
     let t1 = Instant::now();
-    let mut next = sampler.sample_with(session.logits(), session.tokens());
-    while g.tokens.len() < opts.max_tokens {
+    let mut next = if cancelled {
+        0
+    } else {
+        sampler.sample_with(session.logits(), session.tokens())
+    };
+    while !cancelled && g.tokens.len() < opts.max_tokens {
         if session.n_past() >= session.ctx() {
             g.stop = StopReason::ContextFull;
             break;
         }
         // Feed the chosen token: its forward gives its depth and the next logits.
-        let logits = session.decode(next)?;
+        let logits = match session.decode(next) {
+            Err(SessionError::Cancelled) => {
+                g.stop = StopReason::Cancelled;
+                break;
+            }
+            other => other?,
+        };
         if let Some(log) = logits_log.as_deref_mut() {
             log.decode.extend_from_slice(logits);
         }

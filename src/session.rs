@@ -13,6 +13,7 @@ use crate::tah::budget::Budget;
 use crate::tah::step::{TahStep, Think};
 use crate::tah::{TahOptions, TokenInfo};
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// The longest context a session may have, the same as a file may declare:
@@ -63,6 +64,9 @@ pub enum SessionError {
     BadOption(String),
     /// A buffer sized by the context could not be reserved.
     Memory(String),
+    /// [`CancelFlag::cancel`] stopped the work; the cache holds what was
+    /// completed before it.
+    Cancelled,
 }
 
 impl fmt::Display for SessionError {
@@ -76,11 +80,32 @@ impl fmt::Display for SessionError {
             }
             SessionError::EmptyInput => write!(f, "no input tokens"),
             SessionError::BadOption(s) | SessionError::Memory(s) => f.write_str(s),
+            SessionError::Cancelled => f.write_str("cancelled"),
         }
     }
 }
 
 impl std::error::Error for SessionError {}
+
+/// Stops a session's running work from any thread: set by [`CancelFlag::cancel`],
+/// seen by the session between chunks and between layers, cleared by the
+/// caller that starts the next piece of work ([`CancelFlag::clear`]).
+#[derive(Clone, Debug, Default)]
+pub struct CancelFlag(Arc<AtomicBool>);
+
+impl CancelFlag {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub fn clear(&self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+}
 
 /// Per-token callback: `(index in the fed tokens, final logits, what happened)`.
 pub type OnLogits<'a, 'b> = &'a mut (dyn FnMut(usize, &[f32], TokenInfo) + 'b);
@@ -104,6 +129,7 @@ pub struct Session {
     tokens: Vec<u32>,
     info: Vec<TokenInfo>,
     ctx: usize,
+    cancel: CancelFlag,
 }
 
 impl Session {
@@ -165,6 +191,7 @@ impl Session {
             ctx,
             think,
             model,
+            cancel: CancelFlag::default(),
         })
     }
 
@@ -189,6 +216,11 @@ impl Session {
     /// The think-budget controller (`ThinkMode::Budget` on a TaH model).
     pub fn budget(&self) -> Option<&Budget> {
         self.step.budget()
+    }
+
+    /// The flag that cancels this session's work (a clone shares it).
+    pub fn cancel_flag(&self) -> CancelFlag {
+        self.cancel.clone()
     }
 
     /// Forgets everything (keeps the buffers).
@@ -259,6 +291,9 @@ impl Session {
         self.check(tokens)?;
         let batch = self.scratch.max_rows;
         for (ci, chunk) in tokens.chunks(batch).enumerate() {
+            if self.cancel.is_cancelled() {
+                return Err(SessionError::Cancelled);
+            }
             let cb = on_logits.as_mut().map(|f| &mut **f as OnLogits<'_, '_>);
             self.feed_chunk(chunk, ci * batch, cb);
         }

@@ -226,6 +226,7 @@ pub unsafe extern "system" fn Java_ai_tah_Tah_nativeNewSession<'l>(
         let p = SessionParams {
             ctx: nonneg(ctx, "context length")?,
             batch: nonneg(batch, "batch size")?,
+            ..SessionParams::default()
         };
         let s = ApiSession::new(Arc::clone(m), &p)?;
         Ok(Box::into_raw(Box::new(Mutex::new(s))) as jlong)
@@ -396,7 +397,7 @@ pub unsafe extern "system" fn Java_ai_tah_Tah_nativeStats<'l>(
             Some(StopReason::Eog) => 1,
             Some(StopReason::MaxTokens) => 2,
             Some(StopReason::ContextFull) => 3,
-            Some(StopReason::Stopped | StopReason::StopString) => 4,
+            Some(StopReason::Stopped | StopReason::StopString | StopReason::Cancelled) => 4,
         };
         let v = [
             st.prompt_tokens as f64,
