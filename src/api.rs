@@ -95,6 +95,19 @@ impl std::fmt::Debug for ApiModel {
 }
 
 impl ApiModel {
+    /// Like [`ApiModel::load`], from `length` bytes at `offset` of an open file
+    /// (a model stored uncompressed inside an APK, a SAF descriptor), mapped
+    /// without copying; `length` 0 = to the end of the file.
+    pub fn load_file_range(
+        file: std::fs::File,
+        offset: u64,
+        length: u64,
+        params: ModelParams,
+    ) -> Result<Arc<ApiModel>, Error> {
+        let _ = (file, offset, length, params);
+        Err("loading from a file descriptor is not implemented yet".into())
+    }
+
     /// Maps the file, checks the think settings against it and starts the pool.
     pub fn load(path: impl AsRef<Path>, params: ModelParams) -> Result<Arc<ApiModel>, Error> {
         let path = path.as_ref();
@@ -137,7 +150,17 @@ impl ApiModel {
             .ok_or_else(|| "this model has no tokenizer: feed token ids".to_string())
     }
 
-    pub fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<u32>, Error> {
+    /// Token ids of `text`. `add_special`: BOS where the model wants one.
+    /// `parse_special`: control tokens written in the text (`<|im_end|>`) become
+    /// control tokens; without it they are plain text — the safe choice for
+    /// anything a user typed.
+    pub fn tokenize(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+    ) -> Result<Vec<u32>, Error> {
+        let _ = parse_special; // not implemented yet: always parsed
         self.tokenizer()?
             .encode(text, add_special)
             .map_err(|e| e.to_string())
@@ -177,6 +200,29 @@ pub struct EmbedStats {
     pub ctx: usize,
     /// `None` before the first generation.
     pub stop: Option<StopReason>,
+}
+
+/// What one [`ApiSession::generate`] call does.
+#[derive(Clone, Debug)]
+pub struct GenerateParams {
+    /// Most new tokens.
+    pub max_tokens: usize,
+    pub sampling: SamplingParams,
+    /// `(token id, bias)` added to the logits ([`GenerateOptions::logit_bias`]).
+    pub logit_bias: Vec<(u32, f32)>,
+    /// Stop strings ([`GenerateOptions::stop`]).
+    pub stop: Vec<String>,
+}
+
+impl Default for GenerateParams {
+    fn default() -> Self {
+        GenerateParams {
+            max_tokens: 256,
+            sampling: SamplingParams::default(),
+            logit_bias: Vec::new(),
+            stop: Vec::new(),
+        }
+    }
 }
 
 /// One generated token, as the app callback sees it.
@@ -273,8 +319,13 @@ impl ApiSession {
 
     /// Queues `text` (after what the session holds). With `add_special` the
     /// tokenizer adds BOS where the model wants one; returns the token count.
-    pub fn prompt_text(&mut self, text: &str, add_special: bool) -> Result<usize, Error> {
-        let ids = self.model.tokenize(text, add_special)?;
+    pub fn prompt_text(
+        &mut self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+    ) -> Result<usize, Error> {
+        let ids = self.model.tokenize(text, add_special, parse_special)?;
         self.queue(&ids)?;
         Ok(ids.len())
     }
@@ -304,7 +355,7 @@ impl ApiSession {
         let text = tmpl
             .render(messages, add_generation_prompt, enable_thinking)
             .map_err(|e| e.to_string())?;
-        let ids = self.model.tokenize(&text, true)?;
+        let ids = self.model.tokenize(&text, true, true)?;
         if ids.is_empty() {
             return Err("the conversation renders to no tokens".into());
         }
@@ -328,8 +379,7 @@ impl ApiSession {
     /// Returns the number of tokens generated.
     pub fn generate(
         &mut self,
-        max_tokens: usize,
-        sampling: SamplingParams,
+        params: &GenerateParams,
         on_token: &mut dyn FnMut(&Piece) -> bool,
     ) -> Result<usize, Error> {
         if self.pending.is_empty() {
@@ -344,10 +394,11 @@ impl ApiSession {
         // A cancel counts from here: one that came while nothing ran is void.
         self.session.cancel_flag().clear();
         let opts = GenerateOptions {
-            max_tokens,
-            sampling,
+            max_tokens: params.max_tokens,
+            sampling: params.sampling,
             stop_at_eog: true,
-            ..GenerateOptions::default()
+            logit_bias: params.logit_bias.clone(),
+            stop: params.stop.clone(),
         };
         let model = Arc::clone(&self.model);
         let tokenizer = model.model.tokenizer.as_ref();

@@ -27,7 +27,7 @@
 //!   string, `n` readable elements, `capacity` writable ones).
 #![allow(non_camel_case_types)]
 
-use crate::api::{ApiModel, ApiSession, ModelParams, Piece, SessionParams};
+use crate::api::{ApiModel, ApiSession, GenerateParams, ModelParams, Piece, SessionParams};
 use crate::generate::StopReason;
 use crate::model::kv_cache::KvType;
 use crate::sample::SamplingParams;
@@ -453,7 +453,7 @@ pub unsafe extern "C" fn tah_tokenize(
     guard(-1, || {
         // SAFETY: the caller's contract above.
         let (m, text) = unsafe { (model_arg(model)?, str_arg(text, "text")?) };
-        let ids = m.inner.tokenize(text, add_special)?;
+        let ids = m.inner.tokenize(text, add_special, true)?;
         let n = i32::try_from(ids.len()).map_err(|_| "text too long".to_string())?;
         if ids.len() <= capacity && !ids.is_empty() {
             if out.is_null() {
@@ -586,7 +586,11 @@ pub unsafe extern "C" fn tah_session_prompt(
         // SAFETY: the caller's contract above.
         let text = unsafe { str_arg(text, "text") }?;
         // SAFETY: the caller's contract above.
-        unsafe { with_session(session, |s| Ok(s.prompt_text(text, add_special)? as i32)) }
+        unsafe {
+            with_session(session, |s| {
+                Ok(s.prompt_text(text, add_special, true)? as i32)
+            })
+        }
     })
 }
 
@@ -729,7 +733,12 @@ pub unsafe extern "C" fn tah_session_generate(
                     r == 0
                 }
             };
-            let n = s.generate(max, sp, &mut on_token)?;
+            let gp = GenerateParams {
+                max_tokens: max,
+                sampling: sp,
+                ..GenerateParams::default()
+            };
+            let n = s.generate(&gp, &mut on_token)?;
             Ok(n as i32)
         };
         // SAFETY: the caller's contract above.

@@ -15,7 +15,7 @@ use jni::sys::{jboolean, jdoubleArray, jfloat, jint, jintArray, jlong, jstring, 
 use jni::JNIEnv;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, TryLockError};
-use tah::api::{ApiModel, ApiSession, ModelParams, Piece, SessionParams};
+use tah::api::{ApiModel, ApiSession, GenerateParams, ModelParams, Piece, SessionParams};
 use tah::generate::StopReason;
 use tah::model::kv_cache::KvType;
 use tah::sample::SamplingParams;
@@ -189,7 +189,7 @@ pub unsafe extern "system" fn Java_ai_tah_Tah_nativeTokenize<'l>(
         let m = model(h)?;
         let text = string(env, &text, "text")?;
         let v: Vec<i32> = m
-            .tokenize(&text, add_special == JNI_TRUE)?
+            .tokenize(&text, add_special == JNI_TRUE, true)?
             .into_iter()
             .map(|t| t as i32)
             .collect();
@@ -269,7 +269,7 @@ pub unsafe extern "system" fn Java_ai_tah_Tah_nativePrompt<'l>(
     run(&mut env, -1, |env| {
         let text = string(env, &text, "text")?;
         with_session(h, |s| {
-            Ok(s.prompt_text(&text, add_special == JNI_TRUE)? as jint)
+            Ok(s.prompt_text(&text, add_special == JNI_TRUE, true)? as jint)
         })
     })
 }
@@ -375,7 +375,12 @@ pub unsafe extern "system" fn Java_ai_tah_Tah_nativeGenerate<'l>(
                 // A Java exception stops generation and stays pending.
                 matches!(r.and_then(|v| v.z()), Ok(true))
             };
-            let n = s.generate(max, sampling, &mut on_token)?;
+            let gp = GenerateParams {
+                max_tokens: max,
+                sampling,
+                ..GenerateParams::default()
+            };
+            let n = s.generate(&gp, &mut on_token)?;
             Ok(n as jint)
         })
     })
