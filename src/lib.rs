@@ -16,7 +16,8 @@
 //! - [`sample`], [`generate`]: sampling, and generation with statistics.
 //! - [`text`]: tokenizer and chat template.
 //!
-//! For apps: [`api`] (safe Rust), [`ffi`] (the C ABI over it, `include/tah.h`).
+//! For apps: [`api`] (safe Rust), [`ffi`] (the C ABI over it, `include/tah.h`),
+//! [`log`] (where the library's messages go).
 //! Tools on top of the engine, used by the CLI: [`app`].
 
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -27,6 +28,7 @@ pub mod ffi;
 pub mod format;
 pub mod generate;
 pub mod kernels;
+pub mod log;
 pub mod model;
 pub mod quant;
 pub mod sample;
