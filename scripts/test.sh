@@ -57,9 +57,11 @@ bash scripts/html-screenshot-check.sh
 step "C example: static and shared library, valgrind"
 bash examples/c/check.sh
 
-step "Android bridge: aarch64-linux-android staticlib symbols, JVM test"
+step "Android bridge: keep rules, 16 KiB pages, aarch64-linux-android staticlib symbols, JVM test"
 bash android/check.sh
-bash android/test/run.sh
+# Strict: the checks of engine features (saved sessions, loading from a
+# descriptor, parse_special) fail instead of printing SKIP.
+TAH_JNI_STRICT=1 bash android/test/run.sh
 
 step "a synthetic TaH model with the released 1.7B recipe's shapes: convert, load, generate"
 RECIPE_LONG=0 bash models/synth/recipe-1.7b.sh "$cache/recipe-1.7b"
