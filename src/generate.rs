@@ -505,6 +505,20 @@ mod tests {
     }
 
     #[test]
+    fn shift_range_drops_whole_turns_else_half() {
+        // Nothing after the kept prefix: no shift (the first token always stays).
+        assert_eq!(shift_range(1, 64, 0, &[]), None);
+        assert_eq!(shift_range(10, 64, 10, &[]), None);
+        assert_eq!(shift_range(64, 64, 0, &[]), Some((1, 31)));
+        assert_eq!(shift_range(64, 64, 4, &[]), Some((4, 30)));
+        // The first turn start at least a quarter (16) past the prefix.
+        assert_eq!(shift_range(64, 64, 4, &[4, 10, 20, 40]), Some((4, 16)));
+        assert_eq!(shift_range(64, 64, 4, &[10, 19]), Some((4, 30)));
+        // A boundary at the end would leave nothing: half instead.
+        assert_eq!(shift_range(64, 64, 4, &[64]), Some((4, 30)));
+    }
+
+    #[test]
     fn find_stop_takes_the_earliest() {
         let st = stops(&["B", "AB", "C"]);
         assert_eq!(find_stop("xxABC", 0, &st), Some(2));

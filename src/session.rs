@@ -123,6 +123,8 @@ impl CancelFlag {
 /// Per-token callback: `(index in the fed tokens, final logits, what happened)`.
 pub type OnLogits<'a, 'b> = &'a mut (dyn FnMut(usize, &[f32], TokenInfo) + 'b);
 
+/// One conversation. After a cancelled `feed` it holds the chunks completed
+/// before the cancel and nothing of the one running (module docs).
 pub struct Session {
     pub model: Arc<Model>,
     pub cache: KvCache,
