@@ -8,14 +8,22 @@
 //! [`ApiSession::chat`]) and fed by the next [`ApiSession::generate`], which
 //! runs the forward passes with the model's pool and calls the per-token
 //! callback on the caller's thread (JNI and UI code rely on that).
+//!
+//! Context shift ([`SessionParams::context_shift`], on by default): a chat
+//! longer than the context keeps going. [`ChatWindow`] drops the oldest turns
+//! after the kept prefix (the system prompt) when the rendered conversation
+//! leaves less than a quarter of the context free, shifting the cache so the
+//! kept turns are not run again, and remembers what it dropped, so the app can
+//! keep sending the full history; a generation that fills the context drops
+//! whole oldest turns the same way ([`crate::generate`]).
 
-use crate::generate::{generate, GenerateOptions, StopReason, TokenEvent};
+use crate::generate::{generate, ContextShift, GenerateOptions, Shift, StopReason, TokenEvent};
 use crate::model::kv_cache::KvType;
 use crate::model::Model;
 use crate::sample::SamplingParams;
 use crate::session::{CancelFlag, Session, SessionOptions};
 use crate::tah::{TahOptions, ThinkMode};
-use crate::text::{ChatMessage, Tokenizer};
+use crate::text::{ChatMessage, ChatTemplate, Tokenizer};
 use crate::threads::Threads;
 use std::path::Path;
 use std::sync::Arc;
@@ -240,6 +248,10 @@ pub struct ApiSession {
     /// Tokens queued for the next generation.
     pending: Vec<u32>,
     last: EmbedStats,
+    /// `SessionParams::context_shift` / `keep_tokens`.
+    context_shift: bool,
+    keep_tokens: Option<usize>,
+    window: ChatWindow,
 }
 
 impl ApiSession {
@@ -253,6 +265,9 @@ impl ApiSession {
             session,
             pending: Vec::new(),
             last: EmbedStats::default(),
+            context_shift: p.context_shift,
+            keep_tokens: p.keep_tokens,
+            window: ChatWindow::default(),
         })
     }
 
@@ -296,6 +311,7 @@ impl ApiSession {
     pub fn reset(&mut self) {
         self.session.reset();
         self.pending.clear();
+        self.window.reset();
     }
 
     /// Tokens in the cache plus tokens queued.
@@ -340,22 +356,25 @@ impl ApiSession {
     /// queued (so a follow-up turn feeds only the new suffix, as `tah chat` does).
     /// `enable_thinking` is passed to the template only when `Some`. Returns the
     /// number of tokens queued.
+    ///
+    /// With context shift on, a conversation that leaves less than a quarter
+    /// of the context free loses its oldest turns after the kept prefix
+    /// ([`ChatWindow::fit`]); messages dropped once stay dropped while the app
+    /// keeps sending them at the start of the history.
     pub fn chat(
         &mut self,
         messages: &[ChatMessage],
         add_generation_prompt: bool,
         enable_thinking: Option<bool>,
     ) -> Result<usize, Error> {
-        let tmpl = self
-            .model
-            .model
-            .chat_template
-            .as_ref()
-            .ok_or("this model has no chat template")?;
-        let text = tmpl
-            .render(messages, add_generation_prompt, enable_thinking)
-            .map_err(|e| e.to_string())?;
-        let ids = self.model.tokenize(&text, true, true)?;
+        let shift = self.context_shift.then_some(self.keep_tokens);
+        let ids = self.window.fit(
+            &mut self.session,
+            messages,
+            add_generation_prompt,
+            enable_thinking,
+            shift,
+        )?;
         if ids.is_empty() {
             return Err("the conversation renders to no tokens".into());
         }
@@ -393,12 +412,22 @@ impl ApiSession {
         let prompt = std::mem::take(&mut self.pending);
         // A cancel counts from here: one that came while nothing ran is void.
         self.session.cancel_flag().clear();
+        let context_shift = self.context_shift.then(|| {
+            let n_after = self.session.n_past() + prompt.len();
+            let ctx = self.session.ctx();
+            if n_after.saturating_add(params.max_tokens) <= ctx {
+                ContextShift::default() // no shift can happen
+            } else {
+                self.window.context_shift(&self.session, self.keep_tokens)
+            }
+        });
         let opts = GenerateOptions {
             max_tokens: params.max_tokens,
             sampling: params.sampling,
             stop_at_eog: true,
             logit_bias: params.logit_bias.clone(),
             stop: params.stop.clone(),
+            context_shift,
         };
         let model = Arc::clone(&self.model);
         let tokenizer = model.model.tokenizer.as_ref();
@@ -435,6 +464,7 @@ impl ApiSession {
             },
         );
         let g = result.map_err(|e| e.to_string())?;
+        self.window.record(&g.shifts);
         let s = &g.stats;
         let kv = self.session.cache.bytes_per_depth();
         self.last = EmbedStats {
@@ -470,4 +500,327 @@ impl ApiSession {
             ..self.last.clone()
         }
     }
+}
+
+/// What a chat keeps in view when it outgrows the context: the messages the
+/// model no longer sees and where the turns of the rest begin. `ApiSession`
+/// and `tah chat` hold one per conversation.
+///
+/// A turn starts at a `user` message and runs to the next one; the kept
+/// prefix is the leading system message (or, with `keep_tokens`, the leading
+/// messages that render within that many tokens) and is never dropped, nor is
+/// the last turn. "Fits" means at least a quarter of the context is left free
+/// for the answer.
+#[derive(Clone, Debug, Default)]
+pub struct ChatWindow {
+    /// Leading messages every shift keeps.
+    n_fixed: usize,
+    /// The messages after them that shifts dropped, as the app sent them.
+    dropped: Vec<ChatMessage>,
+    /// The conversation the model sees (the fixed messages, then the app's
+    /// messages after the dropped ones), as last rendered.
+    view: Vec<ChatMessage>,
+    add_generation_prompt: bool,
+    enable_thinking: Option<bool>,
+    /// The view's tokens: the session holds them first once they are fed.
+    ids: Vec<u32>,
+    /// For the running generation ([`ChatWindow::context_shift`]): the kept
+    /// prefix, and per droppable turn (its index in `view`, its position).
+    keep: usize,
+    turns: Vec<(usize, usize)>,
+}
+
+/// Length of the common prefix of `a` and `b`.
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+impl ChatWindow {
+    /// A new conversation: nothing dropped.
+    pub fn reset(&mut self) {
+        *self = ChatWindow::default();
+    }
+
+    /// The conversation as the model sees it (after the last [`ChatWindow::fit`]).
+    pub fn view(&self) -> &[ChatMessage] {
+        &self.view
+    }
+
+    /// Messages dropped so far (the app may keep sending them).
+    pub fn dropped(&self) -> usize {
+        self.dropped.len()
+    }
+
+    fn render(
+        &self,
+        tmpl: &ChatTemplate,
+        tok: &Tokenizer,
+        msgs: &[ChatMessage],
+    ) -> Result<Vec<u32>, Error> {
+        let text = tmpl
+            .render(msgs, self.add_generation_prompt, self.enable_thinking)
+            .map_err(|e| e.to_string())?;
+        tok.encode(&text, true).map_err(|e| e.to_string())
+    }
+
+    /// The token ids of `messages` as the model should see them. Without
+    /// `shift` (`None`): the whole conversation, checked by the caller. With
+    /// `shift` (`Some(keep_tokens)`): the messages dropped before are left out
+    /// while the app still sends them; when the rest leaves less than a
+    /// quarter of `session`'s context free, the oldest turns after the kept
+    /// prefix are dropped too (the fewest that make room) and the session's
+    /// cache is shifted so that the kept turns' cached tokens stay in use. An
+    /// error when even the kept prefix and the last turn do not fit. The
+    /// caller then keeps the session's shared prefix and feeds the rest.
+    pub fn fit(
+        &mut self,
+        session: &mut Session,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        enable_thinking: Option<bool>,
+        shift: Option<Option<usize>>,
+    ) -> Result<Vec<u32>, Error> {
+        let model = Arc::clone(&session.model);
+        let tmpl = model
+            .chat_template
+            .as_ref()
+            .ok_or("this model has no chat template")?;
+        let tok = model
+            .tokenizer
+            .as_ref()
+            .ok_or("this model has no tokenizer")?;
+        self.add_generation_prompt = add_generation_prompt;
+        self.enable_thinking = enable_thinking;
+        self.turns.clear();
+        let Some(keep_tokens) = shift else {
+            self.dropped.clear();
+            self.n_fixed = 0;
+            self.view = messages.to_vec();
+            self.ids = self.render(tmpl, tok, &self.view)?;
+            return Ok(self.ids.clone());
+        };
+        // Still the conversation whose start was dropped? (The app sends the
+        // dropped messages again, right after the fixed ones, and more.)
+        let (nf, nd) = (self.n_fixed, self.dropped.len());
+        let continues =
+            nd > 0 && messages.len() > nf + nd && messages[nf..nf + nd] == self.dropped[..];
+        if !continues {
+            self.dropped.clear();
+            let keep_tokens = keep_tokens.map(|k| k.min(session.ctx()));
+            self.n_fixed = self.fixed_messages(tmpl, tok, messages, keep_tokens)?;
+        }
+        let nf = self.n_fixed;
+        let rest = &messages[nf + self.dropped.len()..];
+        self.view.clear();
+        self.view.extend_from_slice(&messages[..nf]);
+        self.view.extend_from_slice(rest);
+        self.ids = self.render(tmpl, tok, &self.view)?;
+        let ctx = session.ctx();
+        let limit = ctx - ctx / 4;
+        if self.ids.len() <= limit {
+            return Ok(self.ids.clone());
+        }
+        // Drop the fewest oldest turns that make it fit: the first kept
+        // message is a later user message (binary search over them; the
+        // length falls as turns go).
+        let starts: Vec<usize> = (nf + 1..self.view.len())
+            .filter(|&j| self.view[j].role == "user")
+            .collect();
+        let without = |w: &ChatWindow, j: usize| -> Result<Vec<u32>, Error> {
+            let mut v = w.view[..nf].to_vec();
+            v.extend_from_slice(&w.view[j..]);
+            w.render(tmpl, tok, &v)
+        };
+        let (mut lo, mut hi) = (0, starts.len());
+        let mut best: Option<(usize, Vec<u32>)> = None;
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let ids = without(self, starts[mid])?;
+            if ids.len() <= limit {
+                best = Some((starts[mid], ids));
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        let (first, ids) = match best {
+            Some(b) => b,
+            // Nothing leaves a quarter free: keep only the last turn, if it
+            // fits at all (room for one token).
+            None => match starts.last() {
+                Some(&j) => (j, without(self, j)?),
+                None => (nf, self.ids.clone()),
+            },
+        };
+        if ids.len() >= ctx {
+            return Err(format!(
+                "the conversation's kept start and last turn ({} tokens) do not fit the context ({ctx} tokens)",
+                ids.len()
+            ));
+        }
+        self.dropped.extend_from_slice(&self.view[nf..first]);
+        self.view.drain(nf..first);
+        self.ids = ids;
+        reuse_cache(session, &self.ids)?;
+        Ok(self.ids.clone())
+    }
+
+    /// How many leading messages a shift keeps: the system message (or none),
+    /// or with `keep_tokens` the leading messages rendered within that many
+    /// tokens (the caller bounds it by the context: the renderings stop
+    /// there). Never the last message.
+    fn fixed_messages(
+        &self,
+        tmpl: &ChatTemplate,
+        tok: &Tokenizer,
+        messages: &[ChatMessage],
+        keep_tokens: Option<usize>,
+    ) -> Result<usize, Error> {
+        let last = messages.len().saturating_sub(1);
+        let Some(k) = keep_tokens else {
+            let system = messages.first().is_some_and(|m| m.role == "system");
+            return Ok(usize::from(system).min(last));
+        };
+        let mut m = 0;
+        while m < last {
+            let ids = tmpl
+                .render(&messages[..m + 1], false, self.enable_thinking)
+                .map_err(|e| e.to_string())
+                .and_then(|t| tok.encode(&t, true).map_err(|e| e.to_string()))?;
+            if ids.len() > k {
+                break;
+            }
+            m += 1;
+        }
+        Ok(m)
+    }
+
+    /// The context-shift settings of a generation that follows [`ChatWindow::fit`]
+    /// (the session holds or has queued the view's tokens): the kept prefix
+    /// and the positions where the droppable turns begin, found by rendering
+    /// the conversation without the turns before each one and matching its
+    /// tokens against the view's. `keep_tokens` raises the kept prefix.
+    pub fn context_shift(&mut self, session: &Session, keep_tokens: Option<usize>) -> ContextShift {
+        self.turns.clear();
+        self.keep = keep_tokens.unwrap_or(0);
+        let model = Arc::clone(&session.model);
+        let (Some(tmpl), Some(tok)) = (model.chat_template.as_ref(), model.tokenizer.as_ref())
+        else {
+            return ContextShift {
+                keep: self.keep,
+                turn_starts: Vec::new(),
+            };
+        };
+        let nf = self.n_fixed;
+        // The session's tokens must be the view's (a prompt may have been
+        // queued after it; that comes later and is fine).
+        let held = session.tokens();
+        if self.view.is_empty() || common_prefix(held, &self.ids) < held.len().min(self.ids.len()) {
+            return ContextShift {
+                keep: self.keep,
+                turn_starts: Vec::new(),
+            };
+        }
+        // Per user message j after the fixed ones: the view without
+        // view[nf..j] renders to ids[..k] ++ ids[k + drop..] for any k in
+        // [len - common suffix, common prefix].
+        let mut cands = Vec::new();
+        for j in (nf + 1..self.view.len()).filter(|&j| self.view[j].role == "user") {
+            let mut v = self.view[..nf].to_vec();
+            v.extend_from_slice(&self.view[j..]);
+            let Ok(n) = self.render(tmpl, tok, &v) else {
+                continue;
+            };
+            if n.len() >= self.ids.len() {
+                continue;
+            }
+            let pre = common_prefix(&self.ids, &n);
+            let suf = self
+                .ids
+                .iter()
+                .rev()
+                .zip(n.iter().rev())
+                .take_while(|(a, b)| a == b)
+                .count();
+            let lo = n.len() - suf.min(n.len());
+            if lo <= pre {
+                cands.push((j, lo, pre, self.ids.len() - n.len()));
+            }
+        }
+        // One kept prefix for all: the largest lower bound; turns whose range
+        // does not hold it are left out.
+        self.keep = cands.iter().map(|c| c.1).fold(self.keep, usize::max);
+        for &(j, _, pre, drop) in &cands {
+            if self.keep <= pre {
+                self.turns.push((j, self.keep + drop));
+            }
+        }
+        ContextShift {
+            keep: self.keep,
+            turn_starts: self.turns.iter().map(|t| t.1).collect(),
+        }
+    }
+
+    /// Takes note of the shifts a generation made: one that dropped whole
+    /// turns ([`ChatWindow::context_shift`]'s) drops their messages from the
+    /// view; another (half of the tokens) leaves the view, which the cache no
+    /// longer matches — the next `fit` feeds again what differs.
+    pub fn record(&mut self, shifts: &[Shift]) {
+        for s in shifts {
+            let Some(i) = self
+                .turns
+                .iter()
+                .position(|&(_, t)| s.keep == self.keep && t == s.keep + s.drop)
+            else {
+                self.turns.clear();
+                continue;
+            };
+            let (j, _) = self.turns[i];
+            let nf = self.n_fixed;
+            self.dropped.extend_from_slice(&self.view[nf..j]);
+            self.view.drain(nf..j);
+            self.ids.drain(s.keep..s.keep + s.drop);
+            self.turns.drain(..=i);
+            for t in &mut self.turns {
+                t.0 -= j - nf;
+                t.1 -= s.drop;
+            }
+        }
+    }
+}
+
+/// After [`ChatWindow::fit`] dropped messages: shifts the session's cache so
+/// that as many cached tokens as possible are `ids`' own — the shared prefix
+/// stays, and the cached tokens of the kept turns (found where they match
+/// `ids` after it) move down to follow it. `Session::keep_shared_prefix` does
+/// the rest.
+fn reuse_cache(session: &mut Session, ids: &[u32]) -> Result<(), Error> {
+    let held = session.tokens();
+    let a = common_prefix(held, ids);
+    if a >= ids.len() || a >= held.len() {
+        return Ok(());
+    }
+    // The cut d whose tail matches most of ids[a..]: candidates start with
+    // ids[a]; the work is bounded (a few passes over the cache) whatever the
+    // tokens.
+    let mut budget = 4 * held.len();
+    let (mut best_d, mut best_m) = (0, 0);
+    for d in 1..held.len() - a {
+        if held[a + d] != ids[a] {
+            continue;
+        }
+        let m = common_prefix(&held[a + d..], &ids[a..]);
+        if m > best_m {
+            (best_d, best_m) = (d, m);
+        }
+        // A longer cut cannot match more than a tail matched whole.
+        if a + d + m == held.len() || budget <= m {
+            break;
+        }
+        budget -= m + 1;
+    }
+    if best_m > 0 {
+        session.shift(a, best_d).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }

@@ -6,6 +6,13 @@
 //! spans several tokens. To make that possible, text whose tail could still be
 //! the start of a stop string is held back and released once it cannot (or
 //! when generation ends for another reason, with the last token's event).
+//!
+//! Context shift ([`GenerateOptions::context_shift`], on by default): when the
+//! context fills during generation, [`shift_range`] picks tokens to forget —
+//! whole oldest turns after the kept prefix when the caller gave the turn
+//! boundaries, else half of the tokens after it (llama.cpp's
+//! `n_discard = n_left / 2`) — and [`Session::shift`] drops them without
+//! re-processing anything; generation goes on.
 
 use crate::sample::{validate_logit_bias, Sampler, SamplingParams};
 use crate::session::{Session, SessionError};
@@ -33,6 +40,54 @@ pub struct GenerateOptions {
     /// Stop strings (at most [`MAX_STOP_STRINGS`], each non-empty and at most
     /// [`MAX_STOP_BYTES`] bytes); they need the tokenizer (no text otherwise).
     pub stop: Vec<String>,
+    /// What to do when the context fills during generation: shift (`Some`,
+    /// the default) or stop with [`StopReason::ContextFull`] (`None`).
+    pub context_shift: Option<ContextShift>,
+}
+
+/// How a context shift during generation chooses what to forget.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContextShift {
+    /// Tokens kept at the start (a system prompt). The first token always
+    /// stays (models lean on it as an attention sink; llama.cpp keeps BOS too).
+    pub keep: usize,
+    /// Positions in the session where turns begin, ascending, when the caller
+    /// knows them (a chat): a shift then drops whole oldest turns.
+    pub turn_starts: Vec<usize>,
+}
+
+/// One context shift: positions `keep..keep + drop` were forgotten.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Shift {
+    pub keep: usize,
+    pub drop: usize,
+}
+
+/// What a shift of a full session (`n_past` tokens, context `ctx`) forgets:
+/// `(keep, drop)`, keeping `keep` tokens (at least 1). With `turn_starts`
+/// (positions where turns begin) after the kept prefix, the fewest oldest
+/// whole turns that free at least a quarter of the context; otherwise (no
+/// boundaries, or the turns are too short) half of the tokens after the kept
+/// prefix. `None` when there is nothing to drop.
+pub fn shift_range(
+    n_past: usize,
+    ctx: usize,
+    keep: usize,
+    turn_starts: &[usize],
+) -> Option<(usize, usize)> {
+    let keep = keep.max(1);
+    if keep >= n_past {
+        return None;
+    }
+    let want = (ctx / 4).max(1);
+    let turn = turn_starts
+        .iter()
+        .find(|&&t| t > keep && t < n_past && t - keep >= want);
+    let drop = match turn {
+        Some(&t) => t - keep,
+        None => (n_past - keep) / 2,
+    };
+    (drop > 0).then_some((keep, drop))
 }
 
 impl Default for GenerateOptions {
@@ -43,6 +98,7 @@ impl Default for GenerateOptions {
             stop_at_eog: true,
             logit_bias: Vec::new(),
             stop: Vec::new(),
+            context_shift: Some(ContextShift::default()),
         }
     }
 }
@@ -201,6 +257,8 @@ pub struct Generation {
     pub text: String,
     pub stop: StopReason,
     pub stats: Stats,
+    /// The context shifts made while generating, in order.
+    pub shifts: Vec<Shift>,
 }
 
 /// Where per-forward logits go when the caller wants them (`--logits-out`).
@@ -269,6 +327,17 @@ pub fn generate(
             StopReason::MaxTokens
         },
         stats: Stats::default(),
+        shifts: Vec::new(),
+    };
+    // The turn boundaries, renumbered by each shift.
+    let mut turns = opts
+        .context_shift
+        .as_ref()
+        .map_or_else(Vec::new, |c| c.turn_starts.clone());
+    // What a shift would forget now (`None`: full means stop).
+    let shift_at = |session: &Session, turns: &[usize]| {
+        let cs = opts.context_shift.as_ref()?;
+        shift_range(session.n_past(), session.ctx(), cs.keep, turns)
     };
     // `g.text[..released]` has been given to the callback; the rest is held
     // back while it could begin a stop string.
@@ -281,8 +350,16 @@ pub fn generate(
     };
     while !cancelled && g.tokens.len() < opts.max_tokens {
         if session.n_past() >= session.ctx() {
-            g.stop = StopReason::ContextFull;
-            break;
+            let Some((keep, drop)) = shift_at(session, &turns) else {
+                g.stop = StopReason::ContextFull;
+                break;
+            };
+            session.shift(keep, drop)?;
+            turns.retain(|&t| t < keep || t >= keep + drop);
+            for t in turns.iter_mut().filter(|t| **t >= keep + drop) {
+                *t -= drop;
+            }
+            g.shifts.push(Shift { keep, drop });
         }
         // Feed the chosen token: its forward gives its depth and the next logits.
         let logits = match session.decode(next) {
@@ -307,7 +384,8 @@ pub fn generate(
         });
         let eog = opts.stop_at_eog && tokenizer.is_some_and(|t| t.is_eog(next));
         // This token's event is the last one unless a stop string ends it.
-        let last = eog || g.tokens.len() >= opts.max_tokens || session.n_past() >= session.ctx();
+        let full = session.n_past() >= session.ctx() && shift_at(session, &turns).is_none();
+        let last = eog || g.tokens.len() >= opts.max_tokens || full;
         let (end, hit) = match find_stop(&g.text, released, &opts.stop) {
             Some(at) => (at, true),
             None if last => (g.text.len(), false),
@@ -424,6 +502,20 @@ mod tests {
         assert_eq!(hold_back("xxé", 0, &st), 2);
         assert_eq!(hold_back("xxéé", 0, &st), 4);
         assert_eq!(hold_back("anything", 3, &[]), 8);
+    }
+
+    #[test]
+    fn shift_range_drops_whole_turns_else_half() {
+        // Nothing after the kept prefix: no shift (the first token always stays).
+        assert_eq!(shift_range(1, 64, 0, &[]), None);
+        assert_eq!(shift_range(10, 64, 10, &[]), None);
+        assert_eq!(shift_range(64, 64, 0, &[]), Some((1, 31)));
+        assert_eq!(shift_range(64, 64, 4, &[]), Some((4, 30)));
+        // The first turn start at least a quarter (16) past the prefix.
+        assert_eq!(shift_range(64, 64, 4, &[4, 10, 20, 40]), Some((4, 16)));
+        assert_eq!(shift_range(64, 64, 4, &[10, 19]), Some((4, 30)));
+        // A boundary at the end would leave nothing: half instead.
+        assert_eq!(shift_range(64, 64, 4, &[64]), Some((4, 30)));
     }
 
     #[test]

@@ -5,8 +5,21 @@
 //! ([`crate::tah::step`], docs/TAH_SEMANTICS.md §3–4): while tokens continue,
 //! the decider and the next depth on the continuing ones only, adding their
 //! logits.
+//!
+//! Cancelling ([`CancelFlag::cancel`], from any thread) is seen between
+//! chunks, between depths and between layers. A chunk is all or nothing: a
+//! cancelled one is forgotten (cache slots at every depth, tokens, per-token
+//! info, the TaH step's decisions), so after `feed` returns
+//! [`SessionError::Cancelled`] the session holds exactly the chunks completed
+//! before — a whole number of chunks of the fed tokens — and
+//! [`Session::logits`] are the last completed token's. Feeding the rest then
+//! gives what one uninterrupted feed would have.
+//!
+//! Context shift ([`Session::shift`]) forgets a range of positions and moves
+//! the later tokens down without running them again: their cached keys are
+//! re-rotated to the new positions (docs/TAH_SEMANTICS.md §9).
 
-use crate::model::forward::{self, Scratch};
+use crate::model::forward::{self, KeyRotation, Scratch};
 use crate::model::kv_cache::{KvCache, KvType};
 use crate::model::Model;
 use crate::tah::budget::Budget;
@@ -110,6 +123,8 @@ impl CancelFlag {
 /// Per-token callback: `(index in the fed tokens, final logits, what happened)`.
 pub type OnLogits<'a, 'b> = &'a mut (dyn FnMut(usize, &[f32], TokenInfo) + 'b);
 
+/// One conversation. After a cancelled `feed` it holds the chunks completed
+/// before the cancel and nothing of the one running (module docs).
 pub struct Session {
     pub model: Arc<Model>,
     pub cache: KvCache,
@@ -235,6 +250,30 @@ impl Session {
         self.cache.truncate(n);
     }
 
+    /// Context shift: forgets the tokens at positions `keep..keep + drop` (at
+    /// every depth) and moves the later ones down by `drop`; their cached keys
+    /// are re-rotated to the new positions, nothing is run again. The later
+    /// tokens keep what they computed while the dropped ones were visible
+    /// (that is the approximation of a shift). [`Session::logits`] stay the
+    /// last token's.
+    pub fn shift(&mut self, keep: usize, drop: usize) -> Result<(), SessionError> {
+        let n = self.tokens.len();
+        if keep.checked_add(drop).is_none_or(|end| end > n) {
+            return Err(SessionError::BadOption(format!(
+                "context shift: cannot drop {drop} tokens after the first {keep} of {n}"
+            )));
+        }
+        if drop == 0 {
+            return Ok(());
+        }
+        let mut rot = KeyRotation::new(&self.model.cfg);
+        self.cache
+            .shift(keep, drop, |row, delta| rot.rotate(row, delta));
+        self.tokens.drain(keep..keep + drop);
+        self.info.drain(keep..keep + drop);
+        Ok(())
+    }
+
     /// Keeps the longest cached prefix that `ids` starts with, but at most
     /// `ids.len() - 1` tokens (at least one is left to feed: generation starts
     /// from its logits), and forgets the rest; returns the number kept. A chat
@@ -283,6 +322,10 @@ impl Session {
     /// Feeds `tokens` in chunks of at most the batch size and returns the final
     /// logits of the last one. `on_logits` (if given) sees every token's final
     /// logits; asking for them costs an LM-head product per token.
+    ///
+    /// A cancel returns [`SessionError::Cancelled`] with the completed chunks
+    /// kept and the running one forgotten (see the module docs); `on_logits`
+    /// has then seen the completed chunks' tokens only.
     pub fn feed(
         &mut self,
         tokens: &[u32],
@@ -294,8 +337,13 @@ impl Session {
             if self.cancel.is_cancelled() {
                 return Err(SessionError::Cancelled);
             }
+            let start = self.tokens.len();
             let cb = on_logits.as_mut().map(|f| &mut **f as OnLogits<'_, '_>);
-            self.feed_chunk(chunk, ci * batch, cb);
+            if let Err(e) = self.feed_chunk(chunk, ci * batch, cb) {
+                // All or nothing: forget the chunk at every depth.
+                self.truncate(start);
+                return Err(e);
+            }
         }
         Ok(self.logits())
     }
@@ -307,12 +355,13 @@ impl Session {
 
     /// One chunk: embeddings, the depth-1 pass of every token, then (TaH) the
     /// deeper depths of the tokens that continue; the logits the caller asked for.
+    /// On a cancel the caller truncates what was appended.
     fn feed_chunk(
         &mut self,
         chunk: &[u32],
         first_index: usize,
         on_logits: Option<OnLogits<'_, '_>>,
-    ) {
+    ) -> Result<(), SessionError> {
         let model = Arc::clone(&self.model);
         let (dim, vocab, n) = (model.cfg.dim, model.cfg.vocab, chunk.len());
         let start = self.tokens.len();
@@ -331,7 +380,8 @@ impl Session {
             &self.positions,
             1,
             capture,
-        );
+            &self.cancel,
+        )?;
         let first_info = self.info.len();
         let depth1 = TokenInfo {
             depth: 1,
@@ -345,7 +395,13 @@ impl Session {
             // Only the last token's logits are needed.
             forward::logits(&model, &mut self.scratch, &[n - 1], &mut self.logits);
             self.logits_row = None;
-            return;
+            return Ok(());
+        }
+        // The chunk buffer is about to be overwritten and the chunk may still
+        // be cancelled: the last token's logits move to `logits` (one row).
+        if let Some(r) = self.logits_row.take() {
+            self.logits
+                .copy_from_slice(&self.chunk_logits[r * vocab..(r + 1) * vocab]);
         }
         // Every row's logits, through the chunk buffer (sized on first use when
         // the session is not deep): the decider, the soft input and the
@@ -370,7 +426,8 @@ impl Session {
                 n,
                 &mut self.chunk_logits[..n * vocab],
                 &mut self.info[first_info..],
-            );
+                &self.cancel,
+            )?;
         }
         if let Some(cb) = on_logits {
             for i in 0..n {
@@ -379,5 +436,6 @@ impl Session {
             }
         }
         self.logits_row = Some(n - 1);
+        Ok(())
     }
 }

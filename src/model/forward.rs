@@ -3,10 +3,11 @@
 //! residual → norm → SwiGLU FFN → residual. The same function runs depth 1 (base
 //! weights, every token) and depth ≥ 2 (LoRA on, hard tokens only).
 
-use super::config::Arch;
+use super::config::{Arch, Config};
 use super::kv_cache::{KvCache, Rows};
 use super::weights::{Layer, Linear, Model};
 use crate::kernels::{self, MatmulScratch};
+use crate::session::{CancelFlag, SessionError};
 use half::f16;
 
 /// Largest head dimension the attention kernel handles (stack accumulators).
@@ -39,10 +40,7 @@ impl Scratch {
         let kv_dim = c.n_kv_heads * c.head_dim;
         let r = c.tah.as_ref().map_or(0, |t| t.lora_rank);
         let max_out = c.dim.max(c.ffn_dim).max(q_dim);
-        // HF / llama.cpp: θ_i = base^(-2i/hd).
-        let inv_freq = (0..c.head_dim / 2)
-            .map(|i| (c.rope_base as f64).powf(-(2.0 * i as f64) / c.head_dim as f64) as f32)
-            .collect();
+        let inv_freq = rope_inv_freq(c);
         Scratch {
             max_rows,
             x: vec![0.0; max_rows * c.dim],
@@ -105,6 +103,14 @@ fn rms_norm_heads(x: &mut [f32], w: &[f32], eps: f32) {
     }
 }
 
+/// RoPE inverse frequencies (head_dim / 2 of them). HF / llama.cpp:
+/// θ_i = base^(-2i/hd).
+fn rope_inv_freq(c: &Config) -> Vec<f32> {
+    (0..c.head_dim / 2)
+        .map(|i| (c.rope_base as f64).powf(-(2.0 * i as f64) / c.head_dim as f64) as f32)
+        .collect()
+}
+
 /// The (cos, sin) of position `pos`'s rotation angles `pos · inv_freq[i]`.
 fn rope_angles(pos: usize, inv_freq: &[f32], cs: &mut [(f32, f32)]) {
     for (c, f) in cs.iter_mut().zip(inv_freq) {
@@ -128,6 +134,47 @@ fn rope(x: &mut [f32], hd: usize, cs: &[(f32, f32)], neox: bool) {
             head[a] = x0 * cos - x1 * sin;
             head[b] = x0 * sin + x1 * cos;
         }
+    }
+}
+
+/// Moves cached keys to other positions (a context shift): RoPE turns each
+/// pair of a key at position p by the angle p·θ_i, and rotations compose, so
+/// turning a cached key by delta·θ_i gives the key RoPE would have made at
+/// p + delta (up to rounding) — no forward pass needed. Same pairs ([`rope`]'s
+/// `neox`) and frequencies as the forward pass.
+pub struct KeyRotation {
+    hd: usize,
+    neox: bool,
+    inv_freq: Vec<f32>,
+    /// The angles of `delta`, computed once per delta (a shift turns every
+    /// moved row by the same one).
+    cs: Vec<(f32, f32)>,
+    delta: Option<isize>,
+}
+
+impl KeyRotation {
+    pub fn new(c: &Config) -> KeyRotation {
+        KeyRotation {
+            hd: c.head_dim,
+            neox: c.arch != Arch::Llama,
+            inv_freq: rope_inv_freq(c),
+            cs: vec![(1.0, 0.0); c.head_dim / 2],
+            delta: None,
+        }
+    }
+
+    /// Turns one cached key row (every key/value head) by `delta` positions.
+    pub fn rotate(&mut self, row: &mut [f32], delta: isize) {
+        if self.delta != Some(delta) {
+            // In f64: the rotation adds no error of its own beyond the final
+            // rounding of cos and sin.
+            for (c, &f) in self.cs.iter_mut().zip(&self.inv_freq) {
+                let (sin, cos) = (delta as f64 * f as f64).sin_cos();
+                *c = (cos as f32, sin as f32);
+            }
+            self.delta = Some(delta);
+        }
+        rope(row, self.hd, &self.cs, self.neox);
     }
 }
 
@@ -175,6 +222,11 @@ fn add(x: &mut [f32], d: &[f32]) {
 /// Runs every layer on `n` rows already in `s.x` (their input embeddings), at
 /// `positions` (ascending), as depth `depth`. Appends their keys/values to the
 /// cache at that depth and leaves the last layer's residual stream in `s.x`.
+///
+/// `cancel` is checked before each layer: once set, the call returns
+/// [`SessionError::Cancelled`] with the rows' slots appended but only partly
+/// written — the caller truncates the cache back (as `Session::feed` does).
+#[allow(clippy::too_many_arguments)]
 pub fn run_layers(
     model: &Model,
     cache: &mut KvCache,
@@ -183,7 +235,8 @@ pub fn run_layers(
     positions: &[usize],
     depth: usize,
     mut capture: Option<Capture>,
-) {
+    cancel: &CancelFlag,
+) -> Result<(), SessionError> {
     let c = &model.cfg;
     let (dim, hd) = (c.dim, c.head_dim);
     let q_dim = c.n_heads * hd;
@@ -212,6 +265,9 @@ pub fn run_layers(
     }
 
     for (l, layer) in model.layers.iter().enumerate() {
+        if cancel.is_cancelled() {
+            return Err(SessionError::Cancelled);
+        }
         if let Some(cap) = capture.as_mut() {
             record(cap, l, &s.x[..n * dim], n, n_sel, dim);
         }
@@ -266,6 +322,7 @@ pub fn run_layers(
             record(cap, c.n_layers, &s.xb[..n * dim], n, n_sel, dim);
         }
     }
+    Ok(())
 }
 
 /// Copies rows of `h` into the capture slots of hidden-state index `index`.

@@ -136,6 +136,27 @@ impl Store {
             Store::F32(v) => v[at..at + src.len()].copy_from_slice(src),
         }
     }
+
+    /// Dequantizes `out.len()` values from `at` into `out`.
+    fn read(&self, at: usize, out: &mut [f32]) {
+        match self {
+            Store::F16(v) => {
+                let n = out.len();
+                for (d, s) in out.iter_mut().zip(&v[at..at + n]) {
+                    *d = s.to_f32();
+                }
+            }
+            Store::F32(v) => out.copy_from_slice(&v[at..at + out.len()]),
+        }
+    }
+
+    /// Moves `n` values from `src` to `dst` as stored (the ranges may overlap).
+    fn copy_within(&mut self, src: usize, dst: usize, n: usize) {
+        match self {
+            Store::F16(v) => v.copy_within(src..src + n, dst),
+            Store::F32(v) => v.copy_within(src..src + n, dst),
+        }
+    }
 }
 
 /// A read-only view of cached rows: row `i` is `kv_dim` values.
@@ -284,5 +305,53 @@ impl KvCache {
             .iter()
             .map(|&n| n * self.kv_dim * 2 * self.ty.size() * self.n_layers)
             .collect()
+    }
+
+    /// Context shift: forgets the positions `keep..keep + drop` at every depth
+    /// and moves the later ones down by `drop`, so the cache reads as if they
+    /// had never been there. Depth 1 moves its slots down; a sparse depth
+    /// removes its slots in the range, moves its later slots down and
+    /// renumbers their positions. Every moved key row goes through
+    /// `rotate(row, -drop)` (read, rotate, write back: any storage type works),
+    /// which re-applies the positional rotation for its new position; values
+    /// move as stored. The range is clamped to the cached positions.
+    pub fn shift(&mut self, keep: usize, drop: usize, mut rotate: impl FnMut(&mut [f32], isize)) {
+        let n_pos = self.len[0];
+        let keep = keep.min(n_pos);
+        let drop = drop.min(n_pos - keep);
+        if drop == 0 {
+            return;
+        }
+        // Slot ranges per depth: (first removed, first kept after, filled).
+        let kv_dim = self.kv_dim;
+        let mut row = vec![0f32; kv_dim];
+        // A shift is at most ctx (< 2^24) positions: no overflow to isize.
+        let delta = -(drop as isize);
+        for d in 1..=self.max_depth() {
+            let len = self.len[d - 1];
+            let (a, b) = if d == 1 {
+                (keep, keep + drop)
+            } else {
+                let pos = &mut self.positions[d - 2];
+                let a = pos.partition_point(|&p| p < keep);
+                let b = pos.partition_point(|&p| p < keep + drop);
+                pos.drain(a..b);
+                for p in &mut pos[a..] {
+                    *p -= drop;
+                }
+                (a, b)
+            };
+            let moved = len - b;
+            for s in &mut self.slots[d - 1] {
+                s.v.copy_within(b * kv_dim, a * kv_dim, moved * kv_dim);
+                s.k.copy_within(b * kv_dim, a * kv_dim, moved * kv_dim);
+                for i in a..a + moved {
+                    s.k.read(i * kv_dim, &mut row);
+                    rotate(&mut row, delta);
+                    s.k.write(i * kv_dim, &row);
+                }
+            }
+            self.len[d - 1] = len - (b - a);
+        }
     }
 }

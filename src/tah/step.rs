@@ -2,6 +2,10 @@
 //! (docs/TAH_SEMANTICS.md §3–4): while tokens continue, decide which rows go
 //! one depth further, run that depth on them only, and add its logits to
 //! theirs. [`crate::session::Session::feed`] drives it chunk by chunk.
+//!
+//! A cancel ([`CancelFlag`]) is seen between depths and between layers; the
+//! step then puts its own state (the budget controller, the hard-rate picks)
+//! back as it was before the chunk, and the session truncates the cache.
 
 use super::budget::Budget;
 use super::decider::{self, DeciderScratch};
@@ -11,7 +15,7 @@ use crate::model::forward::{self, Capture, Scratch, MAX_DEPTH};
 use crate::model::kv_cache::KvCache;
 use crate::model::Model;
 use crate::sample::Rng;
-use crate::session::SessionError;
+use crate::session::{CancelFlag, SessionError};
 
 /// The TaH settings in force for a session.
 #[derive(Clone, Debug)]
@@ -87,6 +91,10 @@ pub struct TahStep {
     decider: Option<DeciderScratch>,
     /// The adaptive threshold of `ThinkMode::Budget`.
     budget: Option<Budget>,
+    /// `budget` and the hard-rate count before the current chunk: a
+    /// cancelled chunk leaves no decision behind.
+    saved_budget: Option<Budget>,
+    saved_picks: u64,
     /// Rows of the chunk still going deeper, and the ones that continue.
     active: Vec<usize>,
     next: Vec<usize>,
@@ -125,6 +133,8 @@ impl TahStep {
                 ThinkMode::Budget(r) if auto => Some(Budget::new(r, think.threshold)),
                 _ => None,
             },
+            saved_budget: None,
+            saved_picks: 0,
             active: Vec::with_capacity(batch),
             next: Vec::with_capacity(batch),
             positions: Vec::with_capacity(batch),
@@ -158,6 +168,10 @@ impl TahStep {
     /// stream in `scratch`). `logits` holds each row's depth-1 logits
     /// (n × vocab) on entry and their sums over the depths each row ran on
     /// exit; `info` gets each row's depth and decider probability.
+    ///
+    /// `cancel` is checked between depths (and between layers): when set, the
+    /// step's own state is restored and [`SessionError::Cancelled`] returned;
+    /// the caller forgets the chunk (cache, tokens, info).
     #[allow(clippy::too_many_arguments)]
     pub fn run(
         &mut self,
@@ -169,10 +183,37 @@ impl TahStep {
         n: usize,
         logits: &mut [f32],
         info: &mut [TokenInfo],
-    ) {
+        cancel: &CancelFlag,
+    ) -> Result<(), SessionError> {
+        // Copies of a few hundred bytes, no allocation (Budget is arrays).
+        self.saved_budget.clone_from(&self.budget);
+        self.saved_picks = self.hard_picks.decided;
+        let r = self.depths(model, think, cache, scratch, start, n, logits, info, cancel);
+        if r.is_err() {
+            std::mem::swap(&mut self.budget, &mut self.saved_budget);
+            self.hard_picks.decided = self.saved_picks;
+        }
+        r
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn depths(
+        &mut self,
+        model: &Model,
+        think: &Think,
+        cache: &mut KvCache,
+        scratch: &mut Scratch,
+        start: usize,
+        n: usize,
+        logits: &mut [f32],
+        info: &mut [TokenInfo],
+        cancel: &CancelFlag,
+    ) -> Result<(), SessionError> {
         let c = &model.cfg;
         let (dim, vocab) = (c.dim, c.vocab);
-        let Some(tah) = c.tah.as_ref() else { return };
+        let Some(tah) = c.tah.as_ref() else {
+            return Ok(());
+        };
         let decider = model.decider();
         let n_sel = if self.decider.is_some() {
             tah.decider_layers.len()
@@ -183,6 +224,9 @@ impl TahStep {
         self.active.clear();
         self.active.extend(0..n);
         for depth in 1..think.max_depth {
+            if cancel.is_cancelled() {
+                return Err(SessionError::Cancelled);
+            }
             // Which active rows continue (the decider is not consulted at the
             // last depth: the loop ends before it).
             self.next.clear();
@@ -250,7 +294,8 @@ impl TahStep {
                 &self.positions,
                 depth + 1,
                 capture,
-            );
+                cancel,
+            )?;
 
             // Their logits at this depth, added to their sums (batch rows 0..m
             // now hold the continuing tokens).
@@ -264,6 +309,7 @@ impl TahStep {
                 }
             }
         }
+        Ok(())
     }
 }
 

@@ -8,9 +8,10 @@ use crate::run::{depth_colour, print_stats, stats_line};
 use clap::Args;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
+use tah::api::ChatWindow;
 use tah::app::html::HtmlPage;
 use tah::app::tutor::{prompt_opens_thinking, ThinkFilter, TUTOR_SYSTEM_PROMPT};
-use tah::generate::{generate, GenerateOptions, TokenEvent};
+use tah::generate::{generate, ContextShift, GenerateOptions, TokenEvent};
 use tah::sample::SamplingParams;
 use tah::text::ChatMessage;
 
@@ -51,6 +52,14 @@ pub struct ChatArgs {
     /// End an answer when it contains TEXT (not shown); repeatable, at most 16.
     #[arg(long, value_name = "TEXT")]
     pub stop: Vec<String>,
+    /// Stop with "context full" instead of dropping the oldest turns (after
+    /// the system prompt) when the conversation outgrows the context.
+    #[arg(long)]
+    pub no_context_shift: bool,
+    /// Tokens a context shift keeps at the start (default: the system
+    /// prompt's).
+    #[arg(long, value_name = "N")]
+    pub keep: Option<usize>,
 }
 
 const HELP: &str =
@@ -94,6 +103,9 @@ pub fn chat(a: ChatArgs) -> Result<(), Error> {
         p
     });
     let base = messages.clone();
+    // What the model still sees of the conversation (context shift).
+    let mut window = ChatWindow::default();
+    let shift = (!a.no_context_shift).then_some(a.keep);
     let mut thinking = !a.no_think;
     let mut show_stats = a.stats;
     let interactive = std::io::stdin().is_terminal();
@@ -124,6 +136,7 @@ pub fn chat(a: ChatArgs) -> Result<(), Error> {
             "/reset" => {
                 messages = base.clone();
                 session.reset();
+                window.reset();
                 if let Some(p) = page.as_mut() {
                     p.heading("new conversation");
                 }
@@ -161,15 +174,24 @@ pub fn chat(a: ChatArgs) -> Result<(), Error> {
             _ => {}
         }
         messages.push(ChatMessage::new("user", input));
-        let text = tmpl.render(&messages, true, (!thinking).then_some(false))?;
-        let ids = tok.encode(&text, true)?;
+        let enable_thinking = (!thinking).then_some(false);
+        // With context shift, the oldest turns go when the context runs short.
+        let ids = match window.fit(&mut session, &messages, true, enable_thinking, shift) {
+            Ok(ids) if ids.len() < session.ctx() => ids,
+            Ok(ids) => {
+                eprintln!("[tah] the conversation no longer fits the context ({} tokens); /reset to start over", ids.len());
+                messages.pop();
+                continue;
+            }
+            Err(e) => {
+                eprintln!("[tah] {e}; /reset to start over");
+                messages.pop();
+                continue;
+            }
+        };
+        let text = tmpl.render(window.view(), true, enable_thinking)?;
         // Keep the cached prefix the new rendering shares; feed the rest.
         let keep = session.keep_shared_prefix(&ids);
-        if ids.len() >= session.ctx() {
-            eprintln!("[tah] the conversation no longer fits the context ({} tokens); /reset to start over", ids.len());
-            messages.pop();
-            continue;
-        }
         let base = a.sampling.params(SamplingParams::default());
         let sampling = SamplingParams {
             seed: base.seed.wrapping_add(turn),
@@ -181,6 +203,13 @@ pub fn chat(a: ChatArgs) -> Result<(), Error> {
             stop_at_eog: true,
             logit_bias: a.sampling.logit_bias.clone(),
             stop: a.stop.clone(),
+            context_shift: shift.map(|keep| {
+                if ids.len().saturating_add(a.n_predict) <= session.ctx() {
+                    ContextShift::default() // no shift can happen
+                } else {
+                    window.context_shift(&session, keep)
+                }
+            }),
         };
         let mut out = std::io::stdout().lock();
         let opens = prompt_opens_thinking(&text);
@@ -241,6 +270,10 @@ pub fn chat(a: ChatArgs) -> Result<(), Error> {
             None,
             &mut on_token,
         )?;
+        window.record(&g.shifts);
+        if !g.shifts.is_empty() && show_stats {
+            eprintln!("[tah] context shift: oldest turns dropped");
+        }
         if let Some(e) = write_error {
             return Err(format!("cannot write to stdout: {e}").into());
         }

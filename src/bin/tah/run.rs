@@ -124,6 +124,7 @@ pub fn run(a: RunArgs) -> Result<(), Error> {
         stop_at_eog: !a.ignore_eos,
         logit_bias: a.sampling.logit_bias.clone(),
         stop: a.stop.clone(),
+        ..Default::default()
     };
     let mut log = a.logits_out.as_ref().map(|_| LogitsLog::default());
     let stream = !a.json;
