@@ -40,6 +40,9 @@ const MAX_NAME: usize = 256;
 const MAX_TYPE: usize = 16;
 /// The checksum trailer.
 const SUM_BYTES: usize = 8;
+/// The largest decision count a state may hold (9 years at a million tokens a
+/// second): the counters then never overflow as the session goes on.
+const MAX_COUNT: u64 = 1 << 48;
 
 /// Why a state could not be saved or restored.
 #[derive(Debug, PartialEq, Eq)]
@@ -464,6 +467,9 @@ fn read_header(r: &mut Reader, session: &Session, fingerprint: u64) -> Result<He
         sparse.push(len);
     }
     let hard_decided = r.u64("hard-rate count")?;
+    if hard_decided > MAX_COUNT {
+        return corrupt(format!("hard-rate count {hard_decided} is out of range"));
+    }
     let budget = match r.u8("budget flag")? {
         0 => None,
         1 => {
@@ -475,6 +481,9 @@ fn read_header(r: &mut Reader, session: &Session, fingerprint: u64) -> Result<He
                 .zip(u32s(r.take(4 * WINDOW, "budget ring")?))
             {
                 *p = f32::from_bits(b);
+            }
+            if seen > MAX_COUNT {
+                return corrupt(format!("budget count {seen} is out of range"));
             }
             if !crate::tah::budget::Budget::valid_debt(debt) {
                 return corrupt(format!("budget debt {debt} is out of range"));
@@ -743,4 +752,21 @@ pub fn read_file(path: &Path, max: usize) -> Result<Vec<u8>, StateError> {
         ));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv1a_matches_the_reference_vectors() {
+        // From the FNV reference (isthe.com/chongo/tech/comp/fnv).
+        assert_eq!(fnv1a(FNV_OFFSET, b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(FNV_OFFSET, b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a(FNV_OFFSET, b"foobar"), 0x8594_4171_f739_67e8);
+        assert_eq!(
+            fnv1a(fnv1a(FNV_OFFSET, b"foo"), b"bar"),
+            0x8594_4171_f739_67e8
+        );
+    }
 }

@@ -458,6 +458,37 @@ fn forged_states_with_bad_values_are_refused() {
         ),
         ("budget flag 2", Box::new(|b| b[l.tokens - 1] = 2)),
         (
+            "hard-rate count 18446744073709551615 is out of range",
+            Box::new(|b| b[l.tokens - 9..l.tokens - 1].fill(0xff)),
+        ),
+        (
+            "budget count 18446744073709551615 is out of range",
+            Box::new(|b| {
+                b[l.tokens - 1] = 1;
+                let mut block = [0u8; 8 + 4 + 4 * 128];
+                block[..8].fill(0xff);
+                b.splice(l.tokens..l.tokens, block);
+            }),
+        ),
+        (
+            "budget debt inf is out of range",
+            Box::new(|b| {
+                b[l.tokens - 1] = 1;
+                let mut block = [0u8; 8 + 4 + 4 * 128];
+                block[8..12].copy_from_slice(&f32::INFINITY.to_le_bytes());
+                b.splice(l.tokens..l.tokens, block);
+            }),
+        ),
+        (
+            "budget probability -1 is outside [0, 1]",
+            Box::new(|b| {
+                b[l.tokens - 1] = 1;
+                let mut block = [0u8; 8 + 4 + 4 * 128];
+                block[12..16].copy_from_slice(&(-1.0f32).to_le_bytes());
+                b.splice(l.tokens..l.tokens, block);
+            }),
+        ),
+        (
             "think-budget controller",
             Box::new(|b| {
                 // A budget block, sized right.
@@ -607,4 +638,67 @@ fn save_file_replaces_whole_files_only() {
     let e = s.load_file(&big).unwrap_err();
     assert!(e.contains("more than a state of this session can"), "{e}");
     std::fs::remove_file(&big).unwrap();
+}
+
+/// Writes the fuzz target's seeds (fuzz/seeds/session_state) when
+/// `TAH_STATE_FUZZ_SEEDS` names a directory: states of the fixture as the
+/// target's sessions (context 64) hold them, after its think-mode byte.
+#[test]
+fn write_fuzz_seeds() {
+    let Ok(dir) = std::env::var("TAH_STATE_FUZZ_SEEDS") else {
+        return;
+    };
+    let prompt = fixture_prompt();
+    for (mode, think) in [(0u8, ThinkMode::Auto), (1, ThinkMode::Budget(0.3))] {
+        let m = api(&fixture_tah(), KvType::F32, think);
+        for (i, (n_prompt, n_gen, queued)) in
+            [(0, 0, 0), (1, 0, 2), (5, 3, 2)].into_iter().enumerate()
+        {
+            let mut s = session(&m, 64);
+            if n_prompt > 0 {
+                s.prompt_tokens(&prompt[..n_prompt]).unwrap();
+                run(&mut s, &params(n_gen, 0.0, 0));
+            }
+            s.prompt_tokens(&prompt[..queued]).unwrap();
+            let mut bytes = vec![mode];
+            bytes.extend(s.save_state().unwrap());
+            std::fs::write(
+                Path::new(&dir).join(format!("fixture-{mode}-{i}.state")),
+                bytes,
+            )
+            .unwrap();
+        }
+    }
+}
+
+/// Fuzzing found it: a think-budget count near u64::MAX restored, and the next
+/// decision overflowed. Counts up to 2^48 restore and the session goes on;
+/// larger ones are refused.
+#[test]
+fn budget_count_at_its_limit_restores_and_generates() {
+    let m = api(&fixture_tah(), KvType::F32, ThinkMode::Budget(0.3));
+    let mut s = session(&m, 32);
+    s.prompt_tokens(&fixture_prompt()[..5]).unwrap();
+    run(&mut s, &params(2, 0.0, 0));
+    let state = s.save_state().unwrap();
+    // Without a budget block the token ids start where the budget's count does.
+    let at = layout(&state).tokens;
+    assert_eq!(state[at - 1], 1, "budget flag");
+    assert_eq!(state[at..at + 8], 7u64.to_le_bytes(), "7 decisions so far");
+    for (count, ok) in [(1u64 << 48, true), ((1 << 48) + 1, false)] {
+        let mut b = state.clone();
+        b[at..at + 8].copy_from_slice(&count.to_le_bytes());
+        let mut t = session(&m, 32);
+        let r = t.restore_state(&forge(b));
+        if ok {
+            r.unwrap();
+            run(&mut t, &params(3, 0.0, 0));
+            // The last token fed again (nothing was queued), then 3 new ones.
+            assert_eq!(t.session().budget().unwrap().seen(), count + 4);
+        } else {
+            assert!(r
+                .unwrap_err()
+                .contains("budget count 281474976710657 is out of range"));
+        }
+    }
 }
