@@ -12,7 +12,7 @@ shift || true
 fuzz="$(cd "$(dirname "$0")" && pwd)"
 repo="$(dirname "$fuzz")"
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(gguf_model safetensors_dir unpickle text chat_template tokenizer_json)
+[ ${#targets[@]} -eq 0 ] && targets=(gguf_model safetensors_dir unpickle text chat_template tokenizer_json session_state)
 export TAH_SHARED="${TAH_SHARED:-$repo/../shared}"
 
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then

@@ -22,11 +22,12 @@ use crate::model::kv_cache::KvType;
 use crate::model::Model;
 use crate::sample::SamplingParams;
 use crate::session::{CancelFlag, Session, SessionOptions};
+use crate::session_state;
 use crate::tah::{TahOptions, ThinkMode};
 use crate::text::{ChatMessage, ChatTemplate, Tokenizer};
 use crate::threads::Threads;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Errors of the app-facing API are messages for a person (the C ABI hands them
 /// out through `tah_last_error`).
@@ -91,6 +92,8 @@ pub struct ApiModel {
     pub model: Arc<Model>,
     pub params: ModelParams,
     pool: Threads,
+    /// [`session_state::model_fingerprint`], computed on the first save or restore.
+    fingerprint: OnceLock<u64>,
 }
 
 impl std::fmt::Debug for ApiModel {
@@ -125,6 +128,7 @@ impl ApiModel {
             model,
             params,
             pool,
+            fingerprint: OnceLock::new(),
         };
         // A one-token session checks threshold / max depth / think mode against
         // the file (plain models have no depth 2) at load time, not at first use.
@@ -149,6 +153,13 @@ impl ApiModel {
 
     pub fn threads(&self) -> usize {
         self.pool.threads()
+    }
+
+    /// The model's identity in saved session states (hashed once).
+    pub fn fingerprint(&self) -> u64 {
+        *self
+            .fingerprint
+            .get_or_init(|| session_state::model_fingerprint(&self.model))
     }
 
     pub fn tokenizer(&self) -> Result<&Tokenizer, Error> {
@@ -285,26 +296,45 @@ impl ApiSession {
         self.session.cancel_flag()
     }
 
-    /// The session's complete state (tokens, both cache depths, per-token
-    /// depths and decider probabilities, sampler state) as bytes, with a
-    /// versioned header and the model's fingerprint.
+    /// The session's complete state as bytes (docs/FORMAT.md § "Saved session
+    /// state"): tokens, every cache depth, per-token depths and decider
+    /// probabilities, the think-budget controller and the queued tokens, with
+    /// a versioned header, the model's fingerprint and a checksum. There is no
+    /// sampler state to save: each `generate` seeds its sampler afresh from
+    /// [`GenerateParams::sampling`], so a restored session given the same
+    /// parameters continues with exactly the tokens the saved one would have.
     pub fn save_state(&self) -> Result<Vec<u8>, Error> {
-        Err("saving a session is not implemented yet".into())
+        session_state::save(&self.session, &self.pending, self.model.fingerprint())
+            .map_err(|e| e.to_string())
     }
 
-    /// Restores what [`ApiSession::save_state`] wrote (same model and KV type).
-    pub fn restore_state(&mut self, _bytes: &[u8]) -> Result<(), Error> {
-        Err("restoring a session is not implemented yet".into())
+    /// Restores what [`ApiSession::save_state`] wrote, replacing this
+    /// session's conversation and queue. The state must come from the same
+    /// model file, KV type and think settings, and fit this session's
+    /// context; otherwise (or if it is damaged) this is an error and the
+    /// session is unchanged.
+    pub fn restore_state(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        let fp = self.model.fingerprint();
+        session_state::restore(&mut self.session, &mut self.pending, fp, bytes)
+            .map_err(|e| e.to_string())?;
+        self.last = EmbedStats::default();
+        Ok(())
     }
 
-    /// [`ApiSession::save_state`] to a file (written whole or not at all).
-    pub fn save_file(&self, _path: &Path) -> Result<(), Error> {
-        Err("saving a session is not implemented yet".into())
+    /// [`ApiSession::save_state`] to a file, written whole or not at all (a
+    /// temporary file beside it, renamed over it).
+    pub fn save_file(&self, path: &Path) -> Result<(), Error> {
+        let bytes = self.save_state()?;
+        session_state::write_file_atomic(path, &bytes).map_err(|e| e.to_string())
     }
 
-    /// [`ApiSession::restore_state`] from a file.
-    pub fn load_file(&mut self, _path: &Path) -> Result<(), Error> {
-        Err("restoring a session is not implemented yet".into())
+    /// [`ApiSession::restore_state`] from a file (one larger than any state of
+    /// this session is refused unread).
+    pub fn load_file(&mut self, path: &Path) -> Result<(), Error> {
+        let max = session_state::max_state_bytes(&self.session);
+        let bytes = session_state::read_file(path, max).map_err(|e| e.to_string())?;
+        self.restore_state(&bytes)
+            .map_err(|e| format!("{}: {e}", path.display()))
     }
 
     /// Forgets the conversation and anything queued.

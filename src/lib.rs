@@ -13,6 +13,7 @@
 //!   pass, the multi-depth KV cache.
 //! - [`tah`]: the Think-at-Hard step (decider, soft input, the depth loop).
 //! - [`session`]: one conversation's state; feeding tokens.
+//! - [`session_state`]: saving and restoring a session's state (bytes, files).
 //! - [`sample`], [`generate`]: sampling, and generation with statistics.
 //! - [`text`]: tokenizer and chat template.
 //!
@@ -33,6 +34,7 @@ pub mod model;
 pub mod quant;
 pub mod sample;
 pub mod session;
+pub mod session_state;
 pub mod tah;
 pub mod text;
 pub mod threads;

@@ -233,6 +233,31 @@ impl Session {
         self.step.budget()
     }
 
+    /// For [`crate::session_state`]: the TaH step's state (budget, hard picks).
+    pub(crate) fn step(&self) -> &TahStep {
+        &self.step
+    }
+
+    /// For [`crate::session_state`], which checked a saved state against this
+    /// session: the parts it restores, emptied (the logits are those of the
+    /// last token fed before; feed a token for fresh ones).
+    pub(crate) fn restore_parts(
+        &mut self,
+    ) -> (
+        &mut Vec<u32>,
+        &mut Vec<TokenInfo>,
+        &mut KvCache,
+        &mut TahStep,
+    ) {
+        self.truncate(0);
+        (
+            &mut self.tokens,
+            &mut self.info,
+            &mut self.cache,
+            &mut self.step,
+        )
+    }
+
     /// The flag that cancels this session's work (a clone shares it).
     pub fn cancel_flag(&self) -> CancelFlag {
         self.cancel.clone()

@@ -157,6 +157,48 @@ impl Store {
             Store::F32(v) => v.copy_within(src..src + n, dst),
         }
     }
+
+    /// The first `n` values as stored (native byte order).
+    fn bytes(&self, n: usize) -> &[u8] {
+        match self {
+            Store::F16(v) => {
+                let v = &v[..n];
+                // SAFETY: `f16` is a transparent `u16` (plain data, no padding);
+                // the byte slice covers exactly the `n` values borrowed from `v`.
+                unsafe {
+                    std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v))
+                }
+            }
+            Store::F32(v) => {
+                let v = &v[..n];
+                // SAFETY: `f32` is plain data without padding; the byte slice
+                // covers exactly the `n` values borrowed from `v`.
+                unsafe {
+                    std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v))
+                }
+            }
+        }
+    }
+
+    /// The first `n` values as stored, writable (any bytes are valid values).
+    fn bytes_mut(&mut self, n: usize) -> &mut [u8] {
+        match self {
+            Store::F16(v) => {
+                let v = &mut v[..n];
+                let len = std::mem::size_of_val(v);
+                // SAFETY: as in `bytes`, and every bit pattern is a valid `f16`;
+                // the slice borrows `v` mutably, so it is the only access.
+                unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), len) }
+            }
+            Store::F32(v) => {
+                let v = &mut v[..n];
+                let len = std::mem::size_of_val(v);
+                // SAFETY: as in `bytes`, and every bit pattern is a valid `f32`;
+                // the slice borrows `v` mutably, so it is the only access.
+                unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), len) }
+            }
+        }
+    }
 }
 
 /// A read-only view of cached rows: row `i` is `kv_dim` values.
@@ -353,5 +395,61 @@ impl KvCache {
             }
             self.len[d - 1] = len - (b - a);
         }
+    }
+
+    /// Bytes of one slot's keys in one layer (values per row × bytes per value).
+    pub fn row_bytes(&self) -> usize {
+        self.kv_dim * self.ty.size()
+    }
+
+    pub fn n_layers(&self) -> usize {
+        self.n_layers
+    }
+
+    /// The stored bytes of the keys and values of the first `n` slots at
+    /// `depth` in `layer` (`n × row_bytes()` each), for saving a session.
+    pub fn raw_rows(&self, depth: usize, layer: usize, n: usize) -> (&[u8], &[u8]) {
+        let s = &self.slots[depth - 1][layer];
+        let len = n * self.kv_dim;
+        (s.k.bytes(len), s.v.bytes(len))
+    }
+
+    /// [`KvCache::raw_rows`], writable: restoring a saved session writes the
+    /// rows back after [`KvCache::set_layout`].
+    pub fn raw_rows_mut(&mut self, depth: usize, layer: usize, n: usize) -> (&mut [u8], &mut [u8]) {
+        let s = &mut self.slots[depth - 1][layer];
+        let len = n * self.kv_dim;
+        (s.k.bytes_mut(len), s.v.bytes_mut(len))
+    }
+
+    /// Forgets everything, then marks `n_pos` dense slots at depth 1 and, at
+    /// each depth d ≥ 2, one slot per position `sparse(d)` yields as filled,
+    /// leaving their rows as they are. The positions must be ascending and
+    /// below `n_pos` ≤ capacity; otherwise the cache is left empty and this
+    /// is an error (the caller, restoring a saved session, checked them).
+    pub fn set_layout<I: Iterator<Item = usize>>(
+        &mut self,
+        n_pos: usize,
+        mut sparse: impl FnMut(usize) -> I,
+    ) -> Result<(), &'static str> {
+        self.truncate(0);
+        if n_pos > self.capacity {
+            return Err("more positions than the cache holds");
+        }
+        for d in 2..=self.max_depth() {
+            let list = &mut self.positions[d - 2];
+            for p in sparse(d) {
+                // Capacity was reserved for `capacity` positions: no allocation.
+                if p >= n_pos || list.last().is_some_and(|&q| q >= p) || list.len() == self.capacity
+                {
+                    self.truncate(0);
+                    return Err("sparse positions not ascending below the token count");
+                }
+                list.push(p);
+            }
+            self.len[d - 1] = list.len();
+        }
+        self.len[0] = n_pos;
+        Ok(())
     }
 }

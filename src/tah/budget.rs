@@ -123,6 +123,25 @@ impl Budget {
         self.seen += 1;
         go
     }
+
+    /// What a saved session keeps of the controller (its settings come from
+    /// the session): the ring of probabilities, the decision count and the debt.
+    pub(crate) fn state(&self) -> (&[f32; WINDOW], u64, f32) {
+        (&self.probs, self.seen, self.debt)
+    }
+
+    /// Whether a saved debt is one the controller can reach.
+    pub(crate) fn valid_debt(debt: f32) -> bool {
+        (-DEBT_MAX..=DEBT_MAX).contains(&debt)
+    }
+
+    /// Restores [`Budget::state`] (the ring position follows from the count).
+    pub(crate) fn set_state(&mut self, probs: &[f32; WINDOW], seen: u64, debt: f32) {
+        self.probs = *probs;
+        self.seen = seen;
+        self.next = (seen % WINDOW as u64) as usize;
+        self.debt = debt;
+    }
 }
 
 #[cfg(test)]

@@ -150,6 +150,21 @@ impl TahStep {
         self.budget.as_ref()
     }
 
+    /// For saved sessions: the controller, writable.
+    pub(crate) fn budget_mut(&mut self) -> Option<&mut Budget> {
+        self.budget.as_mut()
+    }
+
+    /// For saved sessions: `--hard-rate` decisions made so far (the sampling
+    /// phase is fixed, so this count is the picker's whole state).
+    pub(crate) fn hard_decided(&self) -> u64 {
+        self.hard_picks.decided
+    }
+
+    pub(crate) fn set_hard_decided(&mut self, n: u64) {
+        self.hard_picks.decided = n;
+    }
+
     /// Where the depth-1 pass of `n` rows records the decider's hidden states;
     /// `None` when the decider does not run.
     pub fn capture<'a>(&'a mut self, model: &'a Model, n: usize) -> Option<Capture<'a>> {
