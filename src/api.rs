@@ -97,21 +97,34 @@ impl std::fmt::Debug for ApiModel {
 impl ApiModel {
     /// Like [`ApiModel::load`], from `length` bytes at `offset` of an open file
     /// (a model stored uncompressed inside an APK, a SAF descriptor), mapped
-    /// without copying; `length` 0 = to the end of the file.
+    /// without copying; `length` 0 = to the end of the file. The file is only
+    /// used during the call (the mapping outlives it). An offset that breaks
+    /// the model's tensor alignment is an error
+    /// ([`crate::format::GgufFile::open_range`]).
     pub fn load_file_range(
         file: std::fs::File,
         offset: u64,
         length: u64,
         params: ModelParams,
     ) -> Result<Arc<ApiModel>, Error> {
-        let _ = (file, offset, length, params);
-        Err("loading from a file descriptor is not implemented yet".into())
+        let name = format!("model at offset {offset} of an open file");
+        let f = crate::format::GgufFile::open_range(&file, offset, length, &name)
+            .map_err(|e| e.to_string())?;
+        drop(file);
+        let model = Model::from_file(f).map_err(|e| e.to_string())?;
+        Self::start(model, params, &name)
     }
 
     /// Maps the file, checks the think settings against it and starts the pool.
     pub fn load(path: impl AsRef<Path>, params: ModelParams) -> Result<Arc<ApiModel>, Error> {
         let path = path.as_ref();
-        let model = Arc::new(Model::load(path).map_err(|e| e.to_string())?);
+        let model = Model::load(path).map_err(|e| e.to_string())?;
+        Self::start(model, params, &path.display().to_string())
+    }
+
+    /// The rest of loading: the pool, a check of the settings, a few log lines.
+    fn start(model: Model, params: ModelParams, name: &str) -> Result<Arc<ApiModel>, Error> {
+        let model = Arc::new(model);
         let pool = Threads::new(params.threads)?;
         let m = ApiModel {
             model,
@@ -121,8 +134,61 @@ impl ApiModel {
         // A one-token session checks threshold / max depth / think mode against
         // the file (plain models have no depth 2) at load time, not at first use.
         Session::new(Arc::clone(&m.model), &m.session_options(1, 1))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(|e| format!("{name}: {e}"))?;
+        m.log_loaded(name);
         Ok(Arc::new(m))
+    }
+
+    /// Tells the app's log sink what was loaded and how it will run.
+    fn log_loaded(&self, name: &str) {
+        use crate::log::{emit, Level};
+        let c = &self.model.cfg;
+        emit(
+            Level::Info,
+            &format!(
+                "loaded {name}: {:?}, {} layers, dim {}, {} heads ({} KV), vocab {}, context {}, {}",
+                c.arch,
+                c.n_layers,
+                c.dim,
+                c.n_heads,
+                c.n_kv_heads,
+                c.vocab,
+                c.ctx_len,
+                match &c.tah {
+                    Some(t) => format!("TaH (max depth {}, threshold {})", t.max_iter, t.threshold),
+                    None => "plain model (depth 1 only)".into(),
+                }
+            ),
+        );
+        // TAH_KERNELS naming a table this CPU lacks panics at the first product:
+        // say so here, where it is clear why.
+        let forced = std::env::var("TAH_KERNELS").ok().filter(|n| !n.is_empty());
+        match forced {
+            Some(n) if crate::kernels::by_name(&n).is_none() => emit(
+                Level::Warn,
+                &format!("TAH_KERNELS={n}: no such kernel table on this CPU"),
+            ),
+            _ => emit(
+                Level::Info,
+                &format!(
+                    "kernels {}, {} threads, KV cache {:?}",
+                    crate::kernels::kernels().name,
+                    self.pool.threads(),
+                    self.params.kv_type
+                ),
+            ),
+        }
+        if self.model.tokenizer.is_none() {
+            emit(
+                Level::Warn,
+                "the model has no tokenizer: only token-id prompts work",
+            );
+        } else if self.model.chat_template.is_none() {
+            emit(
+                Level::Warn,
+                "the model has no chat template: chat is unavailable",
+            );
+        }
     }
 
     fn session_options(&self, ctx: usize, batch: usize) -> SessionOptions {
@@ -160,9 +226,8 @@ impl ApiModel {
         add_special: bool,
         parse_special: bool,
     ) -> Result<Vec<u32>, Error> {
-        let _ = parse_special; // not implemented yet: always parsed
         self.tokenizer()?
-            .encode(text, add_special)
+            .encode_with(text, add_special, parse_special)
             .map_err(|e| e.to_string())
     }
 
@@ -200,6 +265,9 @@ pub struct EmbedStats {
     pub ctx: usize,
     /// `None` before the first generation.
     pub stop: Option<StopReason>,
+    /// Tokens the last generation handed to the callback (what
+    /// [`ApiSession::generate`] returned; the end-of-generation token is not one).
+    pub delivered_tokens: usize,
 }
 
 /// What one [`ApiSession::generate`] call does.
@@ -292,10 +360,11 @@ impl ApiSession {
         Err("restoring a session is not implemented yet".into())
     }
 
-    /// Forgets the conversation and anything queued.
+    /// Forgets the conversation, anything queued and the last statistics.
     pub fn reset(&mut self) {
         self.session.reset();
         self.pending.clear();
+        self.last = EmbedStats::default();
     }
 
     /// Tokens in the cache plus tokens queued.
@@ -336,7 +405,8 @@ impl ApiSession {
     }
 
     /// Sets the conversation to `messages`, rendered with the model's chat
-    /// template. The cached tokens the rendering shares are kept; the rest is
+    /// template; control tokens come only from the template, never from a
+    /// message's content. The cached tokens the rendering shares are kept; the rest is
     /// queued (so a follow-up turn feeds only the new suffix, as `tah chat` does).
     /// `enable_thinking` is passed to the template only when `Some`. Returns the
     /// number of tokens queued.
@@ -352,10 +422,17 @@ impl ApiSession {
             .chat_template
             .as_ref()
             .ok_or("this model has no chat template")?;
-        let text = tmpl
-            .render(messages, add_generation_prompt, enable_thinking)
+        // Message contents never become control tokens: only the template's
+        // own markers do (ChatTemplate::encode).
+        let ids = tmpl
+            .encode(
+                self.model.tokenizer()?,
+                messages,
+                add_generation_prompt,
+                enable_thinking,
+                true,
+            )
             .map_err(|e| e.to_string())?;
-        let ids = self.model.tokenize(&text, true, true)?;
         if ids.is_empty() {
             return Err("the conversation renders to no tokens".into());
         }
@@ -374,9 +451,10 @@ impl ApiSession {
 
     /// Feeds the queued tokens and generates up to `max_tokens`, calling
     /// `on_token` on this thread for each one (false stops). The end-of-generation
-    /// token ends generation without a call (it is counted in the statistics).
-    /// With nothing queued it continues after the last token in the cache.
-    /// Returns the number of tokens generated.
+    /// token ends generation without a call (it is counted in the statistics'
+    /// `generated_tokens`). With nothing queued it continues after the last
+    /// token in the cache. Returns the number of tokens handed to `on_token`
+    /// (the statistics' `stop` says why it ended: a cancel is `Cancelled`).
     pub fn generate(
         &mut self,
         params: &GenerateParams,
@@ -412,6 +490,7 @@ impl ApiSession {
             piece: String,
             depth: u8,
         }
+        let mut delivered = 0usize;
         let result = model.pool.install_with_events(
             |emit: &mut dyn FnMut(Event) -> bool| {
                 let mut forward = |e: &TokenEvent| {
@@ -427,6 +506,7 @@ impl ApiSession {
                 generate(session, tokenizer, &prompt, &opts, None, &mut forward)
             },
             &mut |ev: Event| {
+                delivered += 1;
                 on_token(&Piece {
                     id: ev.id,
                     text: &ev.piece,
@@ -453,8 +533,9 @@ impl ApiSession {
             n_past: self.session.n_past(),
             ctx: self.session.ctx(),
             stop: Some(g.stop),
+            delivered_tokens: delivered,
         };
-        Ok(g.tokens.len())
+        Ok(delivered)
     }
 
     /// Statistics of the last generation (KV bytes and token counts as of now).

@@ -6,6 +6,7 @@
 mod common;
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::mem::size_of;
 use std::ptr::{null, null_mut};
 use tah::ffi::*;
 
@@ -17,6 +18,51 @@ fn last_error() -> String {
 
 fn cstr(s: &str) -> CString {
     CString::new(s).unwrap()
+}
+
+// The versioned structs, filled by their init functions as C fills them.
+fn model_params() -> tah_model_params {
+    // SAFETY (test): every field is an integer or a float; init overwrites them.
+    let mut p: tah_model_params = unsafe { std::mem::zeroed() };
+    assert_eq!(
+        unsafe { tah_model_params_init(&mut p, size_of::<tah_model_params>()) },
+        0
+    );
+    p
+}
+
+fn session_params() -> tah_session_params {
+    // SAFETY (test): as above.
+    let mut p: tah_session_params = unsafe { std::mem::zeroed() };
+    assert_eq!(
+        unsafe { tah_session_params_init(&mut p, size_of::<tah_session_params>()) },
+        0
+    );
+    p
+}
+
+fn sampling() -> tah_sampling {
+    // SAFETY (test): integers, floats and null pointers; init overwrites them.
+    let mut s: tah_sampling = unsafe { std::mem::zeroed() };
+    assert_eq!(
+        unsafe { tah_sampling_init(&mut s, size_of::<tah_sampling>()) },
+        0
+    );
+    s
+}
+
+fn greedy() -> tah_sampling {
+    tah_sampling {
+        temperature: 0.0,
+        ..sampling()
+    }
+}
+
+fn stats() -> tah_stats {
+    tah_stats {
+        struct_size: size_of::<tah_stats>(),
+        ..tah_stats::default()
+    }
 }
 
 /// What the token callback saw.
@@ -46,7 +92,7 @@ unsafe extern "C" fn record(
     seen.ids.push(id);
     seen.depths.push(depth);
     if seen.reentry_refused.is_none() && seen.session != 0 {
-        let mut st = tah_stats::default();
+        let mut st = stats();
         let r = tah_session_stats(seen.session as *const tah_session, &mut st);
         seen.reentry_refused = Some(r == -1 && last_error().contains("in use"));
     }
@@ -54,7 +100,7 @@ unsafe extern "C" fn record(
 }
 
 fn load(path: &std::path::Path, threads: i32, ctx: i32) -> *mut tah_model {
-    let mut p = tah_model_default_params();
+    let mut p = model_params();
     p.n_threads = threads;
     p.n_ctx = ctx;
     let path = cstr(path.to_str().unwrap());
@@ -108,13 +154,13 @@ fn run_ids(m: ModelPtr, prompt: &[i32], n: i32, sampling: &tah_sampling) -> Seen
 fn version_and_defaults() {
     let v = unsafe { CStr::from_ptr(tah_version()) }.to_str().unwrap();
     assert_eq!(v, env!("CARGO_PKG_VERSION"));
-    let p = tah_model_default_params();
+    let p = model_params();
     assert!(p.threshold.is_nan());
     assert_eq!(
         (p.n_threads, p.max_depth, p.think_mode),
         (0, 0, TAH_THINK_AUTO)
     );
-    assert_eq!(tah_sampling_greedy().temperature, 0.0);
+    assert_eq!(greedy().temperature, 0.0);
 }
 
 #[test]
@@ -129,7 +175,7 @@ fn null_and_bad_arguments_are_errors() {
         tah_session_free(null_mut());
         assert!(tah_session_new(null(), null()).is_null());
         assert_eq!(tah_session_reset(null_mut()), -1);
-        assert_eq!(tah_session_prompt(null_mut(), null(), true), -1);
+        assert_eq!(tah_session_prompt(null_mut(), null(), true, false), -1);
         assert_eq!(tah_session_prompt_tokens(null_mut(), null(), 3), -1);
         assert_eq!(tah_session_chat(null_mut(), null(), 1, true, -1), -1);
         assert_eq!(
@@ -137,21 +183,21 @@ fn null_and_bad_arguments_are_errors() {
             -1
         );
         assert_eq!(tah_session_stats(null(), null_mut()), -1);
-        assert_eq!(tah_tokenize(null(), null(), true, null_mut(), 0), -1);
+        assert_eq!(tah_tokenize(null(), null(), true, false, null_mut(), 0), -1);
         assert_eq!(tah_detokenize(null(), null(), 0, null_mut(), 0), -1);
         assert_eq!(tah_model_n_vocab(null()), -1);
         assert!(last_error().contains("NULL"));
 
         let path = common::fixture_tah();
         let cpath = cstr(path.to_str().unwrap());
-        let mut p = tah_model_default_params();
+        let mut p = model_params();
         p.threshold = 1.5;
         assert!(tah_model_load(cpath.as_ptr(), &p).is_null());
         assert!(last_error().contains("threshold"), "{}", last_error());
-        p = tah_model_default_params();
+        p = model_params();
         p.think_mode = 7;
         assert!(tah_model_load(cpath.as_ptr(), &p).is_null());
-        p = tah_model_default_params();
+        p = model_params();
         p.max_depth = -1;
         assert!(tah_model_load(cpath.as_ptr(), &p).is_null());
 
@@ -161,7 +207,7 @@ fn null_and_bad_arguments_are_errors() {
         let s = tah_session_new(m, null());
         // No tokenizer: text and chat prompts fail cleanly.
         let hi = cstr("hi");
-        assert_eq!(tah_session_prompt(s, hi.as_ptr(), true), -1);
+        assert_eq!(tah_session_prompt(s, hi.as_ptr(), true, false), -1);
         assert!(last_error().contains("no tokenizer"), "{}", last_error());
         let msg = tah_chat_message {
             role: hi.as_ptr(),
@@ -189,7 +235,7 @@ fn null_and_bad_arguments_are_errors() {
         let long = vec![3i32; 600];
         assert_eq!(tah_session_prompt_tokens(s, long.as_ptr(), long.len()), -1);
         assert!(last_error().contains("context"), "{}", last_error());
-        let mut st = tah_stats::default();
+        let mut st = stats();
         assert_eq!(tah_session_stats(s, &mut st), 0);
         assert_eq!(st.stop_reason, TAH_STOP_NONE);
         tah_session_free(s);
@@ -202,7 +248,7 @@ fn fixture_reference_stop_continue_and_reentry() {
     let r = reference();
     let m = load(&common::fixture_tah(), 2, 0);
     let mp = ModelPtr(m);
-    let greedy = tah_sampling_greedy();
+    let greedy = greedy();
     let seen = run_ids(mp, &r.prompt, r.ids.len() as i32, &greedy);
     assert_eq!(seen.ids, r.ids);
     assert_eq!(seen.depths, r.depths);
@@ -222,7 +268,7 @@ fn fixture_reference_stop_continue_and_reentry() {
             5
         );
         assert_eq!(a.reentry_refused, Some(true));
-        let mut st = tah_stats::default();
+        let mut st = stats();
         assert_eq!(tah_session_stats(s, &mut st), 0);
         assert_eq!(st.stop_reason, TAH_STOP_CALLBACK);
         assert_eq!((st.prompt_tokens, st.generated_tokens), (24, 5));
@@ -279,7 +325,7 @@ fn fixture_sessions_in_threads_match_sequential_runs() {
     for k in 0..4u64 {
         let prompt: Vec<i32> = r.prompt[..12 + 3 * k as usize].to_vec();
         requests.push(Box::new(move |m| {
-            let mut s = tah_sampling_default();
+            let mut s = sampling();
             s.temperature = 1.0;
             s.seed = k;
             run_ids(m, &prompt, 24, &s)
@@ -288,7 +334,7 @@ fn fixture_sessions_in_threads_match_sequential_runs() {
     let prompt = r.prompt.clone();
     let ids = r.ids.clone();
     requests.push(Box::new(move |m| {
-        let seen = run_ids(m, &prompt, 16, &tah_sampling_greedy());
+        let seen = run_ids(m, &prompt, 16, &greedy());
         assert_eq!(seen.ids, ids, "greedy tokens in a thread");
         seen
     }));
@@ -328,13 +374,7 @@ fn chat(m: ModelPtr, question: &str, n: i32) -> Seen {
         let q = tah_session_chat(s, &msg, 1, true, TAH_THINKING_DEFAULT);
         assert!(q > 0, "chat: {}", last_error());
         let mut seen = Seen::default();
-        let g = tah_session_generate(
-            s,
-            n,
-            &tah_sampling_greedy(),
-            Some(record),
-            &mut seen as *mut _ as _,
-        );
+        let g = tah_session_generate(s, n, &greedy(), Some(record), &mut seen as *mut _ as _);
         assert!(g > 0, "generate: {}", last_error());
         tah_session_free(s);
         seen
@@ -351,17 +391,17 @@ fn smollm2_chat_tokenize_and_threads() {
         assert!(tah_model_has_tokenizer(m));
         // Tokenize: too small a buffer gives the size needed and writes nothing.
         let text = cstr("What is 12 * 7?");
-        let need = tah_tokenize(m, text.as_ptr(), false, null_mut(), 0);
+        let need = tah_tokenize(m, text.as_ptr(), false, false, null_mut(), 0);
         assert!(need > 3, "{}", last_error());
         let mut small = vec![-7i32; 2];
         assert_eq!(
-            tah_tokenize(m, text.as_ptr(), false, small.as_mut_ptr(), 2),
+            tah_tokenize(m, text.as_ptr(), false, false, small.as_mut_ptr(), 2),
             need
         );
         assert_eq!(small, [-7, -7]);
         let mut ids = vec![0i32; need as usize];
         assert_eq!(
-            tah_tokenize(m, text.as_ptr(), false, ids.as_mut_ptr(), ids.len()),
+            tah_tokenize(m, text.as_ptr(), false, false, ids.as_mut_ptr(), ids.len()),
             need
         );
         let len = tah_detokenize(m, ids.as_ptr(), ids.len(), null_mut(), 0);
