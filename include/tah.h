@@ -49,7 +49,8 @@
  *   tah_stats begin with size_t struct_size: fill them with their _init
  *   function (tah_model_params_init(&p, sizeof p), ...; for tah_stats set
  *   struct_size = sizeof st). The library reads and writes only the bytes that
- *   struct_size covers, and uses defaults for fields beyond it. So a program
+ *   struct_size covers (any size from sizeof(size_t) up: each version of a
+ *   struct is a prefix of the next), and uses defaults for fields beyond it. So a program
  *   built against an older tah.h keeps working with a newer libtah.so.0 (its
  *   smaller structs get defaults for the newer fields), and one built against a
  *   newer header gets a clear error from an older library if it sets fields
@@ -543,6 +544,16 @@ int32_t tah_session_prompt(struct tah_session *session,
 // `session` is NULL or a live session handle; `ids` is NULL or points to `n`
 // `int32_t`s.
 int32_t tah_session_prompt_tokens(struct tah_session *session, const int32_t *ids, size_t n);
+
+// The session's tokens — those in its cache, then those queued for the next
+// generation — into `out` (room for `capacity`). Returns how many there are;
+// when that is more than `capacity` nothing is written (`out` may be NULL when
+// `capacity` is 0). -1 on error.
+//
+// # Safety
+// `session` is NULL or a live session handle; `out` is NULL or has room for
+// `capacity` `int32_t`s.
+int32_t tah_session_tokens(const struct tah_session *session, int32_t *out, size_t capacity);
 
 // Sets the conversation to `messages[0..n]`, rendered with the model's chat
 // template (with `add_generation_prompt`, it ends where the assistant's reply

@@ -367,6 +367,12 @@ impl ApiSession {
         self.last = EmbedStats::default();
     }
 
+    /// Tokens queued for the next generation (after those in the cache,
+    /// [`Session::tokens`]).
+    pub fn queued(&self) -> &[u32] {
+        &self.pending
+    }
+
     /// Tokens in the cache plus tokens queued.
     pub fn n_tokens(&self) -> usize {
         self.session.n_past() + self.pending.len()
@@ -460,6 +466,19 @@ impl ApiSession {
         params: &GenerateParams,
         on_token: &mut dyn FnMut(&Piece) -> bool,
     ) -> Result<usize, Error> {
+        // Refuse bad settings before touching the queue or the cache.
+        let opts = GenerateOptions {
+            max_tokens: params.max_tokens,
+            sampling: params.sampling,
+            stop_at_eog: true,
+            logit_bias: params.logit_bias.clone(),
+            stop: params.stop.clone(),
+        };
+        opts.validate(self.model.model.cfg.vocab)
+            .map_err(|e| e.to_string())?;
+        if !opts.stop.is_empty() && self.model.model.tokenizer.is_none() {
+            return Err("stop strings need the model's tokenizer".into());
+        }
         if self.pending.is_empty() {
             // Re-feeding the last token gives its logits again (same forward).
             let Some(&last) = self.session.tokens().last() else {
@@ -471,13 +490,6 @@ impl ApiSession {
         let prompt = std::mem::take(&mut self.pending);
         // A cancel counts from here: one that came while nothing ran is void.
         self.session.cancel_flag().clear();
-        let opts = GenerateOptions {
-            max_tokens: params.max_tokens,
-            sampling: params.sampling,
-            stop_at_eog: true,
-            logit_bias: params.logit_bias.clone(),
-            stop: params.stop.clone(),
-        };
         let model = Arc::clone(&self.model);
         let tokenizer = model.model.tokenizer.as_ref();
         let session = &mut self.session;

@@ -10,14 +10,16 @@
 //! every struct a caller passes starts with `size_t struct_size` (its
 //! `sizeof` in the caller's header, set by the `_init` functions), and this
 //! library reads or writes only the bytes that size covers ([`read_sized`],
-//! [`write_sized`]); the rest keep their defaults. So:
+//! [`write_sized`]); the rest keep their defaults (any size from just
+//! `struct_size` up is accepted: each version of the header is a prefix of the
+//! next). So:
 //! - add fields only at the end, of types for which any bit pattern is valid
 //!   (integers, floats, pointers; never `bool` or an enum: the bytes are copied);
 //! - a new field must start at or after the previous version's `sizeof`
 //!   (insert explicit padding if the old struct had trailing padding), so an
 //!   old caller's padding is never read as the new field;
-//! - keep `MIN` of [`Versioned`] at the first version's size, and bump
-//!   [`TAH_ABI_VERSION`].
+//! - put a pointer before its count (a size that covers the pointer but not
+//!   the count leaves the count at its default 0), and bump [`TAH_ABI_VERSION`].
 #![allow(non_camel_case_types)]
 
 use crate::api::{ApiModel, ApiSession, GenerateParams, ModelParams, Piece, SessionParams};
@@ -421,19 +423,19 @@ unsafe fn with_session<R>(
 /// pattern (the structs are copied as bytes).
 unsafe trait Versioned: Copy {
     const NAME: &'static str;
-    /// The first version's size: the least a caller may pass.
-    const MIN: usize;
     fn defaults() -> Self;
     fn set_struct_size(&mut self, size: usize);
 }
 
+/// The least `struct_size`: the member itself.
+const MIN_STRUCT_SIZE: usize = size_of::<usize>();
+
 fn check_size<T: Versioned>(size: usize) -> Result<(), String> {
-    if size < T::MIN || size > TAH_MAX_STRUCT_SIZE {
+    if !(MIN_STRUCT_SIZE..=TAH_MAX_STRUCT_SIZE).contains(&size) {
         return Err(format!(
-            "{}.struct_size {size} is not a size of this struct ({} to {TAH_MAX_STRUCT_SIZE}): \
-             is it initialized (sizeof, or the _init function)?",
-            T::NAME,
-            T::MIN
+            "{}.struct_size {size} is not a size of this struct ({MIN_STRUCT_SIZE} to \
+             {TAH_MAX_STRUCT_SIZE}): is it initialized (sizeof, or the _init function)?",
+            T::NAME
         ));
     }
     Ok(())
@@ -508,7 +510,6 @@ unsafe fn write_sized<T: Versioned>(p: *mut T, size: usize, mut v: T) -> Result<
 // pointer fields only.
 unsafe impl Versioned for tah_model_params {
     const NAME: &'static str = "tah_model_params";
-    const MIN: usize = size_of::<tah_model_params>();
     fn defaults() -> Self {
         tah_model_params {
             struct_size: size_of::<Self>(),
@@ -527,7 +528,6 @@ unsafe impl Versioned for tah_model_params {
 
 unsafe impl Versioned for tah_session_params {
     const NAME: &'static str = "tah_session_params";
-    const MIN: usize = size_of::<tah_session_params>();
     fn defaults() -> Self {
         let d = SessionParams::default();
         tah_session_params {
@@ -545,7 +545,6 @@ unsafe impl Versioned for tah_session_params {
 
 unsafe impl Versioned for tah_sampling {
     const NAME: &'static str = "tah_sampling";
-    const MIN: usize = size_of::<tah_sampling>();
     fn defaults() -> Self {
         let s = SamplingParams::default();
         tah_sampling {
@@ -572,7 +571,6 @@ unsafe impl Versioned for tah_sampling {
 
 unsafe impl Versioned for tah_stats {
     const NAME: &'static str = "tah_stats";
-    const MIN: usize = size_of::<tah_stats>();
     fn defaults() -> Self {
         tah_stats {
             struct_size: size_of::<Self>(),
@@ -1167,6 +1165,44 @@ pub unsafe extern "C" fn tah_session_prompt_tokens(
             with_session(session, |s| {
                 s.prompt_tokens(&ids)?;
                 Ok(0)
+            })
+        }
+    })
+}
+
+/// The session's tokens — those in its cache, then those queued for the next
+/// generation — into `out` (room for `capacity`). Returns how many there are;
+/// when that is more than `capacity` nothing is written (`out` may be NULL when
+/// `capacity` is 0). -1 on error.
+///
+/// # Safety
+/// `session` is NULL or a live session handle; `out` is NULL or has room for
+/// `capacity` `int32_t`s.
+#[no_mangle]
+pub unsafe extern "C" fn tah_session_tokens(
+    session: *const tah_session,
+    out: *mut i32,
+    capacity: usize,
+) -> i32 {
+    guard(-1, || {
+        // SAFETY: the caller's contract above.
+        unsafe {
+            with_session(session, |s| {
+                let cached = s.session().tokens();
+                let queued = s.queued();
+                let n = cached.len() + queued.len();
+                let count = i32::try_from(n).map_err(|_| "too many tokens".to_string())?;
+                if n <= capacity && n > 0 {
+                    if out.is_null() {
+                        return Err("output buffer is NULL".into());
+                    }
+                    // SAFETY: not NULL, with room for `capacity` ≥ `n` elements.
+                    let out = std::slice::from_raw_parts_mut(out, n);
+                    for (o, &id) in out.iter_mut().zip(cached.iter().chain(queued)) {
+                        *o = id as i32;
+                    }
+                }
+                Ok(count)
             })
         }
     })
