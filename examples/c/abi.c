@@ -704,7 +704,7 @@ int main(int argc, char **argv) {
   }
   model_path = argv[1];
   /* Scratch files go beside the model. */
-  char dir[4096];
+  char dir[2048];
   snprintf(dir, sizeof dir, "%s", model_path);
   char *slash = strrchr(dir, '/');
   if (slash) *slash = 0; else snprintf(dir, sizeof dir, ".");
