@@ -48,14 +48,15 @@
  * - Versioned structs. tah_model_params, tah_session_params, tah_sampling and
  *   tah_stats begin with size_t struct_size: fill them with their _init
  *   function (tah_model_params_init(&p, sizeof p), ...; for tah_stats set
- *   struct_size = sizeof st). The library reads and writes only the bytes that
- *   struct_size covers (any size from sizeof(size_t) up: each version of a
- *   struct is a prefix of the next), and uses defaults for fields beyond it. So a program
- *   built against an older tah.h keeps working with a newer libtah.so.0 (its
- *   smaller structs get defaults for the newer fields), and one built against a
- *   newer header gets a clear error from an older library if it sets fields
- *   that library does not know (compare tah_abi_version() with
- *   TAH_ABI_VERSION). No function takes or returns these structs by value.
+ *   struct_size = sizeof st). The library reads and writes only the bytes
+ *   that struct_size covers (any size from sizeof(size_t) up: each version of
+ *   a struct is a prefix of the next) and uses defaults for the fields beyond.
+ *   So a program built against an older tah.h keeps working with a newer
+ *   libtah.so.0 (its smaller structs get defaults for the newer fields), and
+ *   one built against a newer header gets a clear error from an older library
+ *   if it sets fields that library does not know (compare tah_abi_version()
+ *   with TAH_ABI_VERSION). No function takes or returns these structs by
+ *   value (a by-value struct cannot grow).
  * - Safety. Each function's Safety section lists what the caller must
  *   guarantee beyond the above: pointers that are NULL or valid for what they
  *   say (a handle from this library not yet freed, a NUL-terminated string,
