@@ -317,7 +317,7 @@ impl GgufFile {
         let f = Self::parse(path.clone(), bytes)?;
         let page = page_size();
         let need = f.alignment.min(page);
-        if offset % need != 0 {
+        if !offset.is_multiple_of(need) {
             return Err(err(format!(
                 "offset {offset} is not a multiple of {need}, the model's tensor alignment \
                  (general.alignment {}, page size {page}): store the model at an aligned offset \

@@ -281,8 +281,8 @@ impl ChatTemplate {
         let overlaps =
             |(s, e): (usize, usize), r: &std::ops::Range<usize>| s < r.end && r.start < e;
         let mut injected = false;
-        for k in 0..ids.len() {
-            if !tok.is_control(ids[k]) {
+        for (k, &id) in ids.iter().enumerate() {
+            if !tok.is_control(id) {
                 continue;
             }
             let c = core(k);
@@ -303,15 +303,15 @@ impl ChatTemplate {
         }
         // Cut at the template's control tokens; tokenize the rest as text.
         let mut pos = 0;
-        for k in 0..ids.len() {
-            if !tok.is_control(ids[k]) || spans.iter().any(|r| overlaps(core(k), r)) {
+        for (k, &id) in ids.iter().enumerate() {
+            if !tok.is_control(id) || spans.iter().any(|r| overlaps(core(k), r)) {
                 continue;
             }
             let (s, e) = offsets[k];
             if s > pos {
                 tok.encode_plain_into(&text[pos..s], &mut out)?;
             }
-            out.push(ids[k]);
+            out.push(id);
             pos = e;
         }
         if pos < text.len() {

@@ -31,6 +31,9 @@ use super::tokenizer_limits::{self, Growth};
 use super::{metadata_error, Result, TextError};
 use crate::format::{keys, GgufFile};
 
+/// A token's `(start, end)` bytes in the text it came from.
+pub(crate) type ByteRange = (usize, usize);
+
 /// Token texts that end generation when a file lists no `tah.eog_token_ids`
 /// (besides its eos id).
 const FALLBACK_EOG_TEXTS: [&str; 6] = [
@@ -298,7 +301,7 @@ impl Tokenizer {
     /// Ids of `text` (special tokens parsed, no BOS) with the byte range of
     /// `text` each one came from: the chat path uses it to tell the template's
     /// control tokens from text a message wrote.
-    pub(crate) fn encode_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<(usize, usize)>)> {
+    pub(crate) fn encode_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<ByteRange>)> {
         self.check_len(text)?;
         let enc = guard(|| self.inner.encode(text, false))
             .map_err(TextError::Encode)?
