@@ -1,20 +1,66 @@
 /*
  * tah.h - the C ABI of tah, an on-device inference engine for Think-at-Hard
- * language models. Link libtah.a (with -lpthread -ldl -lm) or libtah.so.
+ * language models. Link libtah.a (with -lpthread -ldl -lm) or libtah.so
+ * (SONAME libtah.so.0).
  *
  *   tah_model *m = tah_model_load("model.tah", NULL);
  *   tah_session *s = tah_session_new(m, NULL);
  *   tah_chat_message msg = {"user", "What is 7 * 6?"};
  *   tah_session_chat(s, &msg, 1, true, TAH_THINKING_DEFAULT);
- *   tah_sampling greedy = tah_sampling_greedy();
- *   tah_session_generate(s, 256, &greedy, on_token, NULL);
+ *   tah_sampling sp;
+ *   tah_sampling_init(&sp, sizeof sp);
+ *   sp.temperature = 0;                      (greedy)
+ *   tah_session_generate(s, 256, &sp, on_token, NULL);
  *   tah_session_free(s);
  *   tah_model_free(m);
  *
- * Errors: -1 or NULL, with the reason in tah_last_error() (per thread).
- * Every pointer may be NULL; no Rust panic crosses the ABI. A tah_model is
- * immutable and may be shared by any number of threads; a tah_session is used by
- * one thread at a time. See src/ffi.rs for the full conventions.
+ * Conventions, for every function:
+ * - Errors. Functions returning int32_t/int64_t return 0 (or a count) on
+ *   success and -1 on failure; functions returning a pointer return NULL on
+ *   failure. The reason is in tah_last_error(), per thread. The one other
+ *   negative value is TAH_CANCELLED from tah_session_generate, which is not an
+ *   error.
+ * - NULL safety. Every pointer argument may be NULL: the call fails with an
+ *   error (or, for the _free functions, does nothing). Strings are
+ *   NUL-terminated UTF-8; invalid UTF-8 is an error.
+ * - No unwinding. A Rust panic never crosses the ABI: it becomes an error
+ *   return ("internal error: ..."), and a session that panicked is reset.
+ *   Callbacks must not unwind either (no C++ exception may leave them).
+ * - Ownership and lifetimes. tah_model_load / tah_model_load_fd /
+ *   tah_session_new return handles owned by the caller, released with
+ *   tah_model_free / tah_session_free (each exactly once). A session keeps its
+ *   model alive: the model handle may be freed before its sessions. Strings,
+ *   arrays and structs passed in are borrowed for the call only (nothing keeps
+ *   a pointer to them). Strings returned by tah_version are static; the one of
+ *   tah_last_error lives until the next failing call on the same thread.
+ *   Pointers handed to a callback are valid during that call only.
+ * - Buffers. Functions that fill a caller buffer take (out, capacity) and
+ *   return the size needed; when it does not fit nothing is written, so a call
+ *   with capacity 0 (out may be NULL) asks for the size.
+ * - Threads. A tah_model is immutable: any number of threads may use it and
+ *   create sessions on it at once. A tah_session is used by one thread at a
+ *   time: a call that finds it busy (from another thread, or from inside its
+ *   own token callback) fails with "in use" instead of waiting or racing. The
+ *   exception is tah_session_cancel, which any thread may call at any time
+ *   without waiting. Each model runs its forward passes on its own pool of
+ *   n_threads workers; the token callback is called on the thread that called
+ *   tah_session_generate; the log callback on any thread.
+ * - Versioned structs. tah_model_params, tah_session_params, tah_sampling and
+ *   tah_stats begin with size_t struct_size: fill them with their _init
+ *   function (tah_model_params_init(&p, sizeof p), ...; for tah_stats set
+ *   struct_size = sizeof st). The library reads and writes only the bytes
+ *   that struct_size covers (any size from sizeof(size_t) up: each version of
+ *   a struct is a prefix of the next) and uses defaults for the fields beyond.
+ *   So a program built against an older tah.h keeps working with a newer
+ *   libtah.so.0 (its smaller structs get defaults for the newer fields), and
+ *   one built against a newer header gets a clear error from an older library
+ *   if it sets fields that library does not know (compare tah_abi_version()
+ *   with TAH_ABI_VERSION). No function takes or returns these structs by
+ *   value (a by-value struct cannot grow).
+ * - Safety. Each function's Safety section lists what the caller must
+ *   guarantee beyond the above: pointers that are NULL or valid for what they
+ *   say (a handle from this library not yet freed, a NUL-terminated string,
+ *   n readable elements, capacity writable ones).
  */
 
 #ifndef TAH_H
@@ -26,6 +72,18 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+// The version of this C ABI. It grows by one with every addition (a new
+// function, constant or struct field); a binary built against an older
+// header keeps working with a newer `libtah.so.0` (an incompatible change
+// would change the SONAME instead). Compare it with `tah_abi_version()` at
+// run time: a library older than the header may lack what the header
+// declares.
+#define TAH_ABI_VERSION 1
+
+// Returned by `tah_session_generate` when `tah_session_cancel` stopped it: not
+// an error (`tah_last_error` is not set); the session stays usable.
+#define TAH_CANCELLED -2
 
 // `tah_model_params.think_mode`: the decider picks the hard tokens (TaH).
 #define TAH_THINK_AUTO 0
@@ -42,6 +100,10 @@
 // `tah_model_params.kv_type`: single-precision KV cache.
 #define TAH_KV_F32 1
 
+// `tah_model_params.kv_type`: 8-bit blocks (q8_0): about half the bytes of
+// f16. Refused with an error by a library built without it.
+#define TAH_KV_Q8_0 2
+
 // `tah_stats.stop_reason`: no generation yet.
 #define TAH_STOP_NONE 0
 
@@ -57,17 +119,47 @@
 // `tah_stats.stop_reason`: the callback returned non-zero.
 #define TAH_STOP_CALLBACK 4
 
+// `tah_stats.stop_reason`: the text reached one of `tah_sampling.stop`.
+#define TAH_STOP_STRING 5
+
+// `tah_stats.stop_reason`: `tah_session_cancel` stopped it.
+#define TAH_STOP_CANCELLED 6
+
 // `enable_thinking` of `tah_session_chat`: do not pass it to the template.
 #define TAH_THINKING_DEFAULT -1
 
-// A loaded model (opaque). Thread-safe; see the conventions above.
+// Log levels (`tah_log_callback`'s `level`).
+#define TAH_LOG_ERROR 0
+
+#define TAH_LOG_WARN 1
+
+#define TAH_LOG_INFO 2
+
+#define TAH_LOG_DEBUG 3
+
+// Largest `struct_size` accepted (a larger one is taken for an uninitialized
+// struct).
+#define TAH_MAX_STRUCT_SIZE 1024
+
+// A loaded model (opaque). Immutable and thread-safe: any number of threads
+// may use it, and create sessions on it, at once.
 typedef struct tah_model tah_model;
 
-// One conversation on a model (opaque). One thread at a time.
+// One conversation on a model (opaque). Used by one thread at a time, except
+// `tah_session_cancel`, which any thread may call at any time.
 typedef struct tah_session tah_session;
 
-// How to load a model. Start from `tah_model_default_params()`.
+// Receives the library's log messages (`level` one of `TAH_LOG_*`, `message`
+// NUL-terminated UTF-8 valid during the call only). It may be called from any
+// thread, several at once (model loading in two threads logs from both): it
+// must be thread-safe and must not unwind.
+typedef void (*tah_log_callback)(int32_t level, const char *message, void *user_data);
+
+// How to load a model. Fill with `tah_model_params_init(&p, sizeof p)`.
 typedef struct tah_model_params {
+  // `sizeof(tah_model_params)` in the caller's header (the init function
+  // sets it): the library reads only what it covers.
+  size_t struct_size;
   // Worker threads of the model's pool; 0 = one per core.
   int32_t n_threads;
   // Default context length of its sessions, in tokens; 0 = the model's own,
@@ -80,43 +172,103 @@ typedef struct tah_model_params {
   float threshold;
   // Deepest depth a token may reach (1 = base model only); 0 = the file's.
   int32_t max_depth;
-  // `TAH_KV_F16` or `TAH_KV_F32`.
+  // `TAH_KV_F16` (default), `TAH_KV_F32` or `TAH_KV_Q8_0`.
   int32_t kv_type;
 } tah_model_params;
 
-// Per-session settings. Start from `tah_session_default_params()`.
+// Per-session settings. Fill with `tah_session_params_init(&p, sizeof p)`.
 typedef struct tah_session_params {
+  // `sizeof(tah_session_params)` in the caller's header.
+  size_t struct_size;
   // Context length in tokens; 0 = the model's `n_ctx`.
   int32_t n_ctx;
   // Most prompt tokens per forward pass; 0 = 64.
   int32_t n_batch;
+  // 1 (default): when the conversation reaches the end of the context, the
+  // oldest turns after the kept prefix are dropped and it goes on; 0: it
+  // stops with `TAH_STOP_CONTEXT_FULL` (or a "does not fit" error).
+  int32_t context_shift;
+  // Tokens kept at the start by a context shift; -1 (default) = the system
+  // prompt's (the first message when its role is "system").
+  int32_t keep_tokens;
 } tah_session_params;
 
-// Sampling settings. `tah_sampling_default()` or `tah_sampling_greedy()`.
+// One logit-bias entry: `bias` is added to token `token`'s logit (−100
+// effectively bans it, +100 forces it).
+typedef struct tah_logit_bias {
+  int32_t token;
+  float bias;
+} tah_logit_bias;
+
+// Sampling settings. Fill with `tah_sampling_init(&s, sizeof s)` (the
+// released evaluation's setting), then change fields.
+//
+// The sampler chain, in order (as llama.cpp documents its own):
+// 1. logit bias: each entry's `bias` added to its token's logit;
+// 2. penalties over the last `repeat_last_n` tokens of the session (prompt
+//    included): for each token seen c ≥ 1 times there, a positive logit is
+//    divided by `repeat_penalty`, a non-positive one multiplied by it, then
+//    c · `frequency_penalty` + `presence_penalty` is subtracted;
+// 3. greedy (`temperature` 0 or `top_k` 1) takes the argmax here, ties to
+//    the lowest id; otherwise:
+// 4. logits divided by `temperature`, 5. softmax,
+// 6. min-p: keep tokens with p ≥ `min_p` · p_max,
+// 7. top-k: keep the `top_k` most probable,
+// 8. top-p: keep the smallest most-probable prefix of mass ≥ `top_p`
+//    (measured on the survivors renormalised),
+// 9. draw with a PRNG seeded by `seed`.
+//
+// Every value is checked when `tah_session_generate` starts; NaN or out of
+// range is an error naming the field.
 typedef struct tah_sampling {
-  // 0 (or less) = greedy.
+  // `sizeof(tah_sampling)` in the caller's header.
+  size_t struct_size;
+  // Finite, ≥ 0; 0 = greedy. Default 0.6.
   float temperature;
-  // Keep the k most likely tokens; 0 = off.
+  // ≥ 0; 0 = off, 1 = greedy. Default 20.
   int32_t top_k;
-  // Nucleus mass; 1 = off.
+  // In (0, 1]; 1 = off. Default 0.95.
   float top_p;
-  // Drop tokens below min_p × the top probability; 0 = off.
+  // In [0, 1]; 0 = off. Default 0.
   float min_p;
-  // Random seed: a generation is reproducible for a given seed.
+  // Finite, > 0; 1 = off (default).
+  float repeat_penalty;
+  // Tokens the penalties look at, in [0, 8192]; 0 = off. Default 64.
+  int32_t repeat_last_n;
+  // In [-2, 2]; 0 = off (default).
+  float presence_penalty;
+  // In [-2, 2]; 0 = off (default).
+  float frequency_penalty;
+  // Random seed: a generation is reproducible for a given seed. Default 0.
   uint64_t seed;
+  // `n_logit_bias` entries (at most 1024; tokens inside the vocabulary,
+  // biases finite in [-100, 100]), borrowed for the call; NULL when 0.
+  const struct tah_logit_bias *logit_bias;
+  size_t n_logit_bias;
+  // `n_stop` stop strings (at most 16, each non-empty UTF-8 of at most 256
+  // bytes), borrowed for the call; NULL when 0. Generation ends when the
+  // text contains one; the stop text is not delivered to the callback, even
+  // when it spans several tokens (text that may begin one is held back until
+  // it cannot). Needs the model's tokenizer.
+  const char *const *stop;
+  size_t n_stop;
 } tah_sampling;
 
 // One chat message (borrowed strings).
 typedef struct tah_chat_message {
   // "system", "user", "assistant" or "tool".
   const char *role;
+  // The text; control-token text in it (`<|im_end|>`) stays plain text.
   const char *content;
 } tah_chat_message;
 
-// Called once per generated token, on the generating thread: `piece` is the
-// text the token completes (`len` bytes of UTF-8, NUL-terminated, possibly
-// empty; valid during the call only), `depth` the deepest pass it ran (1 or
-// more). Return 0 to go on, non-zero to stop.
+// Called once per generated token, on the thread that called
+// `tah_session_generate`: `piece` is the text the token completes (`len`
+// bytes of UTF-8, NUL-terminated, possibly empty; valid during the call
+// only), `depth` the deepest pass it ran (1 or more). Return 0 to go on,
+// non-zero to stop. It must not call into the same session (that call fails
+// with "in use"), except `tah_session_cancel`; it must not unwind (no C++
+// exception may leave it).
 typedef int (*tah_token_callback)(const char *piece,
                                   size_t len,
                                   int32_t token_id,
@@ -124,8 +276,10 @@ typedef int (*tah_token_callback)(const char *piece,
                                   void *user_data);
 
 // Statistics of a session's last generation (token counts and KV bytes as of
-// the call).
+// the call). Set `struct_size = sizeof(tah_stats)` before `tah_session_stats`.
 typedef struct tah_stats {
+  // `sizeof(tah_stats)` in the caller's header, set by the caller.
+  size_t struct_size;
   // Tokens fed before generating.
   uint64_t prompt_tokens;
   // Prompt tokens that ran depth ≥ 2.
@@ -146,6 +300,9 @@ typedef struct tah_stats {
   // Tokens in the session's cache, and its context length.
   uint64_t n_past;
   uint64_t n_ctx;
+  // Tokens delivered to the callback (what `tah_session_generate` returned,
+  // also when it returned `TAH_CANCELLED`).
+  uint64_t delivered_tokens;
   // One of `TAH_STOP_*`.
   int32_t stop_reason;
 } tah_stats;
@@ -157,31 +314,80 @@ extern "C" {
 // The library version, e.g. "0.1.0" (static string).
 const char *tah_version(void);
 
+// The ABI version of the library (`TAH_ABI_VERSION` of the header it was built
+// from). A program built against header version H can use this library when
+// `tah_abi_version() >= H`.
+int32_t tah_abi_version(void);
+
 // The message of the last call that failed on this thread ("" if none). Valid
 // until the next failing call on this thread; successful calls leave it alone.
 const char *tah_last_error(void);
 
-// Default model parameters: all cores, the model's context (≤ 4096), think
-// mode auto, the file's threshold and depth, f16 KV cache.
-struct tah_model_params tah_model_default_params(void);
+// Sends the library's log messages (model loading, choices made, warnings) to
+// `callback` with `user_data`, process-wide; NULL stops them. Without a
+// callback the library is silent (it never writes to stderr itself). The
+// callback may be called from any thread (see `tah_log_callback`), and one
+// call already under way on another thread may still finish after this
+// function returns: keep `user_data` valid until then.
+//
+// # Safety
+// `callback`, when given, is safe to call with `user_data` from any thread.
+void tah_set_log_callback(tah_log_callback callback, void *user_data);
 
-// Default session parameters: the model's context, batches of 64.
-struct tah_session_params tah_session_default_params(void);
+// Fills `*params` (of `size` bytes: pass `sizeof *params`) with the default
+// model parameters: all cores, the model's context (≤ 4096), think mode auto,
+// the file's threshold and depth, f16 KV cache. 0 or -1.
+//
+// # Safety
+// `params` is NULL or has `size` writable bytes.
+int32_t tah_model_params_init(struct tah_model_params *params, size_t size);
 
-// The released evaluation's sampling: temperature 0.6, top-k 20, top-p 0.95, seed 0.
-struct tah_sampling tah_sampling_default(void);
+// Fills `*params` (of `size` bytes) with the default session parameters: the
+// model's context, batches of 64, context shift on, keeping the system
+// prompt. 0 or -1.
+//
+// # Safety
+// `params` is NULL or has `size` writable bytes.
+int32_t tah_session_params_init(struct tah_session_params *params, size_t size);
 
-// Greedy (argmax) decoding.
-struct tah_sampling tah_sampling_greedy(void);
+// Fills `*sampling` (of `size` bytes) with the released evaluation's
+// sampling: temperature 0.6, top-k 20, top-p 0.95, min-p 0, seed 0; no
+// penalties (repeat_penalty 1, window 64), no logit bias, no stop strings.
+// Set `temperature = 0` for greedy decoding. 0 or -1.
+//
+// # Safety
+// `sampling` is NULL or has `size` writable bytes.
+int32_t tah_sampling_init(struct tah_sampling *sampling, size_t size);
 
 // Loads (memory-maps) a `.tah` / GGUF file. `params` may be NULL (defaults).
 // Returns NULL on failure (a missing file, a bad file, settings the model does
-// not support such as depth 2 on a plain model).
+// not support such as depth 2 on a plain model). The handle is the caller's,
+// released with `tah_model_free`.
 //
 // # Safety
 // `path` is NULL or a NUL-terminated string; `params` is NULL or points to a
-// `tah_model_params`.
+// `tah_model_params` of `struct_size` readable bytes.
 struct tah_model *tah_model_load(const char *path, const struct tah_model_params *params);
+
+// Loads the model stored in `length` bytes at `offset` of the open file `fd`
+// (a model kept uncompressed inside an APK: the asset's file descriptor,
+// offset and length; a file an app was handed), mapped without copying.
+// `length` 0 = to the end of the file. The offset must keep the model's
+// tensor alignment (a multiple of its `general.alignment`, 32 by default, or
+// of the page size when smaller; a page-aligned offset always does): another
+// offset is an error saying so. `fd` is only used during the call (the
+// library maps the range through its own duplicate, closed before
+// returning): the caller still owns `fd` and may close it as soon as the call
+// returns. The file must not be truncated or rewritten while the model is
+// loaded. NULL on failure.
+//
+// # Safety
+// `fd` is an open file descriptor or negative; `params` is NULL or points to
+// a `tah_model_params` of `struct_size` readable bytes.
+struct tah_model *tah_model_load_fd(int fd,
+                                    uint64_t offset,
+                                    uint64_t length,
+                                    const struct tah_model_params *params);
 
 // Releases the caller's handle (NULL is fine). Sessions on the model keep it
 // alive until they are freed.
@@ -190,7 +396,7 @@ struct tah_model *tah_model_load(const char *path, const struct tah_model_params
 // `model` is NULL or a handle from `tah_model_load`, freed only once.
 void tah_model_free(struct tah_model *model);
 
-// Vocabulary size, or -1.
+// Vocabulary size (rows of the model's embedding), or -1.
 //
 // # Safety
 // `model` is NULL or a live model handle.
@@ -203,9 +409,56 @@ int32_t tah_model_n_vocab(const struct tah_model *model);
 // `model` is NULL or a live model handle.
 bool tah_model_has_tokenizer(const struct tah_model *model);
 
+// The model's beginning-of-sequence token id; -1 when it has none (or no
+// tokenizer), or when `model` is NULL (then with an error).
+//
+// # Safety
+// `model` is NULL or a live model handle.
+int32_t tah_model_bos(const struct tah_model *model);
+
+// The model's end-of-sequence token id; -1 as for `tah_model_bos`. Generation
+// ends at any end-of-generation token (`tah_model_eog_tokens`), of which this
+// is usually one.
+//
+// # Safety
+// `model` is NULL or a live model handle.
+int32_t tah_model_eos(const struct tah_model *model);
+
+// The ids that end generation, ascending, into `out` (room for `capacity`).
+// Returns how many there are; when that is more than `capacity` nothing is
+// written (`out` may be NULL when `capacity` is 0). 0 for a model without
+// tokenizer. -1 on error.
+//
+// # Safety
+// `model` is NULL or a live model handle; `out` is NULL or has room for
+// `capacity` `int32_t`s.
+int32_t tah_model_eog_tokens(const struct tah_model *model, int32_t *out, size_t capacity);
+
+// True when token `id` ends generation (false for other ids, a model without
+// tokenizer, or a NULL model).
+//
+// # Safety
+// `model` is NULL or a live model handle.
+bool tah_model_is_eog(const struct tah_model *model, int32_t id);
+
+// The bytes token `id` stands for, as the token callback would stream them
+// (a control token's own text; possibly part of a UTF-8 character), into
+// `out` (room for `capacity` bytes) followed by a NUL. Returns their number
+// without the NUL; when `capacity` is less than that plus one nothing is
+// written (`out` may be NULL when `capacity` is 0). -1 on error (no
+// tokenizer, an id outside the vocabulary).
+//
+// # Safety
+// `model` is NULL or a live model handle; `out` is NULL or has room for
+// `capacity` bytes.
+int64_t tah_token_to_piece(const struct tah_model *model, int32_t id, char *out, size_t capacity);
+
 // Token ids of `text` into `out` (room for `capacity`). Returns the number of
 // tokens; when that is more than `capacity` nothing is written (call again with
 // a bigger buffer; `out` may be NULL when `capacity` is 0). -1 on error.
+// `add_special`: the model's BOS first where it wants one. `parse_special`:
+// control tokens written in the text (`<|im_end|>`) become control tokens;
+// false keeps them plain text — the safe choice for anything a user typed.
 //
 // # Safety
 // `model` is NULL or a live model handle; `text` is NULL or a NUL-terminated
@@ -213,6 +466,7 @@ bool tah_model_has_tokenizer(const struct tah_model *model);
 int32_t tah_tokenize(const struct tah_model *model,
                      const char *text,
                      bool add_special,
+                     bool parse_special,
                      int32_t *out,
                      size_t capacity);
 
@@ -231,36 +485,59 @@ int64_t tah_detokenize(const struct tah_model *model,
                        size_t capacity);
 
 // A new, empty session on `model`. `params` may be NULL (defaults). Allocates
-// the KV cache for its context. NULL on failure.
+// the KV cache as the conversation grows. The handle is the caller's,
+// released with `tah_session_free`; it keeps the model alive. NULL on failure.
 //
 // # Safety
 // `model` is NULL or a live model handle; `params` is NULL or points to a
-// `tah_session_params`.
+// `tah_session_params` of `struct_size` readable bytes.
 struct tah_session *tah_session_new(const struct tah_model *model,
                                     const struct tah_session_params *params);
 
-// Frees a session (NULL is fine). Not while another thread uses it.
+// Frees a session (NULL is fine). Not while another thread uses it (to stop
+// a running generation first: `tah_session_cancel`, then wait for that call
+// to return).
 //
 // # Safety
 // `session` is NULL or a handle from `tah_session_new`, freed only once and
 // not in use on another thread.
 void tah_session_free(struct tah_session *session);
 
-// Forgets the conversation (the cache and anything queued). 0 or -1.
+// Stops the session's running `tah_session_generate` (in its prompt or in
+// its generation), which returns `TAH_CANCELLED` with stop_reason
+// `TAH_STOP_CANCELLED` within one forward step. Callable from any thread at
+// any time, also from the token callback; it never waits for the session's
+// call. A cancel that arrives while no generation runs is void (it does not
+// cancel the next one). After a cancel the session holds what was completed:
+// the prompt tokens fed before it (the rest of the queued prompt is dropped)
+// and the tokens generated; a `tah_session_chat` with the whole conversation
+// again re-feeds only what is missing. 0, or -1 for a NULL session.
+//
+// # Safety
+// `session` is NULL or a live session handle (not being freed).
+int32_t tah_session_cancel(const struct tah_session *session);
+
+// Forgets the conversation (the cache and anything queued) and the last
+// statistics. 0 or -1.
 //
 // # Safety
 // `session` is NULL or a live session handle.
 int32_t tah_session_reset(struct tah_session *session);
 
 // Queues `text` after what the session holds; it is fed by the next
-// `tah_session_generate`. With `add_special` the model's BOS is prepended where
-// it wants one (use it for the first text of a conversation). Returns the number
-// of tokens queued, or -1.
+// `tah_session_generate` (this call only tokenizes). `add_special`: the
+// model's BOS first where it wants one (use it for the first text of a
+// conversation). `parse_special`: control tokens written in the text become
+// control tokens; false (the safe choice for user text) keeps them plain
+// text. Returns the number of tokens queued, or -1.
 //
 // # Safety
 // `session` is NULL or a live session handle; `text` is NULL or a
 // NUL-terminated string.
-int32_t tah_session_prompt(struct tah_session *session, const char *text, bool add_special);
+int32_t tah_session_prompt(struct tah_session *session,
+                           const char *text,
+                           bool add_special,
+                           bool parse_special);
 
 // Queues `n` token ids after what the session holds. 0 or -1.
 //
@@ -269,14 +546,27 @@ int32_t tah_session_prompt(struct tah_session *session, const char *text, bool a
 // `int32_t`s.
 int32_t tah_session_prompt_tokens(struct tah_session *session, const int32_t *ids, size_t n);
 
+// The session's tokens — those in its cache, then those queued for the next
+// generation — into `out` (room for `capacity`). Returns how many there are;
+// when that is more than `capacity` nothing is written (`out` may be NULL when
+// `capacity` is 0). -1 on error.
+//
+// # Safety
+// `session` is NULL or a live session handle; `out` is NULL or has room for
+// `capacity` `int32_t`s.
+int32_t tah_session_tokens(const struct tah_session *session, int32_t *out, size_t capacity);
+
 // Sets the conversation to `messages[0..n]`, rendered with the model's chat
 // template (with `add_generation_prompt`, it ends where the assistant's reply
-// begins). `enable_thinking`: 1 or 0 is passed to the template (Qwen3: 0 asks
-// for a direct answer), `TAH_THINKING_DEFAULT` (-1) passes nothing. The cached
-// tokens the rendering shares with the session are kept and only the rest is
-// queued, so a multi-turn chat passes the whole conversation each turn (the
-// assistant's replies included) and pays only for the new suffix. Returns the
-// number of tokens queued, or -1.
+// begins). Control tokens come only from the template: text in a message's
+// content that spells one (`"<|im_end|>"`) stays plain text. `enable_thinking`:
+// 1 or 0 is passed to the template (Qwen3: 0 asks for a direct answer),
+// `TAH_THINKING_DEFAULT` (-1) passes nothing. The cached tokens the rendering
+// shares with the session are kept and only the rest is queued, so a
+// multi-turn chat passes the whole conversation each turn (the assistant's
+// replies included) and pays only for the new suffix. This call only renders
+// and tokenizes; `tah_session_generate` feeds. Returns the number of tokens
+// queued, or -1.
 //
 // # Safety
 // `session` is NULL or a live session handle; `messages` is NULL or points to
@@ -289,26 +579,73 @@ int32_t tah_session_chat(struct tah_session *session,
 
 // Feeds the queued prompt and generates up to `max_tokens` tokens, calling
 // `callback` (may be NULL) for each on this thread; a non-zero return stops.
-// The end-of-generation token ends generation without a callback. `sampling`
-// may be NULL (`tah_sampling_default()`). With nothing queued, generation
-// continues after the last token in the session. Returns the number of tokens
-// generated, or -1.
+// `sampling` may be NULL (`tah_sampling_init`'s defaults). With nothing
+// queued, generation continues after the last token in the session.
+//
+// Returns the number of tokens delivered to the callback. The
+// end-of-generation token is not delivered: it ends generation, and
+// `tah_stats.stop_reason` says why generation ended (`generated_tokens`
+// counts it). One exception: with stop strings set, text held back as the
+// possible start of a stop string is released when the end token comes, in
+// one last callback with the end token's id and that text. Returns `TAH_CANCELLED` when `tah_session_cancel` stopped it
+// (the number delivered is then `tah_stats.delivered_tokens`), -1 on error.
 //
 // # Safety
 // `session` is NULL or a live session handle; `sampling` is NULL or points to
-// a `tah_sampling`; `callback`, when given, is safe to call with `user_data`.
+// a `tah_sampling` of `struct_size` readable bytes; `callback`, when given,
+// is safe to call with `user_data`.
 int32_t tah_session_generate(struct tah_session *session,
                              int32_t max_tokens,
                              const struct tah_sampling *sampling,
                              tah_token_callback callback,
                              void *user_data);
 
-// Fills `out` with the statistics of the session's last generation. 0 or -1.
+// Fills `*out` with the statistics of the session's last generation; set
+// `out->struct_size = sizeof *out` first (the library writes only what that
+// covers). After `tah_session_reset` they are zero (stop_reason
+// `TAH_STOP_NONE`) but for n_past, n_ctx and the KV bytes, which are current.
+// Fails with "in use" while the session generates on another thread
+// (it never waits). 0 or -1.
 //
 // # Safety
 // `session` is NULL or a live session handle; `out` is NULL or points to a
-// writable `tah_stats`.
+// `tah_stats` of `struct_size` writable bytes.
 int32_t tah_session_stats(const struct tah_session *session, struct tah_stats *out);
+
+// The session's complete state (tokens, both cache depths, per-token depths,
+// sampler state; versioned, with the model's fingerprint) into `out` (room
+// for `capacity` bytes). Returns its size in bytes; when that is more than
+// `capacity` nothing is written (`out` may be NULL when `capacity` is 0).
+// Each call serializes the state: pass a buffer large enough at once (e.g.
+// from an earlier call) to avoid doing it twice. -1 on error.
+//
+// # Safety
+// `session` is NULL or a live session handle; `out` is NULL or has room for
+// `capacity` bytes.
+int64_t tah_session_save(const struct tah_session *session, uint8_t *out, size_t capacity);
+
+// Replaces the session's state with `len` bytes from `tah_session_save` (of
+// a session of the same model file and KV type; anything else is an error
+// and leaves the session as it was). 0 or -1.
+//
+// # Safety
+// `session` is NULL or a live session handle; `data` is NULL or points to
+// `len` readable bytes.
+int32_t tah_session_restore(struct tah_session *session, const uint8_t *data, size_t len);
+
+// `tah_session_save` to the file `path` (written whole or not at all). 0 or -1.
+//
+// # Safety
+// `session` is NULL or a live session handle; `path` is NULL or a
+// NUL-terminated string.
+int32_t tah_session_save_file(const struct tah_session *session, const char *path);
+
+// `tah_session_restore` from the file `path`. 0 or -1.
+//
+// # Safety
+// `session` is NULL or a live session handle; `path` is NULL or a
+// NUL-terminated string.
+int32_t tah_session_load_file(struct tah_session *session, const char *path);
 
 #ifdef __cplusplus
 }  // extern "C"

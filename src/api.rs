@@ -108,21 +108,34 @@ impl std::fmt::Debug for ApiModel {
 impl ApiModel {
     /// Like [`ApiModel::load`], from `length` bytes at `offset` of an open file
     /// (a model stored uncompressed inside an APK, a SAF descriptor), mapped
-    /// without copying; `length` 0 = to the end of the file.
+    /// without copying; `length` 0 = to the end of the file. The file is only
+    /// used during the call (the mapping outlives it). An offset that breaks
+    /// the model's tensor alignment is an error
+    /// ([`crate::format::GgufFile::open_range`]).
     pub fn load_file_range(
         file: std::fs::File,
         offset: u64,
         length: u64,
         params: ModelParams,
     ) -> Result<Arc<ApiModel>, Error> {
-        let _ = (file, offset, length, params);
-        Err("loading from a file descriptor is not implemented yet".into())
+        let name = format!("model at offset {offset} of an open file");
+        let f = crate::format::GgufFile::open_range(&file, offset, length, &name)
+            .map_err(|e| e.to_string())?;
+        drop(file);
+        let model = Model::from_file(f).map_err(|e| e.to_string())?;
+        Self::start(model, params, &name)
     }
 
     /// Maps the file, checks the think settings against it and starts the pool.
     pub fn load(path: impl AsRef<Path>, params: ModelParams) -> Result<Arc<ApiModel>, Error> {
         let path = path.as_ref();
-        let model = Arc::new(Model::load(path).map_err(|e| e.to_string())?);
+        let model = Model::load(path).map_err(|e| e.to_string())?;
+        Self::start(model, params, &path.display().to_string())
+    }
+
+    /// The rest of loading: the pool, a check of the settings, a few log lines.
+    fn start(model: Model, params: ModelParams, name: &str) -> Result<Arc<ApiModel>, Error> {
+        let model = Arc::new(model);
         let pool = Threads::new(params.threads)?;
         let m = ApiModel {
             model,
@@ -133,8 +146,61 @@ impl ApiModel {
         // A one-token session checks threshold / max depth / think mode against
         // the file (plain models have no depth 2) at load time, not at first use.
         Session::new(Arc::clone(&m.model), &m.session_options(1, 1))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(|e| format!("{name}: {e}"))?;
+        m.log_loaded(name);
         Ok(Arc::new(m))
+    }
+
+    /// Tells the app's log sink what was loaded and how it will run.
+    fn log_loaded(&self, name: &str) {
+        use crate::log::{emit, Level};
+        let c = &self.model.cfg;
+        emit(
+            Level::Info,
+            &format!(
+                "loaded {name}: {:?}, {} layers, dim {}, {} heads ({} KV), vocab {}, context {}, {}",
+                c.arch,
+                c.n_layers,
+                c.dim,
+                c.n_heads,
+                c.n_kv_heads,
+                c.vocab,
+                c.ctx_len,
+                match &c.tah {
+                    Some(t) => format!("TaH (max depth {}, threshold {})", t.max_iter, t.threshold),
+                    None => "plain model (depth 1 only)".into(),
+                }
+            ),
+        );
+        // TAH_KERNELS naming a table this CPU lacks panics at the first product:
+        // say so here, where it is clear why.
+        let forced = std::env::var("TAH_KERNELS").ok().filter(|n| !n.is_empty());
+        match forced {
+            Some(n) if crate::kernels::by_name(&n).is_none() => emit(
+                Level::Warn,
+                &format!("TAH_KERNELS={n}: no such kernel table on this CPU"),
+            ),
+            _ => emit(
+                Level::Info,
+                &format!(
+                    "kernels {}, {} threads, KV cache {:?}",
+                    crate::kernels::kernels().name,
+                    self.pool.threads(),
+                    self.params.kv_type
+                ),
+            ),
+        }
+        if self.model.tokenizer.is_none() {
+            emit(
+                Level::Warn,
+                "the model has no tokenizer: only token-id prompts work",
+            );
+        } else if self.model.chat_template.is_none() {
+            emit(
+                Level::Warn,
+                "the model has no chat template: chat is unavailable",
+            );
+        }
     }
 
     fn session_options(&self, ctx: usize, batch: usize) -> SessionOptions {
@@ -179,9 +245,8 @@ impl ApiModel {
         add_special: bool,
         parse_special: bool,
     ) -> Result<Vec<u32>, Error> {
-        let _ = parse_special; // not implemented yet: always parsed
         self.tokenizer()?
-            .encode(text, add_special)
+            .encode_with(text, add_special, parse_special)
             .map_err(|e| e.to_string())
     }
 
@@ -219,6 +284,9 @@ pub struct EmbedStats {
     pub ctx: usize,
     /// `None` before the first generation.
     pub stop: Option<StopReason>,
+    /// Tokens the last generation handed to the callback (what
+    /// [`ApiSession::generate`] returned; the end-of-generation token is not one).
+    pub delivered_tokens: usize,
 }
 
 /// What one [`ApiSession::generate`] call does.
@@ -337,11 +405,18 @@ impl ApiSession {
             .map_err(|e| format!("{}: {e}", path.display()))
     }
 
-    /// Forgets the conversation and anything queued.
+    /// Forgets the conversation, anything queued and the last statistics.
     pub fn reset(&mut self) {
         self.session.reset();
         self.pending.clear();
         self.window.reset();
+        self.last = EmbedStats::default();
+    }
+
+    /// Tokens queued for the next generation (after those in the cache,
+    /// [`Session::tokens`]).
+    pub fn queued(&self) -> &[u32] {
+        &self.pending
     }
 
     /// Tokens in the cache plus tokens queued.
@@ -382,7 +457,8 @@ impl ApiSession {
     }
 
     /// Sets the conversation to `messages`, rendered with the model's chat
-    /// template. The cached tokens the rendering shares are kept; the rest is
+    /// template; control tokens come only from the template, never from a
+    /// message's content. The cached tokens the rendering shares are kept; the rest is
     /// queued (so a follow-up turn feeds only the new suffix, as `tah chat` does).
     /// `enable_thinking` is passed to the template only when `Some`. Returns the
     /// number of tokens queued.
@@ -423,14 +499,32 @@ impl ApiSession {
 
     /// Feeds the queued tokens and generates up to `max_tokens`, calling
     /// `on_token` on this thread for each one (false stops). The end-of-generation
-    /// token ends generation without a call (it is counted in the statistics).
-    /// With nothing queued it continues after the last token in the cache.
-    /// Returns the number of tokens generated.
+    /// token ends generation without a call (it is counted in the statistics'
+    /// `generated_tokens`) — except when it releases text held back as the
+    /// possible start of a stop string: that text comes in one last call with
+    /// the end token's id. With nothing queued it continues after the last
+    /// token in the cache. Returns the number of tokens handed to `on_token`
+    /// (the statistics' `stop` says why it ended: a cancel is `Cancelled`).
     pub fn generate(
         &mut self,
         params: &GenerateParams,
         on_token: &mut dyn FnMut(&Piece) -> bool,
     ) -> Result<usize, Error> {
+        // Refuse bad settings before touching the queue or the cache.
+        let checked = GenerateOptions {
+            max_tokens: params.max_tokens,
+            sampling: params.sampling,
+            stop_at_eog: true,
+            logit_bias: params.logit_bias.clone(),
+            stop: params.stop.clone(),
+            context_shift: None,
+        };
+        checked
+            .validate(self.model.model.cfg.vocab)
+            .map_err(|e| e.to_string())?;
+        if !checked.stop.is_empty() && self.model.model.tokenizer.is_none() {
+            return Err("stop strings need the model's tokenizer".into());
+        }
         if self.pending.is_empty() {
             // Re-feeding the last token gives its logits again (same forward).
             let Some(&last) = self.session.tokens().last() else {
@@ -471,11 +565,27 @@ impl ApiSession {
             piece: String,
             depth: u8,
         }
+        let mut delivered = 0usize;
         let result = model.pool.install_with_events(
             |emit: &mut dyn FnMut(Event) -> bool| {
                 let mut forward = |e: &TokenEvent| {
-                    if tokenizer.is_some_and(|t| t.is_eog(e.id)) {
-                        return true; // generate() stops after it
+                    if let Some(t) = tokenizer.filter(|t| t.is_eog(e.id)) {
+                        // generate() stops after it. Its event may release text
+                        // held back for a stop string: that text is delivered
+                        // (with the end token's id), the end token's own text is not.
+                        let own = t.token_text(e.id);
+                        let held = own
+                            .as_deref()
+                            .and_then(|o| e.piece.strip_suffix(o))
+                            .unwrap_or(e.piece);
+                        if held.is_empty() {
+                            return true;
+                        }
+                        return emit(Event {
+                            id: e.id,
+                            piece: held.to_string(),
+                            depth: e.depth,
+                        });
                     }
                     emit(Event {
                         id: e.id,
@@ -486,6 +596,7 @@ impl ApiSession {
                 generate(session, tokenizer, &prompt, &opts, None, &mut forward)
             },
             &mut |ev: Event| {
+                delivered += 1;
                 on_token(&Piece {
                     id: ev.id,
                     text: &ev.piece,
@@ -513,8 +624,9 @@ impl ApiSession {
             n_past: self.session.n_past(),
             ctx: self.session.ctx(),
             stop: Some(g.stop),
+            delivered_tokens: delivered,
         };
-        Ok(g.tokens.len())
+        Ok(delivered)
     }
 
     /// Statistics of the last generation (KV bytes and token counts as of now).
@@ -587,10 +699,16 @@ impl ChatWindow {
         tok: &Tokenizer,
         msgs: &[ChatMessage],
     ) -> Result<Vec<u32>, Error> {
-        let text = tmpl
-            .render(msgs, self.add_generation_prompt, self.enable_thinking)
-            .map_err(|e| e.to_string())?;
-        tok.encode(&text, true).map_err(|e| e.to_string())
+        // Message contents never become control tokens: only the template's
+        // own markers do (ChatTemplate::encode).
+        tmpl.encode(
+            tok,
+            msgs,
+            self.add_generation_prompt,
+            self.enable_thinking,
+            true,
+        )
+        .map_err(|e| e.to_string())
     }
 
     /// The token ids of `messages` as the model should see them. Without

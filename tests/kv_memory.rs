@@ -202,10 +202,9 @@ fn absurd_context_through_c_abi_is_an_error() {
         let m = tah_model_load(path.as_ptr(), std::ptr::null());
         assert!(!m.is_null(), "load: {}", last_error());
         // i32::MAX tokens: 824 GB per layer's f16 keys alone.
-        let p = tah_session_params {
-            n_ctx: i32::MAX,
-            n_batch: 0,
-        };
+        let mut p: tah_session_params = std::mem::zeroed();
+        tah_session_params_init(&mut p, std::mem::size_of::<tah_session_params>());
+        p.n_ctx = i32::MAX;
         let s = tah_session_new(m, &p);
         assert!(s.is_null(), "a session of i32::MAX tokens was created");
         let e = last_error();

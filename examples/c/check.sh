@@ -2,7 +2,11 @@
 # Checks the C ABI end to end with a real model (SmolLM2-135M-Instruct, converted
 # to .tah): builds examples/c/math.c against libtah.a and libtah.so, runs both
 # (greedy, so their answers must be identical), then runs a short generation under
-# valgrind memcheck, which must report no errors and no definite leaks.
+# valgrind memcheck, which must report no errors and no definite leaks; checks
+# the SONAME (libtah.so.0) and what the shared programs need; runs edges.c
+# (hostile numbers) and abi.c (cancel, sampling, safe prompts, fd loading,
+# versions, struct growth, log, vocabulary, save/restore), the short abi cases
+# under valgrind too.
 #   examples/c/check.sh
 # Needs gcc, valgrind and the SmolLM2 GGUF (models/fetch.sh). Env:
 #   TAH_MODELS   where the GGUF is (default ~/.cache/tah/models)
@@ -62,4 +66,22 @@ valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
   --log-file="$out/valgrind-edges.log" "$out/edges" "$model" > "$out/edges-vg.txt" 2>&1 || {
   echo "check.sh: edges under valgrind failed:" >&2; cat "$out/edges-vg.txt" "$out/valgrind-edges.log" >&2; exit 1; }
 echo "   $((SECONDS - t0)) s" >&2
-echo "check.sh: C example OK (static, shared, valgrind, hostile numbers)" >&2
+step "SONAME: libtah.so is libtah.so.0, and the shared programs need libtah.so.0"
+readelf -d "$out/lib/libtah.so.0" | grep -q "SONAME.*\[libtah.so.0\]" || {
+  echo "check.sh: libtah.so has no SONAME libtah.so.0:" >&2; readelf -d "$out/lib/libtah.so.0" | grep -i soname >&2; exit 1; }
+for p in math-shared abi; do
+  readelf -d "$out/$p" | grep -q "NEEDED.*\[libtah.so.0\]" || {
+    echo "check.sh: $p does not need libtah.so.0" >&2; readelf -d "$out/$p" | grep NEEDED >&2; exit 1; }
+done
+t0=$SECONDS
+step "app-grade ABI (abi.c, shared): all cases"
+"$out/abi" "$model" all > "$out/abi.txt" 2>&1 || { cat "$out/abi.txt" >&2; echo "check.sh: abi failed" >&2; exit 1; }
+grep -E "^(note|skip)" "$out/abi.txt" >&2 || true
+tail -n 1 "$out/abi.txt" >&2
+step "the short abi cases under valgrind (static)"
+valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
+  --log-file="$out/valgrind-abi.log" "$out/abi-static" "$model" quick > "$out/abi-vg.txt" 2>&1 || {
+  echo "check.sh: abi under valgrind failed:" >&2; cat "$out/abi-vg.txt" "$out/valgrind-abi.log" >&2; exit 1; }
+grep -E "ERROR SUMMARY|definitely lost:" "$out/valgrind-abi.log" >&2 || true
+echo "   $((SECONDS - t0)) s" >&2
+echo "check.sh: C example OK (static, shared, valgrind, hostile numbers, SONAME, app-grade ABI)" >&2

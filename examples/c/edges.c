@@ -37,35 +37,35 @@ int main(int argc, char **argv) {
   const char *path = argv[1];
   tah_model_params mp;
 
-  mp = tah_model_default_params();
+  tah_model_params_init(&mp, sizeof mp);
   mp.n_threads = 5000;
   expect_fail("model: 5000 threads", load(path, mp) == NULL, "threads");
 
-  mp = tah_model_default_params();
+  tah_model_params_init(&mp, sizeof mp);
   mp.n_threads = -1;
   expect_fail("model: -1 threads", load(path, mp) == NULL, "negative");
 
-  mp = tah_model_default_params();
+  tah_model_params_init(&mp, sizeof mp);
   mp.n_ctx = -5;
   expect_fail("model: context -5", load(path, mp) == NULL, "negative");
 
-  mp = tah_model_default_params();
+  tah_model_params_init(&mp, sizeof mp);
   mp.threshold = 2.0f;
   expect_fail("model: threshold 2", load(path, mp) == NULL, "threshold");
 
-  mp = tah_model_default_params();
+  tah_model_params_init(&mp, sizeof mp);
   mp.think_mode = 99;
   expect_fail("model: think mode 99", load(path, mp) == NULL, "think mode");
 
-  mp = tah_model_default_params();
+  tah_model_params_init(&mp, sizeof mp);
   mp.kv_type = 99;
   expect_fail("model: KV type 99", load(path, mp) == NULL, "KV type");
 
-  mp = tah_model_default_params();
+  tah_model_params_init(&mp, sizeof mp);
   mp.max_depth = 1000;
   expect_fail("model: max depth 1000", load(path, mp) == NULL, "depth");
 
-  mp = tah_model_default_params();
+  tah_model_params_init(&mp, sizeof mp);
   mp.n_threads = 1;
   tah_model *m = load(path, mp);
   if (!m) {
@@ -73,19 +73,20 @@ int main(int argc, char **argv) {
     return 1;
   }
 
-  tah_session_params sp = tah_session_default_params();
+  tah_session_params sp;
+  tah_session_params_init(&sp, sizeof sp);
   sp.n_ctx = INT32_MAX;
   expect_fail("session: context INT32_MAX", tah_session_new(m, &sp) == NULL, "context");
 
-  sp = tah_session_default_params();
+  tah_session_params_init(&sp, sizeof sp);
   sp.n_batch = 1000000000;
   expect_fail("session: batch 1e9", tah_session_new(m, &sp) == NULL, "batch");
 
-  sp = tah_session_default_params();
+  tah_session_params_init(&sp, sizeof sp);
   sp.n_batch = -3;
   expect_fail("session: batch -3", tah_session_new(m, &sp) == NULL, "negative");
 
-  sp = tah_session_default_params();
+  tah_session_params_init(&sp, sizeof sp);
   sp.n_ctx = 256;
   tah_session *s = tah_session_new(m, &sp);
   if (!s) {
@@ -94,7 +95,8 @@ int main(int argc, char **argv) {
   }
   expect_fail("generate: max_tokens -1", tah_session_generate(s, -1, NULL, NULL, NULL) == -1,
               "negative");
-  tah_sampling bad = tah_sampling_default();
+  tah_sampling bad;
+  tah_sampling_init(&bad, sizeof bad);
   bad.top_k = -7;
   expect_fail("generate: top_k -7", tah_session_generate(s, 4, &bad, NULL, NULL) == -1,
               "top_k");
@@ -108,7 +110,9 @@ int main(int argc, char **argv) {
   /* The session is still usable after all of that. */
   tah_session_reset(s);
   int32_t prompt[3] = {1, 2, 3};
-  tah_sampling greedy = tah_sampling_greedy();
+  tah_sampling greedy;
+  tah_sampling_init(&greedy, sizeof greedy);
+  greedy.temperature = 0;
   int n = tah_session_prompt_tokens(s, prompt, 3) == 0
               ? tah_session_generate(s, 4, &greedy, NULL, NULL)
               : -1;

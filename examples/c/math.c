@@ -42,7 +42,8 @@ int main(int argc, char **argv) {
         return 2;
     }
     int max_tokens = argc > 2 ? atoi(argv[2]) : 128;
-    tah_model_params mp = tah_model_default_params();
+    tah_model_params mp;
+    tah_model_params_init(&mp, sizeof mp);
     mp.n_threads = argc > 3 ? atoi(argv[3]) : 0;
     mp.n_ctx = 512; /* a short conversation: a small KV cache */
 
@@ -68,7 +69,9 @@ int main(int argc, char **argv) {
     }
 
     struct answer a = {0, 0, 0};
-    tah_sampling greedy = tah_sampling_greedy();
+    tah_sampling greedy;
+    tah_sampling_init(&greedy, sizeof greedy);
+    greedy.temperature = 0; /* greedy: argmax */
     int n = tah_session_generate(session, max_tokens, &greedy, on_token, &a);
     printf("\n");
     if (n < 0) {
@@ -77,6 +80,7 @@ int main(int argc, char **argv) {
     }
 
     tah_stats st;
+    st.struct_size = sizeof st;
     if (tah_session_stats(session, &st) != 0) {
         tah_session_free(session);
         return fail("stats");

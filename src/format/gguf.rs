@@ -252,6 +252,82 @@ impl GgufFile {
         Self::parse(path, bytes)
     }
 
+    /// Memory-maps and parses the model stored in `length` bytes at `offset` of
+    /// an open file (a model inside an APK, a file descriptor an app was given);
+    /// `length` 0 means to the end of the file. `name` stands for the path in
+    /// errors. Nothing is copied: the mapping starts at the page that holds
+    /// `offset` and the image is the slice from `offset` (memmap2 does both).
+    ///
+    /// Tensor alignment is relative to the model's start, so an offset that is
+    /// not a multiple of the file's `general.alignment` (or of the page size,
+    /// when that is smaller) would place every tensor at addresses no model
+    /// loaded from a path ever has: it is refused.
+    pub fn open_range(
+        file: &std::fs::File,
+        offset: u64,
+        length: u64,
+        name: impl Into<PathBuf>,
+    ) -> Result<GgufFile, GgufError> {
+        let path: PathBuf = name.into();
+        let err = |msg: String| GgufError {
+            path: path.clone(),
+            kind: GgufErrorKind::Io(std::io::Error::other(msg)),
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| err(format!("cannot stat the file: {e}")))?;
+        if !meta.is_file() {
+            return Err(err(
+                "is not a regular file: a model must be a regular file".into()
+            ));
+        }
+        let size = meta.len();
+        if offset > size {
+            return Err(err(format!(
+                "offset {offset} is past the end of the file ({size} bytes)"
+            )));
+        }
+        let length = if length == 0 { size - offset } else { length };
+        match offset.checked_add(length) {
+            Some(end) if end <= size => {}
+            _ => {
+                return Err(err(format!(
+                    "{length} bytes at offset {offset} run past the end of the file ({size} bytes)"
+                )))
+            }
+        }
+        let len = usize::try_from(length)
+            .map_err(|_| err(format!("{length} bytes do not fit this address space")))?;
+        let bytes = if len == 0 {
+            Bytes::Owned(Vec::new())
+        } else {
+            // SAFETY: as in `open`: a read-only private mapping of a file we rely
+            // on not being truncated or rewritten while mapped; the range was
+            // checked against the file's length above.
+            Bytes::Mmap(
+                unsafe {
+                    memmap2::MmapOptions::new()
+                        .offset(offset)
+                        .len(len)
+                        .map(file)
+                }
+                .map_err(|e| err(format!("cannot map {length} bytes at offset {offset}: {e}")))?,
+            )
+        };
+        let f = Self::parse(path.clone(), bytes)?;
+        let page = page_size();
+        let need = f.alignment.min(page);
+        if !offset.is_multiple_of(need) {
+            return Err(err(format!(
+                "offset {offset} is not a multiple of {need}, the model's tensor alignment \
+                 (general.alignment {}, page size {page}): store the model at an aligned offset \
+                 (for an APK asset, e.g. zipalign -p 4096)",
+                f.alignment
+            )));
+        }
+        Ok(f)
+    }
+
     /// Parses a GGUF image held in memory (tests, fuzzing, small files).
     pub fn from_bytes(name: impl Into<PathBuf>, data: Vec<u8>) -> Result<GgufFile, GgufError> {
         Self::parse(name.into(), Bytes::Owned(data))
@@ -354,6 +430,24 @@ impl GgufFile {
             path: self.path.clone(),
             kind,
         }
+    }
+}
+
+/// The system's page size (4096 when it cannot be asked).
+#[cfg(not(unix))]
+fn page_size() -> u64 {
+    4096
+}
+
+/// The system's page size (4096 when it cannot be asked).
+#[cfg(unix)]
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 {
+        p as u64
+    } else {
+        4096
     }
 }
 

@@ -1,10 +1,17 @@
 //! The tokenizer: the file's Hugging Face tokenizer.json run by the `tokenizers`
 //! crate, plus the special ids the GGUF metadata names.
 //!
-//! Behaviour follows llama.cpp's `llama_tokenize(add_special, parse_special = true)`
+//! Behaviour follows llama.cpp's `llama_tokenize(add_special, parse_special)`
 //! and `llama_detokenize`:
-//! - special tokens written in the text (`<|im_start|>`, `<think>`, ...) become
-//!   their ids — every added token of tokenizer.json is matched in the text;
+//! - with `parse_special` (what [`Tokenizer::encode`] does), special tokens
+//!   written in the text (`<|im_start|>`, `<think>`, ...) become their ids —
+//!   every added token of tokenizer.json is matched in the text;
+//! - without it ([`Tokenizer::encode_with`]), the added tokens marked `special`
+//!   in tokenizer.json (the control tokens: role markers, end of turn) are
+//!   plain text like any other, as with Hugging Face's `split_special_tokens`;
+//!   added tokens not marked special (Qwen3's `<think>`) still match, as they do
+//!   in llama.cpp (user-defined tokens). This is the safe choice for text a
+//!   user typed;
 //! - `add_special` puts BOS first only when the file says
 //!   `tokenizer.ggml.add_bos_token = true` (the tokenizer.json post-processor is
 //!   not used, so a file means the same thing here as in llama.cpp);
@@ -23,6 +30,9 @@ use tokenizers::decoders::DecoderWrapper;
 use super::tokenizer_limits::{self, Growth};
 use super::{metadata_error, Result, TextError};
 use crate::format::{keys, GgufFile};
+
+/// A token's `(start, end)` bytes in the text it came from.
+pub(crate) type ByteRange = (usize, usize);
 
 /// Token texts that end generation when a file lists no `tah.eog_token_ids`
 /// (besides its eos id).
@@ -51,6 +61,12 @@ const MAX_PENDING_IDS: usize = 32;
 
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
+    /// A copy of `inner`'s added vocabulary (a few dozen entries and their
+    /// matchers, not the model) that leaves control tokens in the text: the
+    /// `parse_special = false` path.
+    plain_added: tokenizers::AddedVocabulary,
+    /// Ids of the added tokens marked `special` (control tokens), sorted.
+    control: Vec<u32>,
     bos: Option<u32>,
     eos: Option<u32>,
     add_bos: bool,
@@ -169,8 +185,19 @@ impl Tokenizer {
             .max()
             .unwrap_or(0);
         let vocab_size = inner.get_vocab_size(true).max(max_added);
+        let mut plain_added = inner.get_added_vocabulary().clone();
+        plain_added.set_encode_special_tokens(true);
+        let mut control: Vec<u32> = inner
+            .get_added_tokens_decoder()
+            .iter()
+            .filter(|(_, t)| t.special)
+            .map(|(&id, _)| id)
+            .collect();
+        control.sort_unstable();
         let mut tok = Tokenizer {
             inner,
+            plain_added,
+            control,
             bos: None,
             eos: None,
             add_bos: false,
@@ -221,6 +248,69 @@ impl Tokenizer {
     /// A text over [`MAX_ENCODE_BYTES`], or whose worst-case normalized size
     /// (length × [`Tokenizer::growth`]) is over [`MAX_NORMALIZED_BYTES`], is an error.
     pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
+        self.encode_with(text, add_special, true)
+    }
+
+    /// [`Tokenizer::encode`], choosing whether control tokens written in the
+    /// text are parsed (`parse_special`) or stay plain text (see the module doc).
+    pub fn encode_with(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+    ) -> Result<Vec<u32>> {
+        self.check_len(text)?;
+        let bos = self.bos.filter(|_| add_special && self.add_bos);
+        let mut out = Vec::new();
+        out.extend(bos);
+        if parse_special {
+            let enc = guard(|| self.inner.encode_fast(text, false))
+                .map_err(TextError::Encode)?
+                .map_err(|e| TextError::Encode(format!("{e}")))?;
+            out.extend_from_slice(enc.get_ids());
+        } else {
+            self.encode_plain_into(text, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// The ids of `text` with control tokens left as text, appended to `out`:
+    /// `tokenizers`' own pipeline (added tokens, normalizer, pre-tokenizer,
+    /// model: what `encode_fast` runs, minus the post-processor we never use),
+    /// with [`Tokenizer::plain_added`] as the added vocabulary.
+    pub(crate) fn encode_plain_into(&self, text: &str, out: &mut Vec<u32>) -> Result<()> {
+        use tokenizers::{Model, OffsetType, PreTokenizer};
+        let enc = guard(|| -> tokenizers::Result<tokenizers::Encoding> {
+            let mut pre = self
+                .plain_added
+                .extract_and_normalize(self.inner.get_normalizer(), text);
+            if let Some(p) = self.inner.get_pre_tokenizer() {
+                p.pre_tokenize(&mut pre)?;
+            }
+            self.inner
+                .get_model()
+                .tokenize_in_pretokenized(&mut pre, None)?;
+            pre.into_encoding(None, 0, OffsetType::None)
+        })
+        .map_err(TextError::Encode)?
+        .map_err(|e| TextError::Encode(format!("{e}")))?;
+        out.extend_from_slice(enc.get_ids());
+        Ok(())
+    }
+
+    /// Ids of `text` (special tokens parsed, no BOS) with the byte range of
+    /// `text` each one came from: the chat path uses it to tell the template's
+    /// control tokens from text a message wrote.
+    pub(crate) fn encode_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<ByteRange>)> {
+        self.check_len(text)?;
+        let enc = guard(|| self.inner.encode(text, false))
+            .map_err(TextError::Encode)?
+            .map_err(|e| TextError::Encode(format!("{e}")))?;
+        Ok((enc.get_ids().to_vec(), enc.get_offsets().to_vec()))
+    }
+
+    /// The same limits for every encode path (see [`Tokenizer::encode`]).
+    fn check_len(&self, text: &str) -> Result<()> {
         if text.len() > MAX_ENCODE_BYTES {
             return Err(TextError::Encode(format!(
                 "the text is {} bytes long (limit {MAX_ENCODE_BYTES})",
@@ -236,15 +326,41 @@ impl Tokenizer {
                 self.growth.encode
             )));
         }
-        let enc = guard(|| self.inner.encode_fast(text, false))
-            .map_err(TextError::Encode)?
-            .map_err(|e| TextError::Encode(format!("{e}")))?;
-        let ids = enc.get_ids();
-        let bos = self.bos.filter(|_| add_special && self.add_bos);
-        let mut out = Vec::with_capacity(ids.len() + bos.is_some() as usize);
-        out.extend(bos);
-        out.extend_from_slice(ids);
-        Ok(out)
+        Ok(())
+    }
+
+    /// True when `id` is a control token (an added token marked `special`:
+    /// role markers, end of turn, BOS/EOS).
+    pub fn is_control(&self, id: u32) -> bool {
+        self.control.binary_search(&id).is_ok()
+    }
+
+    /// The text of a control token, if `id` is one.
+    pub(crate) fn control_text(&self, id: u32) -> Option<String> {
+        if self.is_control(id) {
+            self.inner.id_to_token(id)
+        } else {
+            None
+        }
+    }
+
+    /// The texts of every control token (what a message must not write when its
+    /// control tokens are to stay text).
+    pub(crate) fn control_texts(&self) -> impl Iterator<Item = String> + '_ {
+        self.control
+            .iter()
+            .filter_map(|&id| self.inner.id_to_token(id))
+    }
+
+    /// The bytes token `id` stands for, as a streaming decoder emits them
+    /// (possibly part of a UTF-8 character; a control token's own text); `None`
+    /// outside the vocabulary.
+    pub fn token_piece(&self, id: u32) -> Option<Vec<u8>> {
+        self.token_text(id)?;
+        Some(match self.token_bytes() {
+            Some(table) => table.get(id).to_vec(),
+            None => self.decode(&[id]).into_bytes(),
+        })
     }
 
     /// The text of `ids`, special tokens included. Ids outside the vocabulary
