@@ -740,8 +740,7 @@ fn fixture_struct_growth_validation_and_log() {
     }
 }
 
-/// Save and restore give a session that continues identically. Skipped while
-/// the engine reports saving as not implemented, unless TAH_REQUIRE_SAVE=1.
+/// Save and restore give a session that continues identically.
 #[test]
 fn fixture_save_restore_identity() {
     let r = reference();
@@ -751,18 +750,6 @@ fn fixture_save_restore_identity() {
         tah_session_prompt_tokens(a, r.prompt.as_ptr(), r.prompt.len());
         assert_eq!(tah_session_generate(a, 6, &greedy(), None, null_mut()), 6);
         let need = tah_session_save(a, null_mut(), 0);
-        if need < 0
-            && last_error().contains("not implemented")
-            && std::env::var("TAH_REQUIRE_SAVE").as_deref() != Ok("1")
-        {
-            eprintln!(
-                "skipped: {} (TAH_REQUIRE_SAVE=1 makes it fail)",
-                last_error()
-            );
-            tah_session_free(a);
-            tah_model_free(m);
-            return;
-        }
         assert!(need > 0, "{}", last_error());
         let mut buf = vec![0u8; need as usize];
         assert_eq!(tah_session_save(a, buf.as_mut_ptr(), buf.len()), need);

@@ -25,13 +25,9 @@ import java.util.function.Consumer;
  *
  *   java -Djava.library.path=target/release TahTest FIXTURE.tah PROMPT_IDS EXPECT_IDS EXPECT_DEPTHS [SMOL.tah]
  *
- * Checks of features other parts of the engine provide print SKIP (with the
- * engine's reason) while the engine says they are not implemented;
- * TAH_JNI_STRICT=1 turns those skips into failures.
  */
 public class TahTest {
-    static int passed = 0, failed = 0, skipped = 0;
-    static final boolean STRICT = "1".equals(System.getenv("TAH_JNI_STRICT"));
+    static int passed = 0, failed = 0;
 
     static void check(boolean ok, String what) {
         if (ok) {
@@ -40,16 +36,6 @@ public class TahTest {
         } else {
             failed++;
             System.out.println("FAIL " + what);
-        }
-    }
-
-    /** A check that needs engine work not merged yet (strict: a failure). */
-    static void pending(String what, String why) {
-        if (STRICT) {
-            check(false, what + " (" + why + ")");
-        } else {
-            skipped++;
-            System.out.println("SKIP " + what + " (" + why + ")");
         }
     }
 
@@ -94,7 +80,7 @@ public class TahTest {
         int[] expectIds = ints(args[2]);
         int[] expectDepths = ints(args[3]);
         String smol = args.length > 4 ? args[4] : null;
-        System.out.println("tah " + Tah.version() + (STRICT ? " (strict)" : ""));
+        System.out.println("tah " + Tah.version() + "");
 
         fixtureBasics(fixture, prompt, expectIds, expectDepths);
         fixtureSampling(fixture, prompt, expectIds);
@@ -108,7 +94,7 @@ public class TahTest {
             smolSampling(smol);
             smolCancelAndClose(smol);
         }
-        System.out.println(passed + " passed, " + failed + " failed, " + skipped + " skipped");
+        System.out.println(passed + " passed, " + failed + " failed");
         System.exit(failed == 0 ? 0 : 1);
     }
 
@@ -302,12 +288,7 @@ public class TahTest {
         got.clear();
         try (Tah tah = Tah.load(fixture, null)) {
             check(tah.vocabSize() == 512, "loaded with a logger set");
-            if (got.isEmpty()) {
-                skipped++;
-                System.out.println("SKIP logger gets a message at load (the library logs nothing at load yet)");
-            } else {
-                check(true, "logger gets a message at load: " + got.get(0));
-            }
+            check(!got.isEmpty(), "logger gets a message at load: " + (got.isEmpty() ? "none" : got.get(0)));
         }
 
         Tah.setLogger((level, msg) -> {
@@ -343,7 +324,7 @@ public class TahTest {
                 tah = Tah.load(raf.getFD(), offset, model.length, null);
             } catch (TahException e) {
                 if (notImplemented(e)) {
-                    pending("load from a file descriptor at offset " + offset, e.getMessage());
+                    check(false, "load from a file descriptor at offset " + offset + " (" + e.getMessage() + ")");
                     return;
                 }
                 throw e;
@@ -383,7 +364,7 @@ public class TahTest {
                 state = s.saveState();
             } catch (TahException e) {
                 if (notImplemented(e)) {
-                    pending("save and restore a session", e.getMessage());
+                    check(false, "save and restore a session (" + e.getMessage() + ")");
                     return;
                 }
                 throw e;
@@ -472,7 +453,7 @@ public class TahTest {
                     "parseSpecial: markers become control tokens " + Arrays.toString(parsed));
             boolean safe = Arrays.stream(plain).noneMatch(i -> i == 1 || i == 2);
             if (!safe && Arrays.equals(parsed, plain)) {
-                pending("parseSpecial false keeps typed markers plain text", "the tokenizer ignores the flag yet");
+                check(false, "parseSpecial false keeps typed markers plain text (the tokenizer ignored the flag)");
             } else {
                 check(safe && tah.detokenize(plain).equals(typed),
                         "parseSpecial false: typed markers stay plain text " + Arrays.toString(plain));

@@ -10,8 +10,6 @@
 #   android/test/run.sh
 # Needs javac/java (17+), ../shared beside the checkout (or TAH_SHARED), and the
 # SmolLM2 GGUF (models/fetch.sh; TAH_SKIP_REAL_MODELS=1 runs the fixture only).
-# Checks that need engine work another branch provides print SKIP while the
-# engine reports "not implemented"; TAH_JNI_STRICT=1 makes them failures.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
