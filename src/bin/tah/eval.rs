@@ -136,6 +136,9 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
                 },
                 stop_at_eog: true,
                 logit_bias: a.sampling.logit_bias.clone(),
+                // An answer that outgrows the context is cut there, as before:
+                // shifting would drop the problem it answers.
+                context_shift: None,
                 ..Default::default()
             },
             system: a.system.clone(),

@@ -5,7 +5,7 @@ use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
 use tah::app::output::write_output;
-use tah::generate::{generate, GenerateOptions, Generation, LogitsLog, TokenEvent};
+use tah::generate::{generate, ContextShift, GenerateOptions, Generation, LogitsLog, TokenEvent};
 use tah::sample::SamplingParams;
 use tah::text::ChatMessage;
 
@@ -55,6 +55,13 @@ pub struct RunArgs {
     /// Stop when the answer contains TEXT (not printed); repeatable, at most 16.
     #[arg(long, value_name = "TEXT")]
     pub stop: Vec<String>,
+    /// Stop with "context full" instead of dropping the oldest tokens after
+    /// the kept prefix when generation reaches the end of the context.
+    #[arg(long)]
+    pub no_context_shift: bool,
+    /// Tokens a context shift keeps at the start (default: the first).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep: usize,
 }
 
 /// ANSI colour of a depth for --show-depth.
@@ -124,7 +131,10 @@ pub fn run(a: RunArgs) -> Result<(), Error> {
         stop_at_eog: !a.ignore_eos,
         logit_bias: a.sampling.logit_bias.clone(),
         stop: a.stop.clone(),
-        ..Default::default()
+        context_shift: (!a.no_context_shift).then(|| ContextShift {
+            keep: a.keep,
+            turn_starts: Vec::new(),
+        }),
     };
     let mut log = a.logits_out.as_ref().map(|_| LogitsLog::default());
     let stream = !a.json;
