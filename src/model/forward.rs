@@ -541,3 +541,80 @@ pub fn logits(model: &Model, s: &mut Scratch, rows: &[usize], logits: &mut [f32]
         &mut s.lin.mm,
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::kv_cache::KvType;
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+                ((s >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 4.0
+            })
+            .collect()
+    }
+
+    /// Attention over a q8_0 cache equals attention over an f32 cache holding
+    /// the same (dequantized) keys and values, for queries that q8_0 holds
+    /// exactly: every head, row and depth is read where it should be.
+    #[test]
+    fn q8_0_attention_equals_f32_attention_on_the_dequantized_rows() {
+        let (n_heads, n_kv, hd) = (4, 2, 64);
+        let kv_dim = n_kv * hd;
+        let mut q8 = KvCache::try_new(KvType::Q8_0, 2, kv_dim, 32, 2).unwrap();
+        let mut f = KvCache::try_new(KvType::F32, 2, kv_dim, 32, 2).unwrap();
+        let deep = [3usize, 7, 8, 15, 18];
+        let n = 20;
+        let pos: Vec<usize> = (0..n).collect();
+        for c in [&mut q8, &mut f] {
+            c.append(1, &pos);
+            c.append(2, &deep);
+        }
+        for (depth, rows) in [(1, n), (2, deep.len())] {
+            for layer in 0..2 {
+                for i in 0..rows {
+                    let seed = (depth * 1000 + layer * 100 + i) as u32;
+                    let (k, v) = (values(kv_dim, seed), values(kv_dim, seed + 7));
+                    q8.write(depth, layer, i, &k, &v);
+                    // the f32 cache gets the values the q8_0 cache decodes to
+                    let (Rows::Q8_0(kq), Rows::Q8_0(vq)) = q8.rows(depth, layer, i + 1) else {
+                        unreachable!()
+                    };
+                    let rb = q8.row_bytes();
+                    let (mut kd, mut vd) = (vec![0f32; kv_dim], vec![0f32; kv_dim]);
+                    quant::q8_0::dequantize_row(&kq[i * rb..], &mut kd);
+                    quant::q8_0::dequantize_row(&vq[i * rb..], &mut vd);
+                    f.write(depth, layer, i, &kd, &vd);
+                }
+            }
+        }
+        // queries: integers in ±127 (each block reaching 127) times 2⁻⁶, which
+        // ggml's quantizer stores exactly
+        let qpos = [2usize, 8, 16, 19];
+        let q: Vec<f32> = (0..qpos.len() * n_heads * hd)
+            .map(|i| {
+                let k = if i % 32 == 5 {
+                    127
+                } else {
+                    (i * 37 % 255) as i32 - 127
+                };
+                k as f32 / 64.0
+            })
+            .collect();
+        for depth in [1, 2] {
+            let mut got = vec![0f32; q.len()];
+            let mut want = vec![0f32; q.len()];
+            attention(&q8, 1, depth, &q, &qpos, (n_heads, n_kv, hd), &mut got);
+            attention(&f, 1, depth, &q, &qpos, (n_heads, n_kv, hd), &mut want);
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                    "depth {depth} [{i}]: {a} vs {b}"
+                );
+            }
+        }
+    }
+}
