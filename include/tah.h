@@ -100,8 +100,10 @@
 // `tah_model_params.kv_type`: single-precision KV cache.
 #define TAH_KV_F32 1
 
-// `tah_model_params.kv_type`: 8-bit blocks (q8_0): about half the bytes of
-// f16. Refused with an error by a library built without it.
+// `tah_model_params.kv_type`: 8-bit blocks (ggml's q8_0: 32 values in 34
+// bytes), about half the bytes of f16. Needs a head dimension that is a
+// multiple of 32 (every Qwen3, Qwen2.5 and SmolLM2 model): loading another
+// model with it is an error.
 #define TAH_KV_Q8_0 2
 
 // `tah_stats.stop_reason`: no generation yet.

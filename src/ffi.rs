@@ -58,8 +58,10 @@ pub const TAH_THINK_ALWAYS: i32 = 2;
 pub const TAH_KV_F16: i32 = 0;
 /// `tah_model_params.kv_type`: single-precision KV cache.
 pub const TAH_KV_F32: i32 = 1;
-/// `tah_model_params.kv_type`: 8-bit blocks (q8_0): about half the bytes of
-/// f16. Refused with an error by a library built without it.
+/// `tah_model_params.kv_type`: 8-bit blocks (ggml's q8_0: 32 values in 34
+/// bytes), about half the bytes of f16. Needs a head dimension that is a
+/// multiple of 32 (every Qwen3, Qwen2.5 and SmolLM2 model): loading another
+/// model with it is an error.
 pub const TAH_KV_Q8_0: i32 = 2;
 
 /// `tah_stats.stop_reason`: no generation yet.
@@ -703,9 +705,7 @@ fn model_params(p: &tah_model_params) -> Result<ModelParams, String> {
     let kv_type = match p.kv_type {
         TAH_KV_F16 => KvType::F16,
         TAH_KV_F32 => KvType::F32,
-        TAH_KV_Q8_0 => {
-            return Err("KV type q8_0 (TAH_KV_Q8_0) is not supported by this build".into())
-        }
+        TAH_KV_Q8_0 => KvType::Q8_0,
         k => return Err(format!("unknown KV type {k}")),
     };
     let threshold = if p.threshold.is_nan() {

@@ -163,6 +163,9 @@ impl Session {
         };
         let think = Think::resolve(&model, &opts.tah)?;
         let batch = opts.batch.max(1);
+        opts.kv_type
+            .check_head_dim(c.head_dim)
+            .map_err(SessionError::BadOption)?;
         if opts.batch > MAX_BATCH {
             return Err(SessionError::BadOption(format!(
                 "batch size {} is above the limit of {MAX_BATCH} tokens per forward pass",

@@ -132,10 +132,9 @@ fn model_name(model: &Model) -> String {
     name[..end].to_string()
 }
 
-/// The KV type's name in a state ("f16", "f32", ...): its `Debug` name, so a
-/// new type needs no change here.
+/// The KV type's name in a state ("f16", "f32", "q8_0").
 fn kv_type_name(cache: &KvCache) -> String {
-    let mut s = format!("{:?}", cache.ty).to_ascii_lowercase();
+    let mut s = cache.ty.name().to_string();
     s.truncate(MAX_TYPE);
     s
 }

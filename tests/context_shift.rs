@@ -24,6 +24,11 @@ fn to_f32(r: Rows) -> Vec<f32> {
     match r {
         Rows::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
         Rows::F32(v) => v.to_vec(),
+        Rows::Q8_0(b) => {
+            let mut out = vec![0f32; b.len() / 34 * 32];
+            tah::quant::q8_0::dequantize_row(b, &mut out);
+            out
+        }
     }
 }
 
@@ -201,6 +206,50 @@ fn shifted_layer0_keys_equal_a_fresh_prefill_at_the_new_positions() {
                 "{name} {ty:?}: moved layer-0 keys vs fresh: max |Δ|/r = {worst:e} (bound {rel:e})"
             );
         }
+        // q8_0: a moved key is dequantized, rotated and quantized again, so it
+        // carries two roundings (≤ step/2 each, the rotation keeping a pair's
+        // error norm: ≤ √2·step/2 after it) where the fresh row carries one,
+        // a step being its block's max/127 (the f16 scale adds 2⁻¹¹ of the
+        // max). Rotation mixes a head's blocks (Qwen's pairs span halves), so
+        // the bound takes the step of the head's largest value: |Δ| ≤ 2.3 steps.
+        let mut a = session(&m, 64, KvType::Q8_0, 1);
+        a.feed(&ids, None).unwrap();
+        a.shift(keep, drop).unwrap();
+        let mut b = session(&m, 64, KvType::Q8_0, 1);
+        b.feed(&kept, None).unwrap();
+        let (ka, va) = rows(&a.cache, 1, 0, n);
+        let (kb, vb) = rows(&b.cache, 1, 0, n);
+        assert!(va == vb, "{name} q8_0: values moved as stored");
+        let kv_dim = ka.len() / n;
+        assert_eq!(
+            ka[..keep * kv_dim],
+            kb[..keep * kv_dim],
+            "kept rows untouched"
+        );
+        let mut worst = 0f32; // max |Δ| / step
+        for (ra, rb) in ka
+            .chunks_exact(kv_dim)
+            .zip(kb.chunks_exact(kv_dim))
+            .skip(keep)
+        {
+            for (ha, hb) in ra.chunks_exact(hd).zip(rb.chunks_exact(hd)) {
+                let amax = ha.iter().chain(hb).fold(0f32, |m, x| m.max(x.abs()));
+                let step = amax / 127.0 * (1.0 + 2f32.powi(-10));
+                for (x, y) in ha.iter().zip(hb) {
+                    let d = (x - y).abs();
+                    assert!(
+                        d <= 2.3 * step + f32::MIN_POSITIVE,
+                        "{name} q8_0: |Δ| {d} > 2.3 × {step}"
+                    );
+                    if step > 0.0 {
+                        worst = worst.max(d / step);
+                    }
+                }
+            }
+        }
+        eprintln!(
+            "{name} q8_0: moved layer-0 keys vs fresh: max |Δ| = {worst:.3} steps (bound 2.3)"
+        );
     }
 }
 

@@ -832,3 +832,92 @@ fn fixture_load_from_fd_at_an_offset() {
         assert!(last_error().contains("fd -1"), "{}", last_error());
     }
 }
+
+/// `TAH_KV_Q8_0` through the C ABI on SmolLM2 (heads of 64): the cache takes
+/// 34 of f16's 64 bytes, greedy generation runs, and a saved q8_0 state
+/// restores into a q8_0 session (continuing identically) but not into an f16
+/// one.
+#[test]
+fn smollm2_q8_0_kv_cache() {
+    let Some(path) = smol_tah() else { return };
+    let cpath = cstr(path.to_str().unwrap());
+    let load_kv = |kv: i32| {
+        let mut p = model_params();
+        p.n_threads = 2;
+        p.n_ctx = 256;
+        p.kv_type = kv;
+        let m = unsafe { tah_model_load(cpath.as_ptr(), &p) };
+        assert!(!m.is_null(), "load kv {kv}: {}", last_error());
+        m
+    };
+    let (m16, m8) = (load_kv(TAH_KV_F16), load_kv(TAH_KV_Q8_0));
+    let text = cstr("The capital of France is");
+    unsafe {
+        let run = |m: *mut tah_model, n: i32| {
+            let s = tah_session_new(m, null());
+            assert!(!s.is_null(), "{}", last_error());
+            assert!(tah_session_prompt(s, text.as_ptr(), true, false) > 0);
+            let mut seen = Seen::default();
+            let r = tah_session_generate(
+                s,
+                n,
+                &greedy(),
+                Some(record),
+                &mut seen as *mut Seen as *mut c_void,
+            );
+            assert_eq!(r, n, "{}", last_error());
+            let mut st = stats();
+            assert_eq!(tah_session_stats(s, &mut st), 0);
+            (s, seen, st)
+        };
+        let (s16, seen16, st16) = run(m16, 8);
+        let (s8, seen8, st8) = run(m8, 8);
+        eprintln!("f16 cache: {:?}\nq8_0 cache: {:?}", seen16.text, seen8.text);
+        assert_eq!(st8.n_past, st16.n_past);
+        assert_eq!(st8.kv_bytes_depth1 * 64, st16.kv_bytes_depth1 * 34);
+
+        // Save the q8_0 session, continue it, restore the copy, continue again.
+        let n = tah_session_save(s8, null_mut(), 0);
+        assert!(n > 0, "{}", last_error());
+        let mut buf = vec![0u8; n as usize];
+        assert_eq!(tah_session_save(s8, buf.as_mut_ptr(), buf.len()), n);
+        eprintln!(
+            "q8_0 saved state: {n} bytes for {} tokens ({} per token)",
+            st8.n_past,
+            n as u64 / st8.n_past
+        );
+        let cont = |s: *mut tah_session| {
+            let mut seen = Seen::default();
+            let r = tah_session_generate(
+                s,
+                6,
+                &greedy(),
+                Some(record),
+                &mut seen as *mut Seen as *mut c_void,
+            );
+            assert_eq!(r, 6, "{}", last_error());
+            seen.ids
+        };
+        let want = cont(s8);
+        let r8 = tah_session_new(m8, null());
+        assert_eq!(
+            tah_session_restore(r8, buf.as_ptr(), buf.len()),
+            0,
+            "{}",
+            last_error()
+        );
+        assert_eq!(
+            cont(r8),
+            want,
+            "restored q8_0 session continues identically"
+        );
+        let r16 = tah_session_new(m16, null());
+        assert_eq!(tah_session_restore(r16, buf.as_ptr(), buf.len()), -1);
+        assert!(last_error().contains("q8_0"), "{}", last_error());
+        for s in [s16, s8, r8, r16] {
+            tah_session_free(s);
+        }
+        tah_model_free(m16);
+        tah_model_free(m8);
+    }
+}

@@ -60,6 +60,7 @@ fn full_bytes(m: &Model, kv_type: KvType, ctx: usize, depths: usize) -> usize {
     let elem = match kv_type {
         KvType::F16 => 2,
         KvType::F32 => 4,
+        KvType::Q8_0 => unreachable!("only the float types are measured here"),
     };
     ctx * m.cfg.n_kv_heads * m.cfg.head_dim * m.cfg.n_layers * 2 * depths * elem
 }
@@ -161,6 +162,7 @@ fn small_cache_reads_back_what_was_written() {
             match r {
                 Rows::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
                 Rows::F32(v) => v.to_vec(),
+                Rows::Q8_0(_) => unreachable!("float types only"),
             }
         };
         let (k, v) = c.rows(1, 1, 2);

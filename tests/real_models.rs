@@ -4,6 +4,7 @@
 mod common;
 use common::*;
 use std::sync::Arc;
+use tah::model::kv_cache::KvType;
 use tah::model::Model;
 use tah::session::{Session, SessionOptions};
 use tah::text::ChatMessage;
@@ -118,32 +119,13 @@ fn greedy_continuations_equal_llama_cpp() {
     }
 }
 
-/// Perplexity of `m` on gpl-3.txt at ctx 512 (llama-perplexity's method: 14 chunks,
-/// the second half of each scored), and its chunk count.
-fn gpl3_perplexity(m: &Arc<Model>) -> (f64, usize) {
-    let text = std::fs::read_to_string(shared().join("anchors/gpl-3.txt")).unwrap();
-    let tokens = m.tokenizer.as_ref().unwrap().encode(&text, true).unwrap();
-    let mut s = Session::new(
-        Arc::clone(m),
-        &SessionOptions {
-            ctx: 512,
-            batch: 128,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let p =
-        tah::app::perplexity::perplexity(&mut s, &tokens, 512, None, &mut |_, _, _| {}).unwrap();
-    (p.ppl, p.chunks)
-}
-
 /// Perplexity on gpl-3.txt at ctx 512 within 1% of llama.cpp's figure
 /// (anchors/README.md: 18.3645 and 5.3103, 14 chunks each).
 #[test]
 fn perplexity_within_one_percent_of_llama_cpp() {
     for (name, want) in [(MODELS[0], 18.3645), (MODELS[1], 5.3103)] {
         let Some(m) = model(name) else { return };
-        let (ppl, chunks) = gpl3_perplexity(&m);
+        let (ppl, chunks) = gpl3_perplexity(&m, KvType::F16, None);
         let rel = (ppl - want).abs() / want;
         eprintln!(
             "{name}: ppl {ppl:.4} (llama.cpp {want}), {chunks} chunks, rel. diff {:.3}%",
@@ -179,7 +161,7 @@ fn requantized_perplexity_within_two_percent_of_llama_cpp() {
             let want = refs[&key]["ppl"]
                 .as_f64()
                 .unwrap_or_else(|| panic!("bench/llama-ppl.json has no {key}"));
-            let (ppl, chunks) = gpl3_perplexity(&m);
+            let (ppl, chunks) = gpl3_perplexity(&m, KvType::F16, None);
             let rel = (ppl - want).abs() / want;
             eprintln!(
                 "{name} → {tag}: tah ppl {ppl:.4}, llama.cpp {want} ({key}), rel. diff {:.3}%",

@@ -170,6 +170,10 @@ public class TahTest {
         Tah.Params badKv = new Tah.Params();
         badKv.kvType = "f8";
         throwsWith("KV type 'f8'", "unknown KV type throws", () -> Tah.load(fixture, badKv));
+        Tah.Params q8 = new Tah.Params();
+        q8.kvType = Tah.KV_Q8_0;
+        throwsWith("multiple of 32", "q8_0 KV cache on heads of 16 throws",
+                () -> Tah.load(fixture, q8));
         Tah.Params f32 = new Tah.Params();
         f32.kvType = Tah.KV_F32;
         try (Tah t32 = Tah.load(fixture, f32); Tah t16 = Tah.load(fixture, null);

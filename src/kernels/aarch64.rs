@@ -65,6 +65,8 @@ macro_rules! table {
             exp: super::exp::exp,
             dot_f16: super::attn_f16::dot_f16,
             mad_f16: super::attn_f16::mad_f16,
+            dot_q8_0: super::attn_q8::neon::dot_q8_0,
+            mad_q8_0: super::attn_q8::neon::mad_q8_0,
         };
     };
 }
@@ -162,7 +164,7 @@ mod i8mm {
 /// # Safety
 /// `p..p+2` must be readable.
 #[inline(always)]
-unsafe fn f16_at(p: *const u8) -> f32 {
+pub(crate) unsafe fn f16_at(p: *const u8) -> f32 {
     // SAFETY: the caller guarantees `p..p+2` readable (this fn's # Safety);
     // unaligned read.
     let h = u16::from_le(unsafe { p.cast::<u16>().read_unaligned() });

@@ -31,6 +31,8 @@ pub static KERNELS: Kernels = Kernels {
     exp: super::exp::exp,
     dot_f16: super::attn_f16::dot_f16,
     mad_f16: super::attn_f16::mad_f16,
+    dot_q8_0: super::attn_q8::dot_q8_0,
+    mad_q8_0: super::attn_q8::mad_q8_0,
 };
 
 #[inline]

@@ -55,6 +55,7 @@ use std::sync::OnceLock;
 #[cfg(target_arch = "aarch64")]
 pub mod aarch64;
 pub mod attn_f16;
+pub mod attn_q8;
 pub mod exp;
 pub mod generic;
 pub mod panel;
@@ -203,6 +204,12 @@ pub struct Kernels {
     pub dot_f16: fn(&[half::f16], &[half::f16]) -> f32,
     /// The f16 value accumulator's update ([`attn_f16::mad_f16`], bit-exact).
     pub mad_f16: fn(&mut [half::f16], &[half::f16], f32, f32),
+    /// Attention scores over a q8_0 cache: a q8_0 query against a run of
+    /// q8_0 keys `stride` bytes apart ([`attn_q8::dot_q8_0`], bit-exact).
+    pub dot_q8_0: fn(&[u8], &[u8], usize, &mut [f32]),
+    /// The f32 value accumulator's update from a q8_0 value row
+    /// ([`attn_q8::mad_q8_0`], bit-exact).
+    pub mad_q8_0: fn(&mut [f32], &[u8], f32, f32),
     /// A prefill product for weights of this type that writes `y` row-major
     /// ([`PanelFn`]), if the table has one; used for [`PANEL_MIN_ROWS`] or
     /// more activation rows.

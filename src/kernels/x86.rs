@@ -63,6 +63,8 @@ pub static AVX2: Kernels = Kernels {
     exp: super::exp::x86::exp_avx2,
     dot_f16: super::attn_f16::x86::dot_f16_avx2,
     mad_f16: super::attn_f16::x86::mad_f16_avx2,
+    dot_q8_0: super::attn_q8::x86::dot_q8_0_avx2,
+    mad_q8_0: super::attn_q8::x86::mad_q8_0_avx2,
 };
 
 /// AVX-512 F/BW/VL + VNNI (on top of AVX2 + FMA + F16C).
@@ -85,6 +87,8 @@ pub static AVX512: Kernels = Kernels {
     exp: super::exp::x86::exp_avx512,
     dot_f16: super::attn_f16::x86::dot_f16_avx512,
     mad_f16: super::attn_f16::x86::mad_f16_avx512,
+    dot_q8_0: super::attn_q8::x86::dot_q8_0_avx512,
+    mad_q8_0: super::attn_q8::x86::mad_q8_0_avx512,
 };
 
 // Keep the generic module referenced for documentation links.

@@ -7,6 +7,7 @@ use super::config::{Arch, Config};
 use super::kv_cache::{KvCache, Rows};
 use super::weights::{Layer, Linear, Model};
 use crate::kernels::{self, MatmulScratch};
+use crate::quant;
 use crate::session::{CancelFlag, SessionError};
 use half::f16;
 
@@ -381,11 +382,12 @@ fn attention(
         let kv_off = (h / group) * hd;
         // An f16 cache is read the way llama.cpp's CPU flash attention reads it
         // (f16 query, f16 value accumulator), so greedy runs agree with llama.cpp;
-        // an f32 cache keeps full f32 accumulation (the reference-parity path).
-        if matches!(sets[0].0, Rows::F16(_)) {
-            attend_f16(qh, sets, p, kv_dim, kv_off, scale, o);
-        } else {
-            attend_f32(qh, sets, p, kv_dim, kv_off, scale, o);
+        // a q8_0 cache as llama.cpp reads one (q8_0 query, f32 accumulator); an
+        // f32 cache keeps full f32 accumulation (the reference-parity path).
+        match sets[0].0 {
+            Rows::F16(_) => attend_f16(qh, sets, p, kv_dim, kv_off, scale, o),
+            Rows::Q8_0(_) => attend_q8(qh, sets, p, kv_dim, kv_off, scale, o),
+            Rows::F32(_) => attend_f32(qh, sets, p, kv_dim, kv_off, scale, o),
         }
     });
 }
@@ -436,7 +438,7 @@ fn attend_f32(
     }
 }
 
-/// Keys per chunk of [`attend_f16`]'s softmax.
+/// Keys per chunk of [`attend_f16`]'s and [`attend_q8`]'s softmax.
 const ATT_CHUNK: usize = 64;
 
 /// One query head over f16 keys/values, in llama.cpp's CPU flash-attention
@@ -503,6 +505,77 @@ fn attend_f16(
     }
 }
 
+/// One query head over q8_0 keys/values, in llama.cpp's CPU flash-attention
+/// arithmetic with a q8_0 cache: the query quantized to q8_0 once
+/// ([`quant::q8_0::quantize_row`], ggml's rule), K·Q as integer block dots
+/// times the two scales ([`kernels::Kernels::dot_q8_0`], a chunk of keys per
+/// call), the online softmax of [`attend_f16`], and the weighted V sum in an
+/// f32 accumulator fed block by block from the q8_0 rows
+/// ([`kernels::Kernels::mad_q8_0`]). Heads are whole blocks (the head dimension
+/// is a multiple of 32: `KvType::check_head_dim`).
+fn attend_q8(
+    qh: &[f32],
+    sets: &[KvSet],
+    p: usize,
+    kv_dim: usize,
+    kv_off: usize,
+    scale: f32,
+    o: &mut [f32],
+) {
+    use quant::q8_0::{BLOCK_BYTES, QK};
+    let k = kernels::kernels();
+    let hd = qh.len();
+    // bytes of a head, of a row, and where this head starts in a row
+    let (hb, rb, ob) = (
+        hd / QK * BLOCK_BYTES,
+        kv_dim / QK * BLOCK_BYTES,
+        kv_off / QK * BLOCK_BYTES,
+    );
+    let mut q8 = [0u8; MAX_HEAD_DIM / QK * BLOCK_BYTES];
+    let q8 = &mut q8[..hb];
+    quant::q8_0::quantize_row(qh, q8);
+    let mut acc = [0f32; MAX_HEAD_DIM];
+    let acc = &mut acc[..hd];
+    let (mut m, mut l) = (f32::NEG_INFINITY, 0f32);
+    let mut arg = [0f32; ATT_CHUNK];
+    let mut rescale = [false; ATT_CHUNK];
+    for (keys, vals, pos) in sets {
+        let (Rows::Q8_0(keys), Rows::Q8_0(vals)) = (keys, vals) else {
+            unreachable!("one cache type for every depth")
+        };
+        let visible = visible(*pos, p);
+        for j0 in (0..visible).step_by(ATT_CHUNK) {
+            let len = (visible - j0).min(ATT_CHUNK);
+            // the chunk's keys of this head: `len` runs of `hb` bytes, `rb` apart
+            let kc = &keys[j0 * rb + ob..(j0 + len - 1) * rb + ob + hb];
+            (k.dot_q8_0)(q8, kc, rb, &mut arg[..len]);
+            // as attend_f16: each key's exponent argument against the running
+            // maximum, a new maximum flagged to rescale
+            for (a, r) in arg[..len].iter_mut().zip(&mut rescale[..len]) {
+                let s = *a * scale;
+                *r = s > m;
+                if *r {
+                    *a = m - s;
+                    m = s;
+                } else {
+                    *a = s - m;
+                }
+            }
+            (k.exp)(&mut arg[..len]);
+            for (t, (&e, &r)) in arg[..len].iter().zip(&rescale[..len]).enumerate() {
+                let at = (j0 + t) * rb + ob;
+                let (ms, vs) = if r { (e, 1.0) } else { (1.0, e) };
+                (k.mad_q8_0)(acc, &vals[at..at + hb], ms, vs);
+                l = l * ms + vs;
+            }
+        }
+    }
+    let inv = if l == 0.0 { 0.0 } else { 1.0 / l };
+    for (o, a) in o.iter_mut().zip(acc.iter()) {
+        *o = a * inv;
+    }
+}
+
 /// Final norm and LM head for `rows` (indices into the batch) into `logits`
 /// (`rows.len() × vocab`).
 pub fn logits(model: &Model, s: &mut Scratch, rows: &[usize], logits: &mut [f32]) {
@@ -524,4 +597,81 @@ pub fn logits(model: &Model, s: &mut Scratch, rows: &[usize], logits: &mut [f32]
         &mut logits[..n * c.vocab],
         &mut s.lin.mm,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::kv_cache::KvType;
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+                ((s >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 4.0
+            })
+            .collect()
+    }
+
+    /// Attention over a q8_0 cache equals attention over an f32 cache holding
+    /// the same (dequantized) keys and values, for queries that q8_0 holds
+    /// exactly: every head, row and depth is read where it should be.
+    #[test]
+    fn q8_0_attention_equals_f32_attention_on_the_dequantized_rows() {
+        let (n_heads, n_kv, hd) = (4, 2, 64);
+        let kv_dim = n_kv * hd;
+        let mut q8 = KvCache::try_new(KvType::Q8_0, 2, kv_dim, 32, 2).unwrap();
+        let mut f = KvCache::try_new(KvType::F32, 2, kv_dim, 32, 2).unwrap();
+        let deep = [3usize, 7, 8, 15, 18];
+        let n = 20;
+        let pos: Vec<usize> = (0..n).collect();
+        for c in [&mut q8, &mut f] {
+            c.append(1, &pos);
+            c.append(2, &deep);
+        }
+        for (depth, rows) in [(1, n), (2, deep.len())] {
+            for layer in 0..2 {
+                for i in 0..rows {
+                    let seed = (depth * 1000 + layer * 100 + i) as u32;
+                    let (k, v) = (values(kv_dim, seed), values(kv_dim, seed + 7));
+                    q8.write(depth, layer, i, &k, &v);
+                    // the f32 cache gets the values the q8_0 cache decodes to
+                    let (Rows::Q8_0(kq), Rows::Q8_0(vq)) = q8.rows(depth, layer, i + 1) else {
+                        unreachable!()
+                    };
+                    let rb = q8.row_bytes();
+                    let (mut kd, mut vd) = (vec![0f32; kv_dim], vec![0f32; kv_dim]);
+                    quant::q8_0::dequantize_row(&kq[i * rb..], &mut kd);
+                    quant::q8_0::dequantize_row(&vq[i * rb..], &mut vd);
+                    f.write(depth, layer, i, &kd, &vd);
+                }
+            }
+        }
+        // queries: integers in ±127 (each block reaching 127) times 2⁻⁶, which
+        // ggml's quantizer stores exactly
+        let qpos = [2usize, 8, 16, 19];
+        let q: Vec<f32> = (0..qpos.len() * n_heads * hd)
+            .map(|i| {
+                let k = if i % 32 == 5 {
+                    127
+                } else {
+                    (i * 37 % 255) as i32 - 127
+                };
+                k as f32 / 64.0
+            })
+            .collect();
+        for depth in [1, 2] {
+            let mut got = vec![0f32; q.len()];
+            let mut want = vec![0f32; q.len()];
+            attention(&q8, 1, depth, &q, &qpos, (n_heads, n_kv, hd), &mut got);
+            attention(&f, 1, depth, &q, &qpos, (n_heads, n_kv, hd), &mut want);
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                    "depth {depth} [{i}]: {a} vs {b}"
+                );
+            }
+        }
+    }
 }

@@ -257,6 +257,34 @@ pub fn ids(v: &serde_json::Value) -> Vec<u32> {
         .collect()
 }
 
+/// Perplexity of `m` on gpl-3.txt at ctx 512 with a `kv_type` cache
+/// (llama-perplexity's method: 14 chunks, the second half of each scored), over
+/// the first `max_chunks` chunks (all with `None`); and the chunk count.
+pub fn gpl3_perplexity(
+    m: &Arc<tah::model::Model>,
+    kv_type: tah::model::kv_cache::KvType,
+    max_chunks: Option<usize>,
+) -> (f64, usize) {
+    let text = std::fs::read_to_string(shared().join("anchors/gpl-3.txt")).unwrap();
+    let mut tokens = m.tokenizer.as_ref().unwrap().encode(&text, true).unwrap();
+    if let Some(n) = max_chunks {
+        tokens.truncate(n * 512);
+    }
+    let mut s = tah::session::Session::new(
+        Arc::clone(m),
+        &tah::session::SessionOptions {
+            ctx: 512,
+            batch: 128,
+            kv_type,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let p =
+        tah::app::perplexity::perplexity(&mut s, &tokens, 512, None, &mut |_, _, _| {}).unwrap();
+    (p.ppl, p.chunks)
+}
+
 mod runner;
 #[allow(unused_imports)] // not every test binary spawns a binary
 pub use runner::{bin_command, runner};

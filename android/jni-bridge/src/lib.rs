@@ -184,8 +184,8 @@ fn kv_type(env: &mut JNIEnv, s: &JString) -> Res<KvType> {
     match name.as_str() {
         "f16" => Ok(KvType::F16),
         "f32" => Ok(KvType::F32),
-        // "q8_0" => Ok(KvType::Q8_0), once the engine has the variant.
-        _ => Err(format!("unknown KV type '{name}' (f16, f32)")),
+        "q8_0" => Ok(KvType::Q8_0),
+        _ => Err(format!("unknown KV type '{name}' (f16, f32, q8_0)")),
     }
 }
 

@@ -20,7 +20,8 @@ pub struct ModelArgs {
     /// Context length in tokens (default: the model's, capped at 4096).
     #[arg(long, default_value_t = 0)]
     pub ctx: usize,
-    /// KV cache element type: f16 or f32.
+    /// KV cache element type: f16, f32 or q8_0 (34 bytes per 32 values, for
+    /// models whose head dimension is a multiple of 32).
     #[arg(long, default_value = "f16", value_parser = parse_kv)]
     pub kv_type: KvType,
     /// Most prompt tokens per forward pass (longer prompts are fed in chunks).
@@ -123,7 +124,8 @@ fn parse_kv(s: &str) -> Result<KvType, String> {
     match s {
         "f16" => Ok(KvType::F16),
         "f32" => Ok(KvType::F32),
-        _ => Err(format!("unknown KV type '{s}' (f16, f32)")),
+        "q8_0" => Ok(KvType::Q8_0),
+        _ => Err(format!("unknown KV type '{s}' (f16, f32, q8_0)")),
     }
 }
 

@@ -52,6 +52,11 @@ public final class Tah implements AutoCloseable {
     public static final String KV_F16 = "f16";
     /** KV cache of 32-bit floats: twice the memory of f16. */
     public static final String KV_F32 = "f32";
+    /**
+     * KV cache of 8-bit blocks (ggml's q8_0: 32 values in 34 bytes), about half the memory of
+     * f16; needs a head dimension that is a multiple of 32 (Qwen3, Qwen2.5, SmolLM2).
+     */
+    public static final String KV_Q8_0 = "q8_0";
 
     /** {@link Stats#stopReason}: no generation yet. */
     public static final int STOP_NONE = 0;
@@ -83,7 +88,7 @@ public final class Tah implements AutoCloseable {
         public float threshold = Float.NaN;
         /** Deepest depth (1 = base model only); 0 = the file's. */
         public int maxDepth = 0;
-        /** KV cache element type of the sessions: {@link #KV_F16} or {@link #KV_F32}. */
+        /** KV cache element type of the sessions: {@link #KV_F16}, {@link #KV_F32} or {@link #KV_Q8_0}. */
         public String kvType = KV_F16;
     }
 
