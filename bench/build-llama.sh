@@ -84,7 +84,11 @@ prepare_src() {
   sdist=$DL/llama_cpp_python-$PY_VER.tar.gz
   if [ ! -f "$sdist" ]; then
     log "downloading the llama-cpp-python $PY_VER sdist with pip"
-    python3 -m pip download --no-deps --no-binary :all: "llama-cpp-python==$PY_VER" -d "$DL" >&2
+    # Its metadata step needs scikit-build-core and cmake: installed from their
+    # wheels here, as pip's isolated build env would build cmake from source.
+    python3 -m pip install --quiet scikit-build-core cmake >&2
+    python3 -m pip download --no-deps --no-binary :all: --no-build-isolation \
+      "llama-cpp-python==$PY_VER" -d "$DL" >&2
   fi
   rm -rf "$SRC" "$DL/sdist"
   mkdir -p "$DL/sdist" "$(dirname "$SRC")"

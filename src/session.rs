@@ -192,9 +192,13 @@ impl Session {
         let mut info = Vec::new();
         info.try_reserve_exact(ctx)
             .map_err(|_| memory("token depths"))?;
+        let mut scratch = Scratch::new(&model, batch);
+        if !scratch.reserve_key_angles(&model, opts.kv_type, ctx) {
+            return Err(memory("key angle table"));
+        }
         Ok(Session {
             cache,
-            scratch: Scratch::new(&model, batch),
+            scratch,
             logits: vec![0.0; c.vocab],
             logits_row: None,
             chunk_logits: if think.deep() {

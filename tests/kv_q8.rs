@@ -50,18 +50,15 @@ fn smollm2_q8_0_cache_perplexity_within_half_a_percent_of_f16() {
     }
 }
 
-/// Qwen2.5-Coder-0.5B: a q8_0 cache costs 8% of perplexity (measured: 5.2961
-/// → 5.7276, +8.1%), NOT within the 0.5% asked for. The keys are the cause:
-/// layers 0–1 hold keys up to |k| ≈ 150 (Qwen2's k_proj bias), so a block's
-/// step (max/127) swamps its small entries, and the queries are as large in
-/// the same dimensions. Measured on 2 chunks with the cache emulated in f32:
-/// against the f32 cache: q8_0 keys alone +4.9%, values alone +0.3%, the query's q8_0 rounding
-/// about +0.8% more; llama.cpp's Hadamard rotation of Q/K/V (PR #21038) only
-/// brings K+V from +6.2% to +3.8%. Asserted: the cost stays below 9%.
+/// Qwen2.5-Coder-0.5B: within 0.5% too (measured: 5.2961 → 5.3220, +0.49%),
+/// because the cache holds its keys and values without their biases
+/// (`forward::KeyBias`). Stored with them, as llama.cpp stores them, the cost
+/// was 8.1% (5.7276): layers 0–2 have key biases up to |b| = 158 in a few
+/// dimensions, so a block's step (max/127) swamped its small entries.
 #[test]
-fn qwen_q8_0_cache_perplexity_cost_is_bounded() {
+fn qwen_q8_0_cache_perplexity_within_half_a_percent_of_f16() {
     if let Some(rel) = perplexity_cost(MODELS[1]) {
-        assert!(rel > 0.0 && rel < 0.09, "{rel}");
+        assert!(rel.abs() < 0.005, "{rel}");
     }
 }
 

@@ -4,7 +4,7 @@
 //! weights, every token) and depth ≥ 2 (LoRA on, hard tokens only).
 
 use super::config::{Arch, Config};
-use super::kv_cache::{KvCache, Rows};
+use super::kv_cache::{KvCache, KvType, Rows};
 use super::weights::{Layer, Linear, Model};
 use crate::kernels::{self, MatmulScratch};
 use crate::quant;
@@ -32,6 +32,10 @@ pub struct Scratch {
     /// (rows, hd/2) (cos, sin) of each row's rotation angles, computed once
     /// per call instead of once per layer and head.
     rope_cs: Vec<(f32, f32)>,
+    /// With a q8_0 cache and a key bias ([`KeyBias`]): (positions, hd) the
+    /// interleaved cos, sin of every cached position's rotation angles, filled
+    /// as positions are first reached; empty (no capacity) otherwise.
+    key_angles: Vec<f32>,
 }
 
 impl Scratch {
@@ -60,7 +64,78 @@ impl Scratch {
             },
             inv_freq,
             rope_cs: vec![(0.0, 0.0); max_rows * (c.head_dim / 2)],
+            key_angles: Vec::new(),
         }
+    }
+
+    /// Reserves (untouched until used) the angle table [`KeyBias`] reads for
+    /// a cache of `ctx` positions, when `cache_type` and the model call for
+    /// it; `false` if the allocator refuses.
+    pub fn reserve_key_angles(&mut self, model: &Model, cache_type: KvType, ctx: usize) -> bool {
+        if !KeyBias::applies(model, cache_type) {
+            return true;
+        }
+        ctx.checked_mul(model.cfg.head_dim)
+            .is_some_and(|n| self.key_angles.try_reserve_exact(n).is_ok())
+    }
+
+    /// Fills the angle table up to position `n_pos` (exclusive), within the
+    /// reserved capacity: no allocation.
+    fn fill_key_angles(&mut self, n_pos: usize) {
+        let hd = 2 * self.inv_freq.len();
+        let upto = n_pos.min(self.key_angles.capacity() / hd);
+        for p in self.key_angles.len() / hd..upto {
+            for f in &self.inv_freq {
+                // as rope_angles
+                let (sin, cos) = (p as f32 * f).sin_cos();
+                self.key_angles.extend_from_slice(&[cos, sin]);
+            }
+        }
+    }
+}
+
+/// A q8_0 cache of a model whose keys carry a bias (Qwen2: |b| up to 158 in a
+/// few dimensions of layers 0–2) stores keys without it: one large entry
+/// would set its whole block's step and swamp the rest (perplexity +8% on
+/// Qwen2.5-0.5B). RoPE is linear, so the score splits exactly:
+/// q·R_p(Wx + b) = q·R_p(Wx) + q·R_p b — the first from the q8_0 row, the
+/// second in f32 from the bias and the key's angles, Σ_i A_i cos pθ_i +
+/// B_i sin pθ_i with (A_i, B_i) from the query and the bias once per query.
+/// Values drop their bias too: the softmax weights sum to 1, so it is added
+/// back to the output once. A context shift re-rotates the stored part and
+/// the bias part follows the new position.
+struct KeyBias;
+
+impl KeyBias {
+    /// Whether a session of `model` with a `cache_type` cache splits biases
+    /// out: q8_0, and key biases with no QK-norm between them and RoPE.
+    fn applies(model: &Model, cache_type: KvType) -> bool {
+        cache_type == KvType::Q8_0
+            && model
+                .layers
+                .first()
+                .is_some_and(|l| l.linear(Linear::K).1.is_some() && l.k_norm.is_none())
+    }
+
+    /// The interleaved (A_i, B_i) of query head `qh` against the key bias `b`
+    /// of its KV head: q·R_p b = Σ_i A_i cos pθ_i + B_i sin pθ_i.
+    fn query_terms(qh: &[f32], b: &[f32], neox: bool, ab: &mut [f32]) {
+        let hd = qh.len();
+        for i in 0..hd / 2 {
+            let (x, y) = pair(i, hd, neox);
+            ab[2 * i] = qh[x] * b[x] + qh[y] * b[y];
+            ab[2 * i + 1] = qh[y] * b[x] - qh[x] * b[y];
+        }
+    }
+}
+
+/// The indices of RoPE's pair `i` in a head of `hd` ([`rope`]).
+#[inline]
+fn pair(i: usize, hd: usize, neox: bool) -> (usize, usize) {
+    if neox {
+        (i, i + hd / 2)
+    } else {
+        (2 * i, 2 * i + 1)
     }
 }
 
@@ -264,6 +339,16 @@ pub fn run_layers(
     for (cs, &p) in s.rope_cs.chunks_exact_mut(hd / 2).zip(positions) {
         rope_angles(p, &s.inv_freq, cs);
     }
+    // Session::new reserved the angle table for every position it can hold.
+    let split_bias = KeyBias::applies(model, cache.ty);
+    if split_bias {
+        let n_pos = positions.iter().max().map_or(0, |p| p + 1);
+        s.fill_key_angles(n_pos);
+        assert!(
+            s.key_angles.len() >= n_pos * hd,
+            "key angle table not reserved"
+        );
+    }
 
     for (l, layer) in model.layers.iter().enumerate() {
         if cancel.is_cancelled() {
@@ -278,20 +363,32 @@ pub fn run_layers(
         lin.apply(layer, Linear::Q, &s.xb, &mut s.q, &mut s.lin);
         lin.apply(layer, Linear::K, &s.xb, &mut s.k, &mut s.lin);
         lin.apply(layer, Linear::V, &s.xb, &mut s.v, &mut s.lin);
+        let (bk, bv) = match split_bias {
+            true => (layer.linear(Linear::K).1, layer.linear(Linear::V).1),
+            false => (None, None),
+        };
         for i in 0..n {
             let q = &mut s.q[i * q_dim..(i + 1) * q_dim];
             let k = &mut s.k[i * kv_dim..(i + 1) * kv_dim];
+            let v = &mut s.v[i * kv_dim..(i + 1) * kv_dim];
             if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
                 rms_norm_heads(q, qn, eps);
                 rms_norm_heads(k, kn, eps);
             }
+            for (x, b) in [(k, bk), (&mut *v, bv)] {
+                if let Some(b) = b {
+                    x.iter_mut().zip(b).for_each(|(x, b)| *x -= b);
+                }
+            }
+            let k = &mut s.k[i * kv_dim..(i + 1) * kv_dim];
             let cs = &s.rope_cs[i * (hd / 2)..(i + 1) * (hd / 2)];
             rope(q, hd, cs, neox);
             rope(k, hd, cs, neox);
-            let v = &s.v[i * kv_dim..(i + 1) * kv_dim];
             cache.write(depth, l, first_slot + i, k, v);
         }
         let heads = (c.n_heads, c.n_kv_heads, hd);
+        let att = &mut s.att[..n * q_dim];
+        let key_bias = bk.map(|b| (b, &s.key_angles[..], neox));
         attention(
             cache,
             l,
@@ -299,8 +396,18 @@ pub fn run_layers(
             &s.q[..n * q_dim],
             positions,
             heads,
-            &mut s.att[..n * q_dim],
+            key_bias,
+            att,
         );
+        if let Some(bv) = bv {
+            // the values' bias, back once: the weights sum to 1
+            for row in att.chunks_exact_mut(q_dim) {
+                for (h, o) in row.chunks_exact_mut(hd).enumerate() {
+                    let b = &bv[h / (c.n_heads / c.n_kv_heads) * hd..][..hd];
+                    o.iter_mut().zip(b).for_each(|(o, b)| *o += b);
+                }
+            }
+        }
         lin.apply(layer, Linear::O, &s.att, &mut s.proj, &mut s.lin);
         add(&mut s.x[..nd], &s.proj[..nd]);
 
@@ -345,7 +452,10 @@ type KvSet<'a> = (Rows<'a>, Rows<'a>, Option<&'a [usize]>);
 /// Duo-causal attention: the query of row i (position p, depth d) attends to the
 /// depth-1 keys at positions ≤ p and, for each depth 2..=d, to that depth's keys at
 /// positions ≤ p — one softmax over all of them, computed online (no mask).
-/// `heads` = (query heads, key/value heads, head dimension).
+/// `heads` = (query heads, key/value heads, head dimension). `key_bias`: the
+/// layer's key bias, the angle table and the pair layout, when a q8_0 cache
+/// holds keys without their bias ([`KeyBias`]).
+#[allow(clippy::too_many_arguments)]
 fn attention(
     cache: &KvCache,
     layer: usize,
@@ -353,6 +463,7 @@ fn attention(
     q: &[f32],
     positions: &[usize],
     heads: (usize, usize, usize),
+    key_bias: Option<(&[f32], &[f32], bool)>,
     out: &mut [f32],
 ) {
     let (n_heads, n_kv, hd) = heads;
@@ -386,7 +497,10 @@ fn attention(
         // f32 cache keeps full f32 accumulation (the reference-parity path).
         match sets[0].0 {
             Rows::F16(_) => attend_f16(qh, sets, p, kv_dim, kv_off, scale, o),
-            Rows::Q8_0(_) => attend_q8(qh, sets, p, kv_dim, kv_off, scale, o),
+            Rows::Q8_0(_) => {
+                let kb = key_bias.map(|(b, angles, neox)| (&b[kv_off..kv_off + hd], angles, neox));
+                attend_q8(qh, sets, p, kv_dim, kv_off, scale, kb, o)
+            }
             Rows::F32(_) => attend_f32(qh, sets, p, kv_dim, kv_off, scale, o),
         }
     });
@@ -512,7 +626,10 @@ fn attend_f16(
 /// call), the online softmax of [`attend_f16`], and the weighted V sum in an
 /// f32 accumulator fed block by block from the q8_0 rows
 /// ([`kernels::Kernels::mad_q8_0`]). Heads are whole blocks (the head dimension
-/// is a multiple of 32: `KvType::check_head_dim`).
+/// is a multiple of 32: `KvType::check_head_dim`). `key_bias`: this KV
+/// head's key bias, the angle table and the pair layout, whose term
+/// ([`KeyBias`]) each score gets in f32.
+#[allow(clippy::too_many_arguments)]
 fn attend_q8(
     qh: &[f32],
     sets: &[KvSet],
@@ -520,6 +637,7 @@ fn attend_q8(
     kv_dim: usize,
     kv_off: usize,
     scale: f32,
+    key_bias: Option<(&[f32], &[f32], bool)>,
     o: &mut [f32],
 ) {
     use quant::q8_0::{BLOCK_BYTES, QK};
@@ -534,6 +652,11 @@ fn attend_q8(
     let mut q8 = [0u8; MAX_HEAD_DIM / QK * BLOCK_BYTES];
     let q8 = &mut q8[..hb];
     quant::q8_0::quantize_row(qh, q8);
+    let mut ab = [0f32; MAX_HEAD_DIM];
+    let ab = &mut ab[..hd];
+    if let Some((b, _, neox)) = key_bias {
+        KeyBias::query_terms(qh, b, neox, ab);
+    }
     let mut acc = [0f32; MAX_HEAD_DIM];
     let acc = &mut acc[..hd];
     let (mut m, mut l) = (f32::NEG_INFINITY, 0f32);
@@ -549,6 +672,12 @@ fn attend_q8(
             // the chunk's keys of this head: `len` runs of `hb` bytes, `rb` apart
             let kc = &keys[j0 * rb + ob..(j0 + len - 1) * rb + ob + hb];
             (k.dot_q8_0)(q8, kc, rb, &mut arg[..len]);
+            if let Some((_, angles, _)) = key_bias {
+                for (t, a) in arg[..len].iter_mut().enumerate() {
+                    let pk = pos.map_or(j0 + t, |pos| pos[j0 + t]);
+                    *a += kernels::dot_f32(ab, &angles[pk * hd..(pk + 1) * hd]);
+                }
+            }
             // as attend_f16: each key's exponent argument against the running
             // maximum, a new maximum flagged to rescale
             for (a, r) in arg[..len].iter_mut().zip(&mut rescale[..len]) {
@@ -602,7 +731,6 @@ pub fn logits(model: &Model, s: &mut Scratch, rows: &[usize], logits: &mut [f32]
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::kv_cache::KvType;
 
     fn values(n: usize, seed: u32) -> Vec<f32> {
         let mut s = seed;
@@ -664,13 +792,120 @@ mod tests {
         for depth in [1, 2] {
             let mut got = vec![0f32; q.len()];
             let mut want = vec![0f32; q.len()];
-            attention(&q8, 1, depth, &q, &qpos, (n_heads, n_kv, hd), &mut got);
-            attention(&f, 1, depth, &q, &qpos, (n_heads, n_kv, hd), &mut want);
+            attention(
+                &q8,
+                1,
+                depth,
+                &q,
+                &qpos,
+                (n_heads, n_kv, hd),
+                None,
+                &mut got,
+            );
+            attention(
+                &f,
+                1,
+                depth,
+                &q,
+                &qpos,
+                (n_heads, n_kv, hd),
+                None,
+                &mut want,
+            );
             for (i, (a, b)) in got.iter().zip(&want).enumerate() {
                 assert!(
                     (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
                     "depth {depth} [{i}]: {a} vs {b}"
                 );
+            }
+        }
+    }
+
+    /// A q8_0 cache holding keys and values without their biases, scored
+    /// with the bias term (`KeyBias`) and given the value bias back, equals
+    /// f32 attention over the biased keys R_p(k + b) and values v + b, for
+    /// both pair layouts and at both depths (sparse positions included).
+    #[test]
+    fn split_key_bias_equals_attention_over_biased_rows() {
+        let (n_heads, n_kv, hd) = (4, 2, 64);
+        let kv_dim = n_kv * hd;
+        let n = 24;
+        let deep = [2usize, 9, 10, 17, 23];
+        let inv_freq: Vec<f32> = (0..hd / 2)
+            .map(|i| 10000f64.powf(-(2.0 * i as f64) / hd as f64) as f32)
+            .collect();
+        let mut angles = Vec::new();
+        let mut cs = vec![(0f32, 0f32); hd / 2];
+        for p in 0..n {
+            rope_angles(p, &inv_freq, &mut cs);
+            angles.extend(cs.iter().flat_map(|&(c, s)| [c, s]));
+        }
+        // biases with a few large entries, as Qwen2's
+        let mut bk = values(kv_dim, 99);
+        bk[hd - 1] = 40.0;
+        bk[kv_dim - 2] = -35.0;
+        let bv = values(kv_dim, 98);
+        for neox in [true, false] {
+            let mut q8 = KvCache::try_new(KvType::Q8_0, 1, kv_dim, 32, 2).unwrap();
+            let mut f = KvCache::try_new(KvType::F32, 1, kv_dim, 32, 2).unwrap();
+            let pos: Vec<usize> = (0..n).collect();
+            for c in [&mut q8, &mut f] {
+                c.append(1, &pos);
+                c.append(2, &deep);
+            }
+            for (depth, rows) in [(1, n), (2, deep.len())] {
+                for i in 0..rows {
+                    let p = if depth == 1 { i } else { deep[i] };
+                    rope_angles(p, &inv_freq, &mut cs);
+                    let seed = (depth * 100 + i) as u32;
+                    let (mut k, v) = (values(kv_dim, seed), values(kv_dim, seed + 7));
+                    rope(&mut k, hd, &cs, neox);
+                    q8.write(depth, 0, i, &k, &v);
+                    let (Rows::Q8_0(kq), Rows::Q8_0(vq)) = q8.rows(depth, 0, i + 1) else {
+                        unreachable!()
+                    };
+                    let rb = q8.row_bytes();
+                    let (mut kd, mut vd) = (vec![0f32; kv_dim], vec![0f32; kv_dim]);
+                    quant::q8_0::dequantize_row(&kq[i * rb..], &mut kd);
+                    quant::q8_0::dequantize_row(&vq[i * rb..], &mut vd);
+                    let mut rbk = bk.clone();
+                    rope(&mut rbk, hd, &cs, neox);
+                    kd.iter_mut().zip(&rbk).for_each(|(x, b)| *x += b);
+                    vd.iter_mut().zip(&bv).for_each(|(x, b)| *x += b);
+                    f.write(depth, 0, i, &kd, &vd);
+                }
+            }
+            // queries q8_0 holds exactly (see above)
+            let qpos = [3usize, 9, 17, 23];
+            let q: Vec<f32> = (0..qpos.len() * n_heads * hd)
+                .map(|i| {
+                    let k = if i % 32 == 3 {
+                        -127
+                    } else {
+                        (i * 53 % 255) as i32 - 127
+                    };
+                    k as f32 / 128.0
+                })
+                .collect();
+            for depth in [1, 2] {
+                let mut got = vec![0f32; q.len()];
+                let mut want = vec![0f32; q.len()];
+                let kb = Some((&bk[..], &angles[..], neox));
+                let heads = (n_heads, n_kv, hd);
+                attention(&q8, 0, depth, &q, &qpos, heads, kb, &mut got);
+                attention(&f, 0, depth, &q, &qpos, heads, None, &mut want);
+                for row in got.chunks_exact_mut(n_heads * hd) {
+                    for (h, o) in row.chunks_exact_mut(hd).enumerate() {
+                        let b = &bv[h / (n_heads / n_kv) * hd..][..hd];
+                        o.iter_mut().zip(b).for_each(|(o, b)| *o += b);
+                    }
+                }
+                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                        "neox {neox} depth {depth} [{i}]: {a} vs {b}"
+                    );
+                }
             }
         }
     }
