@@ -90,6 +90,7 @@ public class TahTest {
         savedSessions(fixture, prompt, expectIds, smol);
         if (smol != null) {
             smolChat(smol);
+            smolKvQ8(smol);
             smolVocabAndSpecial(smol);
             smolSampling(smol);
             smolCancelAndClose(smol);
@@ -403,6 +404,29 @@ public class TahTest {
                     throwsWith("", "a state of another model throws", () -> r.restoreState(state));
                 }
             }
+        }
+    }
+
+    /** The 8-bit KV cache on SmolLM2 (heads of 64): 34 of f16's 64 bytes, and a session that answers. */
+    static void smolKvQ8(String smol) {
+        Tah.Params p16 = new Tah.Params();
+        p16.threads = 2;
+        p16.contextSize = 256;
+        Tah.Params p8 = new Tah.Params();
+        p8.threads = 2;
+        p8.contextSize = 256;
+        p8.kvType = Tah.KV_Q8_0;
+        try (Tah t16 = Tah.load(smol, p16); Tah t8 = Tah.load(smol, p8);
+                Tah.Session a = t16.newSession(); Tah.Session b = t8.newSession()) {
+            StringBuilder sa = new StringBuilder(), sb = new StringBuilder();
+            a.prompt("The capital of France is", true);
+            b.prompt("The capital of France is", true);
+            int na = a.generate(4, Tah.Sampling.greedy(), (piece, id, depth) -> sa.append(piece) != null);
+            int nb = b.generate(4, Tah.Sampling.greedy(), (piece, id, depth) -> sb.append(piece) != null);
+            System.out.println("     f16 cache: " + sa + " | q8_0 cache: " + sb);
+            long k16 = a.stats().kvBytesDepth1, k8 = b.stats().kvBytesDepth1;
+            check(na == 4 && nb == 4 && k8 * 64 == k16 * 34,
+                    "q8_0 KV cache holds 34/64 of f16's bytes (" + k8 + " vs " + k16 + ")");
         }
     }
 
