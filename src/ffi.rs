@@ -9,8 +9,8 @@
 //! Maintainers — growing a parameter struct without breaking old binaries:
 //! every struct a caller passes starts with `size_t struct_size` (its
 //! `sizeof` in the caller's header, set by the `_init` functions), and this
-//! library reads or writes only the bytes that size covers ([`read_sized`],
-//! [`write_sized`]); the rest keep their defaults (any size from just
+//! library reads or writes only the bytes that size covers (`read_sized`,
+//! `write_sized`); the rest keep their defaults (any size from just
 //! `struct_size` up is accepted: each version of the header is a prefix of the
 //! next). So:
 //! - add fields only at the end, of types for which any bit pattern is valid

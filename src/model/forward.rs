@@ -68,7 +68,7 @@ impl Scratch {
         }
     }
 
-    /// Reserves (untouched until used) the angle table [`KeyBias`] reads for
+    /// Reserves (untouched until used) the angle table `KeyBias` reads for
     /// a cache of `ctx` positions, when `cache_type` and the model call for
     /// it; `false` if the allocator refuses.
     pub fn reserve_key_angles(&mut self, model: &Model, cache_type: KvType, ctx: usize) -> bool {
@@ -216,7 +216,7 @@ fn rope(x: &mut [f32], hd: usize, cs: &[(f32, f32)], neox: bool) {
 /// Moves cached keys to other positions (a context shift): RoPE turns each
 /// pair of a key at position p by the angle p·θ_i, and rotations compose, so
 /// turning a cached key by delta·θ_i gives the key RoPE would have made at
-/// p + delta (up to rounding) — no forward pass needed. Same pairs ([`rope`]'s
+/// p + delta (up to rounding) — no forward pass needed. Same pairs (`rope`'s
 /// `neox`) and frequencies as the forward pass.
 pub struct KeyRotation {
     hd: usize,
