@@ -201,11 +201,7 @@ fn rope_angles(pos: usize, inv_freq: &[f32], cs: &mut [(f32, f32)]) {
 fn rope(x: &mut [f32], hd: usize, cs: &[(f32, f32)], neox: bool) {
     for head in x.chunks_exact_mut(hd) {
         for (i, &(cos, sin)) in cs.iter().enumerate() {
-            let (a, b) = if neox {
-                (i, i + hd / 2)
-            } else {
-                (2 * i, 2 * i + 1)
-            };
+            let (a, b) = pair(i, hd, neox);
             let (x0, x1) = (head[a], head[b]);
             head[a] = x0 * cos - x1 * sin;
             head[b] = x0 * sin + x1 * cos;
@@ -375,12 +371,12 @@ pub fn run_layers(
                 rms_norm_heads(q, qn, eps);
                 rms_norm_heads(k, kn, eps);
             }
-            for (x, b) in [(k, bk), (&mut *v, bv)] {
-                if let Some(b) = b {
-                    x.iter_mut().zip(b).for_each(|(x, b)| *x -= b);
-                }
+            if let Some(bk) = bk {
+                k.iter_mut().zip(bk).for_each(|(x, b)| *x -= b);
             }
-            let k = &mut s.k[i * kv_dim..(i + 1) * kv_dim];
+            if let Some(bv) = bv {
+                v.iter_mut().zip(bv).for_each(|(x, b)| *x -= b);
+            }
             let cs = &s.rope_cs[i * (hd / 2)..(i + 1) * (hd / 2)];
             rope(q, hd, cs, neox);
             rope(k, hd, cs, neox);
@@ -792,26 +788,9 @@ mod tests {
         for depth in [1, 2] {
             let mut got = vec![0f32; q.len()];
             let mut want = vec![0f32; q.len()];
-            attention(
-                &q8,
-                1,
-                depth,
-                &q,
-                &qpos,
-                (n_heads, n_kv, hd),
-                None,
-                &mut got,
-            );
-            attention(
-                &f,
-                1,
-                depth,
-                &q,
-                &qpos,
-                (n_heads, n_kv, hd),
-                None,
-                &mut want,
-            );
+            let heads = (n_heads, n_kv, hd);
+            attention(&q8, 1, depth, &q, &qpos, heads, None, &mut got);
+            attention(&f, 1, depth, &q, &qpos, heads, None, &mut want);
             for (i, (a, b)) in got.iter().zip(&want).enumerate() {
                 assert!(
                     (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
