@@ -54,6 +54,9 @@ cargo test --release --workspace
 step "HTML depth map rendered by Chromium"
 bash scripts/html-screenshot-check.sh
 
+step "tah serve: the tutor page in headless Chromium (real SmolLM2: a streamed answer, Stop, KaTeX)"
+bash scripts/serve-page-check.sh
+
 step "C example: static and shared library, valgrind"
 bash examples/c/check.sh
 
