@@ -40,7 +40,7 @@ if [ "$(cbindgen --version 2>/dev/null)" != "cbindgen 0.29.4" ]; then
 fi
 
 step "python packages"
-python3 -m pip install --quiet --disable-pip-version-check gguf numpy safetensors
+python3 -m pip install --quiet --disable-pip-version-check gguf numpy safetensors openai pytest
 
 step "models"
 models/fetch.sh
@@ -53,6 +53,9 @@ cargo test --release --workspace
 
 step "HTML depth map rendered by Chromium"
 bash scripts/html-screenshot-check.sh
+
+step "tah serve: the OpenAI API with the openai client and raw HTTP (pytest, SmolLM2)"
+bash scripts/serve-check.sh
 
 step "tah serve: the tutor page in headless Chromium (real SmolLM2: a streamed answer, Stop, KaTeX)"
 bash scripts/serve-page-check.sh

@@ -120,7 +120,7 @@ fn parse_bias(s: &str) -> Result<(u32, f32), String> {
     Ok((id, bias))
 }
 
-fn parse_kv(s: &str) -> Result<KvType, String> {
+pub fn parse_kv(s: &str) -> Result<KvType, String> {
     match s {
         "f16" => Ok(KvType::F16),
         "f32" => Ok(KvType::F32),
@@ -129,7 +129,7 @@ fn parse_kv(s: &str) -> Result<KvType, String> {
     }
 }
 
-fn parse_think(s: &str) -> Result<ThinkMode, String> {
+pub fn parse_think(s: &str) -> Result<ThinkMode, String> {
     s.parse()
 }
 

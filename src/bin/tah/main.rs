@@ -6,6 +6,8 @@ mod common;
 mod eval;
 mod perplexity;
 mod run;
+#[cfg(feature = "serve")]
+mod serve;
 
 use clap::{Parser, Subcommand};
 use std::io::Write as _;
@@ -36,6 +38,9 @@ enum Command {
     Perplexity(perplexity::PerplexityArgs),
     /// Prompt-processing and generation speed (llama-bench style).
     Bench(bench::BenchArgs),
+    /// Serve an OpenAI-compatible HTTP API and a tutor page.
+    #[cfg(feature = "serve")]
+    Serve(serve::ServeArgs),
     /// Show what a .tah / GGUF file holds: architecture, dimensions, quant types,
     /// TaH settings, tokenizer and the tensor table.
     Info {
@@ -49,14 +54,24 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Ctrl-C during an output's write leaves no temporary file behind.
-    tah::app::output::remove_temporaries_on_signals();
+    // Ctrl-C during an output's write leaves no temporary file behind. Not
+    // for `serve`: it writes no files and shuts down gracefully on signals,
+    // which these handlers (chained behind tokio's) would cut short.
+    #[cfg(feature = "serve")]
+    let serving = matches!(cli.command, Command::Serve(_));
+    #[cfg(not(feature = "serve"))]
+    let serving = false;
+    if !serving {
+        tah::app::output::remove_temporaries_on_signals();
+    }
     let result = match cli.command {
         Command::Run(a) => run::run(a),
         Command::Chat(a) => chat::chat(a),
         Command::Eval(a) => eval::eval(a),
         Command::Perplexity(a) => perplexity::perplexity(a),
         Command::Bench(a) => bench::bench(a),
+        #[cfg(feature = "serve")]
+        Command::Serve(a) => serve::serve(a),
         Command::Info { file, json } => info(&file, json),
     };
     // Whatever stdout still buffers must reach it: a full disk or a closed
