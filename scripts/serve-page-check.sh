@@ -2,9 +2,10 @@
 # Opens the tutor page of `tah serve` in headless Chromium and checks it end to
 # end with the real SmolLM2-135M-Instruct model:
 #   1. a long answer stopped with the Stop button (the page aborts the fetch;
-#      the server must cancel and take the next request);
-#   2. "What is 12*7?" asked through the page's ?q= hook with --think never:
-#      the streamed answer completes (data-state="done"), is made of token
+#      the server must log that it cancelled, and take the next request);
+#   2. "What is 12*7?" asked through the page's ?q= hook (think never, greedy,
+#      at most 150 tokens): the streamed answer completes
+#      (data-state="done"), is made of token
 #      spans, has the summary line; KaTeX's script, CSS and fonts load from
 #      the server; a 1000x800 screenshot is not blank;
 #   3. the canned ?demo=1 answer (made-up depths) typesets its math with KaTeX
@@ -192,7 +193,7 @@ def exceptions():
 
 try:
     # 1. Stop: a long answer aborted after a few tokens.
-    s = page("?q=Tell+me+a+long+story+about+numbers.&think=never&max_tokens=400")
+    s = page("?q=Count+from+1+to+300,+one+number+per+line.&think=never&max_tokens=1000")
     wait(s, "document.querySelectorAll('.msg.assistant span.d1, .msg.assistant span.d2').length >= 3",
          "the first tokens", 30)
     js("document.getElementById('stop').click()", s)
@@ -202,7 +203,7 @@ try:
     assert st["state"] == "done" and "stopped" in st["note"], st
 
     # 2. A real answer, streamed to the end.
-    s = page("?q=What+is+12*7%3F&think=never")
+    s = page("?q=What+is+12*7%3F&think=never&temp=0&max_tokens=150")
     wait(s, FINISHED, "the answer", 45)
     wait(s, "document.fonts.status === 'loaded'", "the fonts", 10)
     st = js(STATE, s)
@@ -243,4 +244,9 @@ finally:
     except subprocess.TimeoutExpired:
         proc.kill()
 PY
+if [ -n "$server" ] && ! grep -q "cancelled" "$out/server.log"; then
+  cat "$out/server.log" >&2
+  echo "serve-page-check: the server did not log cancelling the stopped answer" >&2
+  exit 1
+fi
 echo "serve-page-check: ok ($out)"

@@ -3,7 +3,7 @@
 // the model's <think>…</think> text folded away.
 //
 // Test hooks: ?q=TEXT asks TEXT on load, &think=MODE picks the think mode,
-// &max_tokens=N caps every answer, &demo=1 shows a canned answer (made-up
+// &max_tokens=N caps every answer, &temp=T sets the temperature, &demo=1 shows a canned answer (made-up
 // depths, math, thinking) through the same rendering.
 // document.body.dataset.state is "busy" while answering, then "done" or "error";
 // document.body.dataset.katex is KaTeX's version once it has loaded.
@@ -20,6 +20,9 @@
   var controller = null; // the running request's AbortController
   var systemPrompt = null;
   var maxTokens = 0; // 0: the server's limit
+  // Sampling as `tah chat` does it (Qwen3's recommended settings), not the
+  // API's default of temperature 1, which makes small models ramble.
+  var sampling = { temperature: 0.6, top_p: 0.95, top_k: 20 };
 
   function store(k, v) {
     try { if (v) localStorage.setItem(k, v); else localStorage.removeItem(k); } catch (e) { /* private mode */ }
@@ -335,10 +338,14 @@
       var req = {
         messages: [{ role: "system", content: prompt }].concat(conversation),
         stream: true, tah_depths: true, think: thinkSel.value,
+        temperature: sampling.temperature, top_p: sampling.top_p, top_k: sampling.top_k,
       };
       if (maxTokens > 0) req.max_tokens = maxTokens;
       var r = await fetch("v1/chat/completions", {
         method: "POST", headers: headers, signal: ctl.signal, body: JSON.stringify(req),
+      }).catch(function (e) {
+        if (e.name === "AbortError") throw e;
+        throw new Error("could not reach the server (" + (e.message || e) + ")");
       });
       if (!r.ok) throw await httpError(r);
       var finished = await readEvents(r.body, function (ev) {
@@ -441,6 +448,7 @@
   var params = new URLSearchParams(location.search);
   setThink(params.get("think"));
   maxTokens = parseInt(params.get("max_tokens") || "0", 10) || 0;
+  if (params.get("temp")) sampling.temperature = parseFloat(params.get("temp"));
   if (params.get("demo")) demo();
   if (params.get("q")) ask(params.get("q"));
   else input.focus();
