@@ -281,17 +281,7 @@ pub fn generate(
     on_token: &mut dyn FnMut(&TokenEvent) -> bool,
 ) -> Result<Generation, SessionError> {
     let vocab = session.model.cfg.vocab;
-    opts.validate(vocab)?;
-    if !opts.stop.is_empty() && tokenizer.is_none() {
-        return Err(SessionError::BadOption(
-            "stop strings need the model's tokenizer".into(),
-        ));
-    }
-    let mut sampler = Sampler::with_vocab(opts.sampling, vocab);
-    sampler.set_logit_bias(&opts.logit_bias);
-    let mut decoder = tokenizer.map(|t| t.stream_decoder());
-    let start_pos = session.n_past();
-
+    let mut gen = Generator::new(session, tokenizer, prompt, opts)?;
     let t0 = Instant::now();
     let fed = match logits_log.as_deref_mut() {
         Some(log) => {
@@ -309,71 +299,153 @@ pub fn generate(
             false
         }
     };
-    let prefill_s = t0.elapsed().as_secs_f64();
-    let prompt_info: Vec<TokenInfo> = session.token_info()[start_pos..].to_vec();
-    // Decisions the budget controller had made before the first generated token.
-    let budget_seen = session.budget().map(|b| b.seen());
-
-    let mut g = Generation {
-        prompt_ids: prompt.to_vec(),
-        prompt_depths: prompt_info.iter().map(|i| i.depth).collect(),
-        tokens: Vec::new(),
-        depths: Vec::new(),
-        probs: Vec::new(),
-        text: String::new(),
-        stop: if cancelled {
-            StopReason::Cancelled
-        } else {
-            StopReason::MaxTokens
-        },
-        stats: Stats::default(),
-        shifts: Vec::new(),
-    };
-    // The turn boundaries, renumbered by each shift.
-    let mut turns = opts
-        .context_shift
-        .as_ref()
-        .map_or_else(Vec::new, |c| c.turn_starts.clone());
-    // What a shift would forget now (`None`: full means stop).
-    let shift_at = |session: &Session, turns: &[usize]| {
-        let cs = opts.context_shift.as_ref()?;
-        shift_range(session.n_past(), session.ctx(), cs.keep, turns)
-    };
-    // `g.text[..released]` has been given to the callback; the rest is held
-    // back while it could begin a stop string.
-    let mut released = 0usize;
-    let t1 = Instant::now();
-    let mut next = if cancelled {
-        0
-    } else {
-        sampler.sample_with(session.logits(), session.tokens())
-    };
-    while !cancelled && g.tokens.len() < opts.max_tokens {
-        if session.n_past() >= session.ctx() {
-            let Some((keep, drop)) = shift_at(session, &turns) else {
-                g.stop = StopReason::ContextFull;
+    gen.prompt_fed(session, cancelled, t0.elapsed().as_secs_f64());
+    while let Some(next) = gen.next_token(session)? {
+        // Feed the chosen token: its forward gives its depth and the next logits.
+        match session.decode(next) {
+            Err(SessionError::Cancelled) => {
+                gen.cancelled();
                 break;
+            }
+            Err(e) => return Err(e),
+            Ok(logits) => {
+                if let Some(log) = logits_log.as_deref_mut() {
+                    log.decode.extend_from_slice(logits);
+                }
+            }
+        }
+        gen.token_fed(session, on_token);
+    }
+    Ok(gen.finish(session))
+}
+
+/// One generation as a state machine, for a caller that runs the forward
+/// passes itself (a server stepping several sessions in one batch):
+/// [`Generator::new`], feed the prompt, [`Generator::prompt_fed`]; then while
+/// [`Generator::next_token`] gives a token, feed it and call
+/// [`Generator::token_fed`]; then [`Generator::finish`]. [`generate`] is
+/// exactly that loop.
+pub struct Generator<'t> {
+    opts: GenerateOptions,
+    tokenizer: Option<&'t Tokenizer>,
+    sampler: Sampler,
+    decoder: Option<crate::text::StreamDecoder<'t>>,
+    g: Generation,
+    /// `g.text[..released]` has been given to the callback; the rest is held
+    /// back while it could begin a stop string.
+    released: usize,
+    /// The turn boundaries, renumbered by each shift.
+    turns: Vec<usize>,
+    start_pos: usize,
+    /// Decisions the budget controller had made before the first generated token.
+    budget_seen: Option<u64>,
+    prefill_s: f64,
+    t_decode: Instant,
+    /// The token chosen to be fed next; `None` once generation is over.
+    next: Option<u32>,
+}
+
+impl<'t> Generator<'t> {
+    /// Checks the options; `prompt` is what will be fed to `session` next.
+    pub fn new(
+        session: &Session,
+        tokenizer: Option<&'t Tokenizer>,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+    ) -> Result<Generator<'t>, SessionError> {
+        let vocab = session.model.cfg.vocab;
+        opts.validate(vocab)?;
+        if !opts.stop.is_empty() && tokenizer.is_none() {
+            return Err(SessionError::BadOption(
+                "stop strings need the model's tokenizer".into(),
+            ));
+        }
+        let mut sampler = Sampler::with_vocab(opts.sampling, vocab);
+        sampler.set_logit_bias(&opts.logit_bias);
+        Ok(Generator {
+            turns: opts
+                .context_shift
+                .as_ref()
+                .map_or_else(Vec::new, |c| c.turn_starts.clone()),
+            opts: opts.clone(),
+            tokenizer,
+            sampler,
+            decoder: tokenizer.map(|t| t.stream_decoder()),
+            g: Generation {
+                prompt_ids: prompt.to_vec(),
+                prompt_depths: Vec::new(),
+                tokens: Vec::new(),
+                depths: Vec::new(),
+                probs: Vec::new(),
+                text: String::new(),
+                stop: StopReason::MaxTokens,
+                stats: Stats::default(),
+                shifts: Vec::new(),
+            },
+            released: 0,
+            start_pos: session.n_past(),
+            budget_seen: None,
+            prefill_s: 0.0,
+            t_decode: Instant::now(),
+            next: None,
+        })
+    }
+
+    /// The prompt went in (or was cancelled, leaving nothing to generate):
+    /// chooses the first token from the session's logits.
+    pub fn prompt_fed(&mut self, session: &Session, cancelled: bool, prefill_s: f64) {
+        self.prefill_s = prefill_s;
+        let prompt_info = &session.token_info()[self.start_pos.min(session.n_past())..];
+        self.g.prompt_depths = prompt_info.iter().map(|i| i.depth).collect();
+        self.budget_seen = session.budget().map(|b| b.seen());
+        self.t_decode = Instant::now();
+        if cancelled {
+            self.g.stop = StopReason::Cancelled;
+        } else if self.opts.max_tokens > 0 {
+            self.next = Some(self.sampler.sample_with(session.logits(), session.tokens()));
+        }
+    }
+
+    /// What a shift would forget now (`None`: full means stop).
+    fn shift_at(&self, session: &Session) -> Option<(usize, usize)> {
+        let cs = self.opts.context_shift.as_ref()?;
+        shift_range(session.n_past(), session.ctx(), cs.keep, &self.turns)
+    }
+
+    /// The token to feed next — after a context shift when the context is
+    /// full — or `None` when generation is over.
+    pub fn next_token(&mut self, session: &mut Session) -> Result<Option<u32>, SessionError> {
+        if self.next.is_some() && session.n_past() >= session.ctx() {
+            let Some((keep, drop)) = self.shift_at(session) else {
+                self.g.stop = StopReason::ContextFull;
+                self.next = None;
+                return Ok(None);
             };
             session.shift(keep, drop)?;
-            turns.retain(|&t| t < keep || t >= keep + drop);
-            for t in turns.iter_mut().filter(|t| **t >= keep + drop) {
+            self.turns.retain(|&t| t < keep || t >= keep + drop);
+            for t in self.turns.iter_mut().filter(|t| **t >= keep + drop) {
                 *t -= drop;
             }
-            g.shifts.push(Shift { keep, drop });
+            self.g.shifts.push(Shift { keep, drop });
         }
-        // Feed the chosen token: its forward gives its depth and the next logits.
-        let logits = match session.decode(next) {
-            Err(SessionError::Cancelled) => {
-                g.stop = StopReason::Cancelled;
-                break;
-            }
-            other => other?,
+        Ok(self.next)
+    }
+
+    /// Generation was cancelled while feeding the token `next_token` gave.
+    pub fn cancelled(&mut self) {
+        self.g.stop = StopReason::Cancelled;
+        self.next = None;
+    }
+
+    /// The token `next_token` gave was fed: records it, gives `on_token`
+    /// its event and chooses the next one (unless generation ends here).
+    pub fn token_fed(&mut self, session: &Session, on_token: &mut dyn FnMut(&TokenEvent) -> bool) {
+        let Some(next) = self.next.take() else {
+            return;
         };
-        if let Some(log) = logits_log.as_deref_mut() {
-            log.decode.extend_from_slice(logits);
-        }
+        let g = &mut self.g;
         let info = *session.token_info().last().expect("a token was just fed");
-        let piece = decoder.as_mut().map_or("", |d| d.push(next));
+        let piece = self.decoder.as_mut().map_or("", |d| d.push(next));
         g.text.push_str(piece);
         g.tokens.push(next);
         g.depths.push(info.depth);
@@ -382,74 +454,86 @@ pub fn generate(
         } else {
             Some(info.prob)
         });
-        let eog = opts.stop_at_eog && tokenizer.is_some_and(|t| t.is_eog(next));
+        let opts = &self.opts;
+        let eog = opts.stop_at_eog && self.tokenizer.is_some_and(|t| t.is_eog(next));
         // This token's event is the last one unless a stop string ends it.
-        let full = session.n_past() >= session.ctx() && shift_at(session, &turns).is_none();
+        let full = session.n_past() >= session.ctx() && self.shift_at(session).is_none();
+        let g = &mut self.g;
         let last = eog || g.tokens.len() >= opts.max_tokens || full;
-        let (end, hit) = match find_stop(&g.text, released, &opts.stop) {
+        let (end, hit) = match find_stop(&g.text, self.released, &opts.stop) {
             Some(at) => (at, true),
             None if last => (g.text.len(), false),
-            None => (hold_back(&g.text, released, &opts.stop), false),
+            None => (hold_back(&g.text, self.released, &opts.stop), false),
         };
         let go_on = on_token(&TokenEvent {
             id: next,
-            piece: &g.text[released..end],
+            piece: &g.text[self.released..end],
             depth: info.depth,
             prob: info.prob,
         });
-        released = end;
+        self.released = end;
         if hit {
             g.text.truncate(end);
             g.stop = StopReason::StopString;
-            break;
-        }
-        if eog {
+        } else if eog {
             g.stop = StopReason::Eog;
-            break;
-        }
-        if !go_on {
+        } else if !go_on {
             g.stop = StopReason::Stopped;
-            break;
+        } else if g.tokens.len() >= opts.max_tokens {
+            g.stop = StopReason::MaxTokens;
+        } else if full {
+            g.stop = StopReason::ContextFull;
+        } else {
+            self.next = Some(self.sampler.sample_with(session.logits(), session.tokens()));
         }
-        next = sampler.sample_with(session.logits(), session.tokens());
     }
-    if let Some(d) = decoder.as_mut() {
-        let rest = d.flush();
-        if g.stop != StopReason::StopString {
-            g.text.push_str(rest);
-            // What the flush completed may still hold a stop string.
-            if let Some(at) = find_stop(&g.text, released, &opts.stop) {
-                g.text.truncate(at);
+
+    /// Tokens generated so far.
+    pub fn generated(&self) -> usize {
+        self.g.tokens.len()
+    }
+
+    /// The generation, with its statistics.
+    pub fn finish(mut self, session: &Session) -> Generation {
+        let g = &mut self.g;
+        if let Some(d) = self.decoder.as_mut() {
+            let rest = d.flush();
+            if g.stop != StopReason::StopString {
+                g.text.push_str(rest);
+                // What the flush completed may still hold a stop string.
+                if let Some(at) = find_stop(&g.text, self.released, &self.opts.stop) {
+                    g.text.truncate(at);
+                }
             }
         }
+        let decode_s = self.t_decode.elapsed().as_secs_f64();
+        let s = &mut g.stats;
+        s.prompt_tokens = g.prompt_ids.len();
+        s.generated_tokens = g.tokens.len();
+        s.tokens_per_depth = vec![0; session.think.max_depth];
+        for &d in &g.depths {
+            s.tokens_per_depth[d as usize - 1] += 1;
+        }
+        s.hard_tokens = g.depths.iter().filter(|&&d| d >= 2).count();
+        s.prompt_hard_tokens = g.prompt_depths.iter().filter(|&&d| d >= 2).count();
+        let n = g.tokens.len().max(1) as f64;
+        s.hard_rate = s.hard_tokens as f64 / n;
+        s.avg_depth = g.depths.iter().map(|&d| d as f64).sum::<f64>() / n;
+        s.prefill_tokens_per_s = g.prompt_ids.len() as f64 / self.prefill_s.max(1e-9);
+        s.decode_tokens_per_s = g.tokens.len() as f64 / decode_s.max(1e-9);
+        s.kv_bytes_per_depth = session.cache.bytes_per_depth();
+        if let (Some(b), Some(seen)) = (session.budget(), self.budget_seen) {
+            let skip = (crate::tah::budget::WARMUP as u64).saturating_sub(seen) as usize;
+            let counted = &g.depths[skip.min(g.depths.len())..];
+            // The f32 target as its shortest decimal (0.06, not 0.0599999986).
+            s.budget_target = b.target().to_string().parse().ok();
+            s.budget_tokens = Some(counted.len());
+            s.budget_rate = Some(
+                counted.iter().filter(|&&d| d >= 2).count() as f64 / counted.len().max(1) as f64,
+            );
+        }
+        self.g
     }
-    let decode_s = t1.elapsed().as_secs_f64();
-
-    let s = &mut g.stats;
-    s.prompt_tokens = prompt.len();
-    s.generated_tokens = g.tokens.len();
-    s.tokens_per_depth = vec![0; session.think.max_depth];
-    for &d in &g.depths {
-        s.tokens_per_depth[d as usize - 1] += 1;
-    }
-    s.hard_tokens = g.depths.iter().filter(|&&d| d >= 2).count();
-    s.prompt_hard_tokens = g.prompt_depths.iter().filter(|&&d| d >= 2).count();
-    let n = g.tokens.len().max(1) as f64;
-    s.hard_rate = s.hard_tokens as f64 / n;
-    s.avg_depth = g.depths.iter().map(|&d| d as f64).sum::<f64>() / n;
-    s.prefill_tokens_per_s = prompt.len() as f64 / prefill_s.max(1e-9);
-    s.decode_tokens_per_s = g.tokens.len() as f64 / decode_s.max(1e-9);
-    s.kv_bytes_per_depth = session.cache.bytes_per_depth();
-    if let (Some(b), Some(seen)) = (session.budget(), budget_seen) {
-        let skip = (crate::tah::budget::WARMUP as u64).saturating_sub(seen) as usize;
-        let counted = &g.depths[skip.min(g.depths.len())..];
-        // The f32 target as its shortest decimal (0.06, not 0.0599999986).
-        s.budget_target = b.target().to_string().parse().ok();
-        s.budget_tokens = Some(counted.len());
-        s.budget_rate =
-            Some(counted.iter().filter(|&&d| d >= 2).count() as f64 / counted.len().max(1) as f64);
-    }
-    Ok(g)
 }
 
 /// The earliest start, at or after `from`, of any of `stops` in `text`.

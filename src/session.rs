@@ -19,12 +19,15 @@
 //! the later tokens down without running them again: their cached keys are
 //! re-rotated to the new positions (docs/TAH_SEMANTICS.md §9).
 
-use crate::model::forward::{self, KeyRotation, Scratch};
+use crate::model::forward::{self, Caches, KeyRotation, Scratch};
 use crate::model::kv_cache::{KvCache, KvType};
 use crate::model::Model;
 use crate::tah::budget::Budget;
-use crate::tah::step::{TahStep, Think};
+use crate::tah::step::{Decisions, Parts, TahStep, Think};
 use crate::tah::{TahOptions, TokenInfo};
+mod batch;
+pub use batch::Batch;
+
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -137,8 +140,9 @@ pub struct Session {
     logits_row: Option<usize>,
     /// Cumulative logits of the current chunk (batch × vocab).
     chunk_logits: Vec<f32>,
-    /// The TaH step's buffers.
+    /// The TaH step's buffers, and this session's decisions.
     step: TahStep,
+    decisions: Decisions,
     positions: Vec<usize>,
     /// Tokens consumed so far (their positions are their indices) and their depths.
     tokens: Vec<u32>,
@@ -207,6 +211,7 @@ impl Session {
                 Vec::new()
             },
             step: TahStep::new(&model, &think, batch),
+            decisions: Decisions::new(&think),
             positions: Vec::with_capacity(batch),
             tokens,
             info,
@@ -237,12 +242,12 @@ impl Session {
 
     /// The think-budget controller (`ThinkMode::Budget` on a TaH model).
     pub fn budget(&self) -> Option<&Budget> {
-        self.step.budget()
+        self.decisions.budget()
     }
 
     /// For [`crate::session_state`]: the TaH step's state (budget, hard picks).
-    pub(crate) fn step(&self) -> &TahStep {
-        &self.step
+    pub(crate) fn decisions(&self) -> &Decisions {
+        &self.decisions
     }
 
     /// For [`crate::session_state`], which checked a saved state against this
@@ -254,15 +259,37 @@ impl Session {
         &mut Vec<u32>,
         &mut Vec<TokenInfo>,
         &mut KvCache,
-        &mut TahStep,
+        &mut Decisions,
     ) {
         self.truncate(0);
         (
             &mut self.tokens,
             &mut self.info,
             &mut self.cache,
-            &mut self.step,
+            &mut self.decisions,
         )
+    }
+
+    /// Changes how the session thinks from the next token on (a server's
+    /// per-request `think`): checked against the model and against the depths
+    /// the cache was made with; the decisions (budget controller) start anew.
+    pub fn set_think(&mut self, opts: &TahOptions) -> Result<(), SessionError> {
+        let think = Think::resolve(&self.model, opts)?;
+        if think.max_depth > self.cache.max_depth() {
+            return Err(SessionError::BadOption(format!(
+                "depth {} is deeper than this session's cache ({} depths)",
+                think.max_depth,
+                self.cache.max_depth()
+            )));
+        }
+        let batch = self.scratch.max_rows;
+        self.step = TahStep::new(&self.model, &think, batch);
+        if think.deep() && self.chunk_logits.is_empty() {
+            self.chunk_logits = vec![0.0; batch * self.model.cfg.vocab];
+        }
+        self.decisions = Decisions::new(&think);
+        self.think = think;
+        Ok(())
     }
 
     /// The flag that cancels this session's work (a clone shares it).
@@ -404,11 +431,16 @@ impl Session {
         self.positions.clear();
         self.positions.extend(start..start + n);
         let capture = self.step.capture(&model, n);
+        let mut one = One {
+            cache: &mut self.cache,
+            think: &self.think,
+            decisions: &mut self.decisions,
+        };
         forward::run_layers(
             &model,
-            &mut self.cache,
+            &mut one,
+            &[n],
             &mut self.scratch,
-            n,
             &self.positions,
             1,
             capture,
@@ -449,13 +481,20 @@ impl Session {
             &mut self.chunk_logits,
         );
         if self.think.deep() {
+            // The positions buffer lists the rows; the step wants positions.
+            self.positions.clear();
+            self.positions.extend(start..start + n);
+            let mut one = One {
+                cache: &mut self.cache,
+                think: &self.think,
+                decisions: &mut self.decisions,
+            };
             self.step.run(
                 &model,
-                &self.think,
-                &mut self.cache,
+                &mut one,
+                &[n],
                 &mut self.scratch,
-                start,
-                n,
+                &self.positions,
                 &mut self.chunk_logits[..n * vocab],
                 &mut self.info[first_info..],
                 &self.cancel,
@@ -469,5 +508,33 @@ impl Session {
         }
         self.logits_row = Some(n - 1);
         Ok(())
+    }
+}
+
+/// One session's parts, borrowed field by field beside its buffers.
+struct One<'a> {
+    cache: &'a mut KvCache,
+    think: &'a Think,
+    decisions: &'a mut Decisions,
+}
+
+impl Caches for One<'_> {
+    fn count(&self) -> usize {
+        1
+    }
+    fn cache(&self, _: usize) -> &KvCache {
+        self.cache
+    }
+    fn cache_mut(&mut self, _: usize) -> &mut KvCache {
+        self.cache
+    }
+}
+
+impl Parts for One<'_> {
+    fn think(&self, _: usize) -> &Think {
+        self.think
+    }
+    fn decisions(&mut self, _: usize) -> &mut Decisions {
+        self.decisions
     }
 }

@@ -288,7 +288,7 @@ fn refuse_big_endian() -> Result<(), StateError> {
 /// The header that describes `session` as it is now, with `n_pending` queued tokens.
 fn describe(session: &Session, n_pending: usize, fingerprint: u64) -> Header {
     let cache = &session.cache;
-    let step = session.step();
+    let step = session.decisions();
     Header {
         fingerprint,
         name: model_name(&session.model).into_bytes(),

@@ -134,14 +134,6 @@ fn q8_0_cache_refuses_heads_of_16() {
     );
 }
 
-fn fixture_prompt() -> Vec<u32> {
-    Reference::load()
-        .i64("prefill_input_ids")
-        .iter()
-        .map(|&t| t as u32)
-        .collect()
-}
-
 /// The prompt, then `n` greedy tokens: the tokens and every token's depth.
 fn greedy(s: &mut Session, prompt: &[u32], n: usize) -> (Vec<u32>, Vec<u8>) {
     s.feed(prompt, None).unwrap();

@@ -76,14 +76,6 @@ fn infos(s: &ApiSession) -> Vec<(u8, u32)> {
         .collect()
 }
 
-fn fixture_prompt() -> Vec<u32> {
-    Reference::load()
-        .i64("prefill_input_ids")
-        .iter()
-        .map(|&t| t as u32)
-        .collect()
-}
-
 /// A conversation up to the save point: `first` prompt, generation, then
 /// `second` queued (empty: nothing queued, the next generation re-feeds the
 /// last token).

@@ -17,14 +17,6 @@ use tah::sample::SamplingParams;
 use tah::session::{Session, SessionOptions};
 use tah::tah::{TahOptions, ThinkMode};
 
-fn prompt() -> Vec<u32> {
-    Reference::load()
-        .i64("prefill_input_ids")
-        .iter()
-        .map(|&t| t as u32)
-        .collect()
-}
-
 fn run(mode: ThinkMode) -> tah::generate::Generation {
     let opts = SessionOptions {
         ctx: 600,
@@ -45,7 +37,7 @@ fn run(mode: ThinkMode) -> tah::generate::Generation {
         stop_at_eog: false,
         ..Default::default()
     };
-    generate(&mut s, None, &prompt(), &g, None, &mut |_| true).unwrap()
+    generate(&mut s, None, &fixture_prompt(), &g, None, &mut |_| true).unwrap()
 }
 
 #[test]
@@ -82,7 +74,7 @@ fn budget_holds_the_hard_rate() {
 
 #[test]
 fn cli_reports_the_budget() {
-    let ids: Vec<String> = prompt().iter().map(|t| t.to_string()).collect();
+    let ids: Vec<String> = fixture_prompt().iter().map(|t| t.to_string()).collect();
     let out = bin_command(env!("CARGO_BIN_EXE_tah"))
         .args(["run", "-m"])
         .arg(fixture_tah())

@@ -308,6 +308,12 @@ pub struct MatmulScratch {
     xd: Vec<f32>,
     xinit: Vec<i32>,
     xm: Vec<f32>,
+    /// Every activation row computed exactly as it would be alone: the
+    /// one-row kernels (whose block sums are ordered differently from the
+    /// multi-row tiles' and the panels'), run over each small group of weight
+    /// rows for all activation rows in turn. Batched decoding sets it so that
+    /// a session's tokens do not depend on who else is in the batch.
+    pub rowwise: bool,
 }
 
 /// Smallest amount of weight bytes worth a parallel task.
@@ -372,7 +378,7 @@ pub fn matmul_with(
     let act = &scratch.act[..n * xs];
     let per = rows_per_task(rows, row_bytes, crate::threads::current_threads());
 
-    if n >= PANEL_MIN_ROWS {
+    if n >= PANEL_MIN_ROWS && !scratch.rowwise {
         if let Some(panel) = (k.panel)(w.ty) {
             let units = n * cols / panel::unit_len(w.ty).expect("a panel type");
             let (xd, xinit, xm) = (&mut scratch.xd, &mut scratch.xinit, &mut scratch.xm);
@@ -415,7 +421,29 @@ pub fn matmul_with(
         }
         &mut scratch.yt[..n * rows]
     };
-    if per >= rows {
+    if scratch.rowwise && n > 1 {
+        // Each activation row through the one-row kernel, a few weight rows
+        // at a time: those stay in cache while every activation row uses
+        // them (the weights are still read from memory once), and each
+        // output is bit-for-bit what the row alone gives.
+        const SUB: usize = 64;
+        let one = |o: &mut [f32], wchunk: &[u8]| {
+            let mut buf = [0.0f32; SUB];
+            for (s, wsub) in wchunk.chunks(SUB * row_bytes).enumerate() {
+                let m = wsub.len() / row_bytes;
+                for (i, a) in act.chunks_exact(xs).enumerate() {
+                    tile(cols, wsub, row_bytes, a, xs, 1, &mut buf[..m]);
+                    for (r, &v) in buf[..m].iter().enumerate() {
+                        o[(s * SUB + r) * n + i] = v;
+                    }
+                }
+            }
+        };
+        let wchunk = per * row_bytes;
+        crate::threads::for_each_chunk_mut(out, per * n, |i, o| {
+            one(o, &w.data[i * wchunk..w.data.len().min((i + 1) * wchunk)])
+        });
+    } else if per >= rows {
         run(out, w.data);
     } else {
         let wchunk = per * row_bytes;

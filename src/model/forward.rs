@@ -36,6 +36,8 @@ pub struct Scratch {
     /// interleaved cos, sin of every cached position's rotation angles, filled
     /// as positions are first reached; empty (no capacity) otherwise.
     key_angles: Vec<f32>,
+    /// Each row's (cache index, slot) in the current [`run_layers`] call.
+    row_cache: Vec<(usize, usize)>,
 }
 
 impl Scratch {
@@ -65,6 +67,7 @@ impl Scratch {
             inv_freq,
             rope_cs: vec![(0.0, 0.0); max_rows * (c.head_dim / 2)],
             key_angles: Vec::new(),
+            row_cache: vec![(0, 0); max_rows],
         }
     }
 
@@ -291,19 +294,43 @@ fn add(x: &mut [f32], d: &[f32]) {
     }
 }
 
-/// Runs every layer on `n` rows already in `s.x` (their input embeddings), at
-/// `positions` (ascending), as depth `depth`. Appends their keys/values to the
-/// cache at that depth and leaves the last layer's residual stream in `s.x`.
+/// The KV caches of a forward pass's rows: one session's (every row), or one
+/// per session in a batched step ([`crate::batch`]), cache `k` owning the
+/// `k`-th run of consecutive rows.
+pub trait Caches {
+    fn count(&self) -> usize;
+    fn cache(&self, k: usize) -> &KvCache;
+    fn cache_mut(&mut self, k: usize) -> &mut KvCache;
+}
+
+impl Caches for KvCache {
+    fn count(&self) -> usize {
+        1
+    }
+    fn cache(&self, _: usize) -> &KvCache {
+        self
+    }
+    fn cache_mut(&mut self, _: usize) -> &mut KvCache {
+        self
+    }
+}
+
+/// Runs every layer on the rows already in `s.x` (their input embeddings), at
+/// `positions` (ascending within each cache's run), as depth `depth`. `parts[k]`
+/// rows (consecutive, in order) belong to `caches.cache(k)`; the matrix
+/// products run over all rows at once (the weights are read once), the cache
+/// writes and attention per row against its own cache. Appends the rows'
+/// keys/values at that depth and leaves the last layer's residual stream in `s.x`.
 ///
 /// `cancel` is checked before each layer: once set, the call returns
 /// [`SessionError::Cancelled`] with the rows' slots appended but only partly
-/// written — the caller truncates the cache back (as `Session::feed` does).
+/// written — the caller truncates the caches back (as `Session::feed` does).
 #[allow(clippy::too_many_arguments)]
-pub fn run_layers(
+pub fn run_layers<C: Caches + Sync + ?Sized>(
     model: &Model,
-    cache: &mut KvCache,
+    caches: &mut C,
+    parts: &[usize],
     s: &mut Scratch,
-    n: usize,
     positions: &[usize],
     depth: usize,
     mut capture: Option<Capture>,
@@ -313,14 +340,23 @@ pub fn run_layers(
     let (dim, hd) = (c.dim, c.head_dim);
     let q_dim = c.n_heads * hd;
     let kv_dim = c.n_kv_heads * hd;
-    assert!(n <= s.max_rows && positions.len() == n && hd <= MAX_HEAD_DIM);
-    if depth == 1 {
-        debug_assert!(positions
-            .iter()
-            .enumerate()
-            .all(|(i, &p)| p == cache.len(1) + i));
+    let n = positions.len();
+    assert!(n <= s.max_rows && hd <= MAX_HEAD_DIM);
+    assert!(parts.len() == caches.count() && parts.iter().sum::<usize>() == n);
+    // Each row's cache and slot, found once per call.
+    let mut row = 0;
+    for (k, &m) in parts.iter().enumerate().filter(|(_, &m)| m > 0) {
+        let cache = caches.cache_mut(k);
+        let pos = &positions[row..row + m];
+        if depth == 1 {
+            debug_assert!(pos.iter().enumerate().all(|(i, &p)| p == cache.len(1) + i));
+        }
+        let first = cache.append(depth, pos);
+        for i in 0..m {
+            s.row_cache[row + i] = (k, first + i);
+        }
+        row += m;
     }
-    let first_slot = cache.append(depth, positions);
     let lin = Linears {
         model,
         n,
@@ -336,7 +372,9 @@ pub fn run_layers(
         rope_angles(p, &s.inv_freq, cs);
     }
     // Session::new reserved the angle table for every position it can hold.
-    let split_bias = KeyBias::applies(model, cache.ty);
+    let ty = caches.cache(0).ty;
+    assert!((0..parts.len()).all(|k| caches.cache(k).ty == ty));
+    let split_bias = KeyBias::applies(model, ty);
     if split_bias {
         let n_pos = positions.iter().max().map_or(0, |p| p + 1);
         s.fill_key_angles(n_pos);
@@ -380,21 +418,14 @@ pub fn run_layers(
             let cs = &s.rope_cs[i * (hd / 2)..(i + 1) * (hd / 2)];
             rope(q, hd, cs, neox);
             rope(k, hd, cs, neox);
-            cache.write(depth, l, first_slot + i, k, v);
+            let (part, slot) = s.row_cache[i];
+            caches.cache_mut(part).write(depth, l, slot, k, v);
         }
         let heads = (c.n_heads, c.n_kv_heads, hd);
         let att = &mut s.att[..n * q_dim];
         let key_bias = bk.map(|b| (b, &s.key_angles[..], neox));
-        attention(
-            cache,
-            l,
-            depth,
-            &s.q[..n * q_dim],
-            positions,
-            heads,
-            key_bias,
-            att,
-        );
+        let rows = (&s.q[..n * q_dim], positions, &s.row_cache[..n]);
+        attention(&*caches, l, depth, rows, heads, key_bias, att);
         if let Some(bv) = bv {
             // the values' bias, back once: the weights sum to 1
             for row in att.chunks_exact_mut(q_dim) {
@@ -448,16 +479,15 @@ type KvSet<'a> = (Rows<'a>, Rows<'a>, Option<&'a [usize]>);
 /// Duo-causal attention: the query of row i (position p, depth d) attends to the
 /// depth-1 keys at positions ≤ p and, for each depth 2..=d, to that depth's keys at
 /// positions ≤ p — one softmax over all of them, computed online (no mask).
-/// `heads` = (query heads, key/value heads, head dimension). `key_bias`: the
+/// `rows` = the queries, their positions and each row's (cache, slot) in
+/// `caches`; `heads` = (query heads, key/value heads, head dimension). `key_bias`: the
 /// layer's key bias, the angle table and the pair layout, when a q8_0 cache
 /// holds keys without their bias ([`KeyBias`]).
-#[allow(clippy::too_many_arguments)]
-fn attention(
-    cache: &KvCache,
+fn attention<C: Caches + Sync + ?Sized>(
+    caches: &C,
     layer: usize,
     depth: usize,
-    q: &[f32],
-    positions: &[usize],
+    (q, positions, row_cache): (&[f32], &[usize], &[(usize, usize)]),
     heads: (usize, usize, usize),
     key_bias: Option<(&[f32], &[f32], bool)>,
     out: &mut [f32],
@@ -466,25 +496,18 @@ fn attention(
     let kv_dim = n_kv * hd;
     let group = n_heads / n_kv;
     let scale = 1.0 / (hd as f32).sqrt();
-    // Visible slots per depth for the last row; earlier rows see prefixes. A
-    // fixed array, not a Vec: this runs per layer per token.
-    let mut sets: [KvSet; MAX_DEPTH] = [(Rows::F32(&[]), Rows::F32(&[]), None); MAX_DEPTH];
-    for d in 1..=depth {
-        let (k, v) = cache.rows(d, layer, cache.len(d));
-        sets[d - 1] = (
-            k,
-            v,
-            if d == 1 {
-                None
-            } else {
-                Some(cache.positions(d))
-            },
-        );
-    }
-    let sets = &sets[..depth];
     crate::threads::for_each_chunk_mut(out, hd, |task, o| {
         let (i, h) = (task / n_heads, task % n_heads);
         let p = positions[i];
+        let cache = caches.cache(row_cache[i].0);
+        // Visible slots per depth for the cache's last row; earlier rows see
+        // prefixes. A fixed array, not a Vec: this runs per layer per token.
+        let mut sets: [KvSet; MAX_DEPTH] = [(Rows::F32(&[]), Rows::F32(&[]), None); MAX_DEPTH];
+        for d in 1..=depth {
+            let (k, v) = cache.rows(d, layer, cache.len(d));
+            sets[d - 1] = (k, v, (d > 1).then(|| cache.positions(d)));
+        }
+        let sets = &sets[..depth];
         let qh = &q[i * n_heads * hd + h * hd..][..hd];
         let kv_off = (h / group) * hd;
         // An f16 cache is read the way llama.cpp's CPU flash attention reads it
@@ -789,8 +812,24 @@ mod tests {
             let mut got = vec![0f32; q.len()];
             let mut want = vec![0f32; q.len()];
             let heads = (n_heads, n_kv, hd);
-            attention(&q8, 1, depth, &q, &qpos, heads, None, &mut got);
-            attention(&f, 1, depth, &q, &qpos, heads, None, &mut want);
+            attention(
+                &q8,
+                1,
+                depth,
+                (&q, &qpos, &[(0, 0); 4]),
+                heads,
+                None,
+                &mut got,
+            );
+            attention(
+                &f,
+                1,
+                depth,
+                (&q, &qpos, &[(0, 0); 4]),
+                heads,
+                None,
+                &mut want,
+            );
             for (i, (a, b)) in got.iter().zip(&want).enumerate() {
                 assert!(
                     (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
@@ -871,8 +910,24 @@ mod tests {
                 let mut want = vec![0f32; q.len()];
                 let kb = Some((&bk[..], &angles[..], neox));
                 let heads = (n_heads, n_kv, hd);
-                attention(&q8, 0, depth, &q, &qpos, heads, kb, &mut got);
-                attention(&f, 0, depth, &q, &qpos, heads, None, &mut want);
+                attention(
+                    &q8,
+                    0,
+                    depth,
+                    (&q, &qpos, &[(0, 0); 4]),
+                    heads,
+                    kb,
+                    &mut got,
+                );
+                attention(
+                    &f,
+                    0,
+                    depth,
+                    (&q, &qpos, &[(0, 0); 4]),
+                    heads,
+                    None,
+                    &mut want,
+                );
                 for row in got.chunks_exact_mut(n_heads * hd) {
                     for (h, o) in row.chunks_exact_mut(hd).enumerate() {
                         let b = &bv[h / (n_heads / n_kv) * hd..][..hd];

@@ -11,8 +11,7 @@ use super::budget::Budget;
 use super::decider::{self, DeciderScratch};
 use super::soft_input;
 use super::{TahOptions, ThinkMode, TokenInfo};
-use crate::model::forward::{self, Capture, Scratch, MAX_DEPTH};
-use crate::model::kv_cache::KvCache;
+use crate::model::forward::{self, Caches, Capture, Scratch, MAX_DEPTH};
 use crate::model::Model;
 use crate::sample::Rng;
 use crate::session::{CancelFlag, SessionError};
@@ -81,67 +80,30 @@ impl Think {
     }
 }
 
-/// The buffers of the step for chunks of up to `batch` rows, allocated once
-/// per session (the step allocates nothing per token).
-pub struct TahStep {
-    /// Logits of one deeper pass (batch × vocab).
-    depth_logits: Vec<f32>,
-    /// Decider input: the captured hidden states (batch × layers × dim).
-    hidden: Vec<f32>,
-    decider: Option<DeciderScratch>,
-    /// The adaptive threshold of `ThinkMode::Budget`.
+/// What a session's step decides with beyond the decider's output: the
+/// adaptive threshold of `ThinkMode::Budget` and the `--hard-rate` picker.
+/// Saved before each chunk so that a cancelled chunk leaves no decision behind.
+#[derive(Clone)]
+pub struct Decisions {
     budget: Option<Budget>,
-    /// `budget` and the hard-rate count before the current chunk: a
-    /// cancelled chunk leaves no decision behind.
     saved_budget: Option<Budget>,
-    saved_picks: u64,
-    /// Rows of the chunk still going deeper, and the ones that continue.
-    active: Vec<usize>,
-    next: Vec<usize>,
-    positions: Vec<usize>,
-    top_ids: Vec<u32>,
-    top_vals: Vec<f32>,
-    embd_row: Vec<f32>,
     /// `--hard-rate`: systematic sampling, seeded (benchmarks are repeatable).
     hard_picks: HardPicks,
+    saved_picks: u64,
 }
 
-impl TahStep {
-    pub fn new(model: &Model, think: &Think, batch: usize) -> TahStep {
-        let c = &model.cfg;
-        let auto = think.uses_decider();
-        let tah = c.tah.as_ref();
-        let n_sel = tah.map_or(0, |t| t.decider_layers.len());
-        let topk = tah.map_or(0, |t| t.input_topk.max(t.decider_topk));
-        let deep = think.deep();
-        TahStep {
-            depth_logits: if deep {
-                vec![0.0; batch * c.vocab]
-            } else {
-                Vec::new()
-            },
-            hidden: if auto {
-                vec![0.0; batch * n_sel * c.dim]
-            } else {
-                Vec::new()
-            },
-            decider: match (&model.decider, auto) {
-                (Some(w), true) => Some(DeciderScratch::new(w, n_sel * c.dim + c.dim)),
-                _ => None,
-            },
+impl Decisions {
+    pub fn new(think: &Think) -> Decisions {
+        Decisions {
             budget: match think.mode {
-                ThinkMode::Budget(r) if auto => Some(Budget::new(r, think.threshold)),
+                ThinkMode::Budget(r) if think.uses_decider() => {
+                    Some(Budget::new(r, think.threshold))
+                }
                 _ => None,
             },
             saved_budget: None,
-            saved_picks: 0,
-            active: Vec::with_capacity(batch),
-            next: Vec::with_capacity(batch),
-            positions: Vec::with_capacity(batch),
-            top_ids: Vec::with_capacity(topk + 1),
-            top_vals: Vec::with_capacity(topk + 1),
-            embd_row: vec![0.0; c.dim],
             hard_picks: HardPicks::new(0x7a4),
+            saved_picks: 0,
         }
     }
 
@@ -165,6 +127,80 @@ impl TahStep {
         self.hard_picks.decided = n;
     }
 
+    fn save(&mut self) {
+        // Copies of a few hundred bytes, no allocation (Budget is arrays).
+        self.saved_budget.clone_from(&self.budget);
+        self.saved_picks = self.hard_picks.decided;
+    }
+
+    fn restore(&mut self) {
+        std::mem::swap(&mut self.budget, &mut self.saved_budget);
+        self.hard_picks.decided = self.saved_picks;
+    }
+}
+
+/// The sessions whose rows a step runs on ([`Caches`]), with each one's
+/// settings and decisions: session `k` owns the `k`-th run of rows.
+pub trait Parts: Caches + Sync {
+    fn think(&self, k: usize) -> &Think;
+    fn decisions(&mut self, k: usize) -> &mut Decisions;
+}
+
+/// The buffers of the step for chunks of up to `batch` rows, allocated once
+/// (per session, or per batch of sessions); the step allocates nothing per
+/// token.
+pub struct TahStep {
+    /// Logits of one deeper pass (batch × vocab).
+    depth_logits: Vec<f32>,
+    /// Decider input: the captured hidden states (batch × layers × dim).
+    hidden: Vec<f32>,
+    decider: Option<DeciderScratch>,
+    /// Rows of the chunk still going deeper, and the ones that continue.
+    active: Vec<usize>,
+    next: Vec<usize>,
+    positions: Vec<usize>,
+    /// Rows per part going deeper.
+    counts: Vec<usize>,
+    top_ids: Vec<u32>,
+    top_vals: Vec<f32>,
+    embd_row: Vec<f32>,
+}
+
+impl TahStep {
+    /// Buffers for chunks of `batch` rows of sessions thinking as `think`
+    /// says (a batch of sessions passes the model's deepest settings).
+    pub fn new(model: &Model, think: &Think, batch: usize) -> TahStep {
+        let c = &model.cfg;
+        let auto = think.uses_decider();
+        let tah = c.tah.as_ref();
+        let n_sel = tah.map_or(0, |t| t.decider_layers.len());
+        let topk = tah.map_or(0, |t| t.input_topk.max(t.decider_topk));
+        let deep = think.deep();
+        TahStep {
+            depth_logits: if deep {
+                vec![0.0; batch * c.vocab]
+            } else {
+                Vec::new()
+            },
+            hidden: if auto {
+                vec![0.0; batch * n_sel * c.dim]
+            } else {
+                Vec::new()
+            },
+            decider: match (&model.decider, auto) {
+                (Some(w), true) => Some(DeciderScratch::new(w, n_sel * c.dim + c.dim)),
+                _ => None,
+            },
+            active: Vec::with_capacity(batch),
+            next: Vec::with_capacity(batch),
+            positions: Vec::with_capacity(batch),
+            counts: Vec::with_capacity(batch),
+            top_ids: Vec::with_capacity(topk + 1),
+            top_vals: Vec::with_capacity(topk + 1),
+            embd_row: vec![0.0; c.dim],
+        }
+    }
+
     /// Where the depth-1 pass of `n` rows records the decider's hidden states;
     /// `None` when the decider does not run.
     pub fn capture<'a>(&'a mut self, model: &'a Model, n: usize) -> Option<Capture<'a>> {
@@ -178,48 +214,50 @@ impl TahStep {
         }
     }
 
-    /// Depths 2..=max_depth for a chunk of `n` rows at positions `start..`,
-    /// whose depth-1 pass has run (its hidden states captured, its residual
-    /// stream in `scratch`). `logits` holds each row's depth-1 logits
-    /// (n × vocab) on entry and their sums over the depths each row ran on
-    /// exit; `info` gets each row's depth and decider probability.
+    /// Depths 2..=max_depth for a chunk whose depth-1 pass has run (its hidden
+    /// states captured, its residual stream in `scratch`): `parts[k]` rows of
+    /// session `k` of `sessions`, at `positions`. `logits` holds each row's
+    /// depth-1 logits (rows × vocab) on entry and their sums over the depths
+    /// each row ran on exit; `info` gets each row's depth and decider
+    /// probability. The rows of all sessions that go on run each depth together.
     ///
     /// `cancel` is checked between depths (and between layers): when set, the
-    /// step's own state is restored and [`SessionError::Cancelled`] returned;
-    /// the caller forgets the chunk (cache, tokens, info).
+    /// sessions' decisions are restored and [`SessionError::Cancelled`]
+    /// returned; the caller forgets the chunk (caches, tokens, info).
     #[allow(clippy::too_many_arguments)]
-    pub fn run(
+    pub fn run<P: Parts + ?Sized>(
         &mut self,
         model: &Model,
-        think: &Think,
-        cache: &mut KvCache,
+        sessions: &mut P,
+        parts: &[usize],
         scratch: &mut Scratch,
-        start: usize,
-        n: usize,
+        positions: &[usize],
         logits: &mut [f32],
         info: &mut [TokenInfo],
         cancel: &CancelFlag,
     ) -> Result<(), SessionError> {
-        // Copies of a few hundred bytes, no allocation (Budget is arrays).
-        self.saved_budget.clone_from(&self.budget);
-        self.saved_picks = self.hard_picks.decided;
-        let r = self.depths(model, think, cache, scratch, start, n, logits, info, cancel);
+        for k in 0..parts.len() {
+            sessions.decisions(k).save();
+        }
+        let r = self.depths(
+            model, sessions, parts, scratch, positions, logits, info, cancel,
+        );
         if r.is_err() {
-            std::mem::swap(&mut self.budget, &mut self.saved_budget);
-            self.hard_picks.decided = self.saved_picks;
+            for k in 0..parts.len() {
+                sessions.decisions(k).restore();
+            }
         }
         r
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn depths(
+    fn depths<P: Parts + ?Sized>(
         &mut self,
         model: &Model,
-        think: &Think,
-        cache: &mut KvCache,
+        sessions: &mut P,
+        parts: &[usize],
         scratch: &mut Scratch,
-        start: usize,
-        n: usize,
+        positions: &[usize],
         logits: &mut [f32],
         info: &mut [TokenInfo],
         cancel: &CancelFlag,
@@ -236,44 +274,71 @@ impl TahStep {
             0
         };
         let embd = model.mat(&model.token_embd);
+        let max_depth = (0..parts.len())
+            .map(|k| sessions.think(k).max_depth)
+            .max()
+            .unwrap_or(1);
+        // `counts[k]`: how many of the active rows (in order) are part k's.
         self.active.clear();
-        self.active.extend(0..n);
-        for depth in 1..think.max_depth {
+        self.active.extend(0..positions.len());
+        self.counts.clear();
+        self.counts.extend_from_slice(parts);
+        for depth in 1..max_depth {
             if cancel.is_cancelled() {
                 return Err(SessionError::Cancelled);
             }
-            // Which active rows continue (the decider is not consulted at the
-            // last depth: the loop ends before it).
+            // Which active rows continue (the decider is not consulted at a
+            // session's last depth). `j` indexes the captured hidden states,
+            // which follow the active rows in order.
             self.next.clear();
-            for (j, &row) in self.active.iter().enumerate() {
-                let go = match think.mode {
-                    ThinkMode::Always => true,
-                    ThinkMode::Never => false,
-                    ThinkMode::Auto | ThinkMode::Budget(_) => {
-                        let (Some(d), Some(s)) = (decider.as_ref(), self.decider.as_mut()) else {
-                            break;
+            let mut j = 0;
+            for k in 0..parts.len() {
+                let m = std::mem::take(&mut self.counts[k]);
+                let think = sessions.think(k).clone();
+                for _ in 0..m {
+                    let row = self.active[j];
+                    let go = depth < think.max_depth
+                        && match think.mode {
+                            ThinkMode::Always => true,
+                            ThinkMode::Never => false,
+                            ThinkMode::Auto | ThinkMode::Budget(_) => {
+                                match (decider.as_ref(), self.decider.as_mut()) {
+                                    (Some(d), Some(s)) => {
+                                        let cum = &logits[row * vocab..(row + 1) * vocab];
+                                        soft_input::top_k(
+                                            cum,
+                                            tah.decider_topk,
+                                            &mut self.top_ids,
+                                            &mut self.top_vals,
+                                        );
+                                        let h =
+                                            &self.hidden[j * n_sel * dim..(j + 1) * n_sel * dim];
+                                        let p = decider::probability(
+                                            d,
+                                            tah.normalize_input,
+                                            h,
+                                            &self.top_vals,
+                                            s,
+                                        );
+                                        if depth == 1 {
+                                            info[row].prob = p;
+                                        }
+                                        let dec = sessions.decisions(k);
+                                        match (think.hard_rate, dec.budget.as_mut()) {
+                                            (Some(rate), _) => dec.hard_picks.next(rate as f64),
+                                            (None, Some(b)) if depth == 1 => b.decide(p),
+                                            _ => p > think.threshold,
+                                        }
+                                    }
+                                    _ => false,
+                                }
+                            }
                         };
-                        let cum = &logits[row * vocab..(row + 1) * vocab];
-                        soft_input::top_k(
-                            cum,
-                            tah.decider_topk,
-                            &mut self.top_ids,
-                            &mut self.top_vals,
-                        );
-                        let h = &self.hidden[j * n_sel * dim..(j + 1) * n_sel * dim];
-                        let p = decider::probability(d, tah.normalize_input, h, &self.top_vals, s);
-                        if depth == 1 {
-                            info[row].prob = p;
-                        }
-                        match (think.hard_rate, self.budget.as_mut()) {
-                            (Some(rate), _) => self.hard_picks.next(rate as f64),
-                            (None, Some(b)) if depth == 1 => b.decide(p),
-                            _ => p > think.threshold,
-                        }
+                    if go {
+                        self.next.push(row);
+                        self.counts[k] += 1;
                     }
-                };
-                if go {
-                    self.next.push(row);
+                    j += 1;
                 }
             }
             if self.next.is_empty() {
@@ -289,11 +354,11 @@ impl TahStep {
                 soft_input::top_k(cum, tah.input_topk, &mut self.top_ids, &mut self.top_vals);
                 let x = &mut scratch.x[j * dim..(j + 1) * dim];
                 soft_input::soft_input(&embd, &self.top_ids, &self.top_vals, x, &mut self.embd_row);
-                self.positions.push(start + row);
+                self.positions.push(positions[row]);
                 info[row].depth = (depth + 1) as u8;
             }
             let m = self.active.len();
-            let capture = if depth + 1 < think.max_depth && n_sel > 0 {
+            let capture = if depth + 1 < max_depth && n_sel > 0 {
                 Some(Capture {
                     layers: &tah.decider_layers,
                     out: &mut self.hidden[..m * n_sel * dim],
@@ -303,9 +368,9 @@ impl TahStep {
             };
             forward::run_layers(
                 model,
-                cache,
+                sessions,
+                &self.counts,
                 scratch,
-                m,
                 &self.positions,
                 depth + 1,
                 capture,
@@ -334,6 +399,7 @@ impl TahStep {
 /// ⌈m·r⌉ picks (independent draws would give 64 tokens at r = 0.06 anywhere
 /// from 1 to 8), and the count carries across `reset`, so repeated runs pick
 /// other tokens.
+#[derive(Clone)]
 struct HardPicks {
     phase: f64,
     decided: u64,

@@ -76,6 +76,15 @@ pub fn load(path: &Path) -> Arc<tah::model::Model> {
     Arc::new(tah::model::Model::load(path).unwrap_or_else(|e| panic!("{e}")))
 }
 
+/// The fixture's prompt: the reference run's prefill token ids.
+pub fn fixture_prompt() -> Vec<u32> {
+    Reference::load()
+        .i64("prefill_input_ids")
+        .iter()
+        .map(|&t| t as u32)
+        .collect()
+}
+
 /// The reference implementation's outputs for the fixture.
 pub struct Reference {
     bytes: Vec<u8>,
