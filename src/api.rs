@@ -217,6 +217,12 @@ impl ApiModel {
         }
     }
 
+    /// Runs `f` with the model's pool current (its parallel work on the
+    /// model's threads), as generation does; a server's engine loop runs in it.
+    pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.pool.install(f)
+    }
+
     pub fn threads(&self) -> usize {
         self.pool.threads()
     }
