@@ -62,6 +62,11 @@ bash scripts/serve-page-check.sh
 
 step "C example: static and shared library, valgrind"
 bash examples/c/check.sh
+# The server's HTTP stack (feature "serve") is the binary's only: libtah never links it.
+if nm -C target/release/libtah.so | grep -q -E 'tokio::|axum::|hyper::'; then
+  echo "libtah.so links the HTTP stack" >&2
+  exit 1
+fi
 
 step "Android bridge: keep rules, 16 KiB pages, aarch64-linux-android staticlib symbols, JVM test"
 bash android/check.sh

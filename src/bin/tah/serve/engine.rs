@@ -63,7 +63,10 @@ pub enum Event {
     Done(Finish),
     /// `status` 400: the request cannot be served as asked (prompt too long
     /// for the context, a bad setting the engine found); 500: an engine failure.
-    Error { status: u16, message: String },
+    Error {
+        status: u16,
+        message: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,7 +126,11 @@ impl Engine {
             return Err("--parallel must be at least 1".into());
         }
         let opts = SessionOptions {
-            ctx: if cfg.ctx == 0 { model.params.ctx } else { cfg.ctx },
+            ctx: if cfg.ctx == 0 {
+                model.params.ctx
+            } else {
+                cfg.ctx
+            },
             kv_type: model.params.kv_type,
             batch: 1,
             tah: TahOptions {
@@ -256,7 +263,11 @@ impl<'t> Loop<'t> {
             if r.is_err() {
                 for (k, slot) in self.slots.iter_mut().enumerate() {
                     if let Some(a) = slot.active.take() {
-                        fail(&a.job, 500, "internal error in the engine (the request was dropped)");
+                        fail(
+                            &a.job,
+                            500,
+                            "internal error in the engine (the request was dropped)",
+                        );
                     }
                     self.sessions[k].reset();
                 }
@@ -285,7 +296,13 @@ impl<'t> Loop<'t> {
                 ),
             );
         }
-        let shared = |s: &Session| s.tokens().iter().zip(&ids).take_while(|(a, b)| a == b).count();
+        let shared = |s: &Session| {
+            s.tokens()
+                .iter()
+                .zip(&ids)
+                .take_while(|(a, b)| a == b)
+                .count()
+        };
         let Some(k) = (0..self.slots.len())
             .filter(|&k| self.slots[k].active.is_none())
             .max_by_key(|&k| (shared(&self.sessions[k]), u64::MAX - self.slots[k].used))
@@ -385,7 +402,10 @@ impl<'t> Loop<'t> {
         if self.tokens.is_empty() {
             return;
         }
-        if let Err(e) = self.batch.feed(&mut self.sessions, &self.parts, &self.tokens, &self.never) {
+        if let Err(e) = self
+            .batch
+            .feed(&mut self.sessions, &self.parts, &self.tokens, &self.never)
+        {
             for (k, slot) in self.slots.iter_mut().enumerate() {
                 if self.parts[k] > 0 {
                     if let Some(a) = slot.active.take() {
@@ -400,7 +420,9 @@ impl<'t> Loop<'t> {
             if self.parts[k] == 0 {
                 continue;
             }
-            let Some(a) = slot.active.as_mut() else { continue };
+            let Some(a) = slot.active.as_mut() else {
+                continue;
+            };
             let events = &a.job.events;
             a.gen.token_fed(&self.sessions[k], &mut |e| {
                 let mut text = e.piece;
@@ -428,7 +450,12 @@ impl<'t> Loop<'t> {
     /// One chunk of the prompt of the slot that has waited longest.
     fn prompt_pass(&mut self) {
         let Some(k) = (0..self.slots.len())
-            .filter(|&k| self.slots[k].active.as_ref().is_some_and(|a| !a.pending.is_empty()))
+            .filter(|&k| {
+                self.slots[k]
+                    .active
+                    .as_ref()
+                    .is_some_and(|a| !a.pending.is_empty())
+            })
             .min_by_key(|&k| self.slots[k].used)
         else {
             return;
@@ -438,7 +465,12 @@ impl<'t> Loop<'t> {
         self.parts.clear();
         self.parts.resize(self.sessions.len(), 0);
         self.parts[k] = n;
-        let r = self.batch.feed(&mut self.sessions, &self.parts, &a.pending[..n], &self.never);
+        let r = self.batch.feed(
+            &mut self.sessions,
+            &self.parts,
+            &a.pending[..n],
+            &self.never,
+        );
         if let Err(e) = r {
             fail(&a.job, 400, &e.to_string());
             self.slots[k].active = None;
@@ -447,7 +479,8 @@ impl<'t> Loop<'t> {
         a.pending.drain(..n);
         a.fed += n;
         if a.pending.is_empty() {
-            a.gen.prompt_fed(&self.sessions[k], false, a.t0.elapsed().as_secs_f64());
+            a.gen
+                .prompt_fed(&self.sessions[k], false, a.t0.elapsed().as_secs_f64());
         }
     }
 }
