@@ -295,7 +295,7 @@ fn add(x: &mut [f32], d: &[f32]) {
 }
 
 /// The KV caches of a forward pass's rows: one session's (every row), or one
-/// per session in a batched step ([`crate::batch`]), cache `k` owning the
+/// per session in a batched step ([`crate::session::Batch`]), cache `k` owning the
 /// `k`-th run of consecutive rows.
 pub trait Caches {
     fn count(&self) -> usize;
