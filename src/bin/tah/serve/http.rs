@@ -222,6 +222,8 @@ async fn completions(
 /// its body sees the answer instead of a reset connection.
 const DRAIN_MAX: usize = 16 << 20;
 const DRAIN_TIME: Duration = Duration::from_secs(5);
+/// The most time a request body may take to arrive.
+const BODY_TIME: Duration = Duration::from_secs(30);
 
 async fn read_body(body: Body, max: usize) -> Result<Bytes, ApiError> {
     let mut stream = body.into_data_stream();
@@ -260,7 +262,16 @@ async fn complete(
     endpoint: Endpoint,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body = read_body(body, st.max_body).await?;
+    // A client that trickles its body must not hold a connection and a
+    // buffer for ever.
+    let body = tokio::time::timeout(BODY_TIME, read_body(body, st.max_body))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the body did not arrive within {} s", BODY_TIME.as_secs()),
+            )
+        })??;
     let limits = Limits {
         ctx: st.engine.ctx,
         vocab: st.engine.model.model.cfg.vocab,
