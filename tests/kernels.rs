@@ -437,3 +437,65 @@ fn dispatch_names_and_dot_f32() {
     let chosen = kernels::kernels();
     assert!(avail.iter().any(|k| std::ptr::eq(*k, chosen)));
 }
+
+/// Batched decoding's products (`MatmulScratch::rowwise`): every activation
+/// row of a several-row product bit-for-bit what the row gives alone, on
+/// every table and type — through the table's `decode_multi` kernel where
+/// it has one, else the one-row tile in turn — over shapes with odd block
+/// counts, weight rows not a multiple of 4, activation rows not a multiple
+/// of 4, and enough rows for several parallel tasks.
+#[test]
+fn rowwise_products_equal_each_row_alone() {
+    let mut failures = Vec::new();
+    for k in kernels::available() {
+        for ty in ALL_TYPES {
+            let bl = ty.block_len().max(32);
+            let cols_cases = if bl == 256 { [256, 768] } else { [96, 1056] };
+            for (ci, &cols) in cols_cases.iter().enumerate() {
+                for &(rows, n) in &[(5usize, 2usize), (8, 3), (13, 4), (301, 7), (9, 9)] {
+                    let mut rng = Rng(0xB47C4
+                        ^ (ty.id() as u64) << 20
+                        ^ (ci as u64) << 12
+                        ^ (rows * 16 + n) as u64);
+                    let data = random_matrix(ty, rows, cols, &mut rng);
+                    let w = Matrix {
+                        ty,
+                        data: &data,
+                        rows,
+                        cols,
+                    };
+                    let x: Vec<f32> = (0..n * cols).map(|_| rng.gauss()).collect();
+                    let mut together = vec![f32::NAN; n * rows];
+                    let mut s = MatmulScratch::default();
+                    s.rowwise = true;
+                    kernels::matmul_with(k, &w, &x, n, &mut together, &mut s);
+                    for i in 0..n {
+                        let mut alone = vec![f32::NAN; rows];
+                        let mut s1 = MatmulScratch::default();
+                        kernels::matmul_with(
+                            k,
+                            &w,
+                            &x[i * cols..(i + 1) * cols],
+                            1,
+                            &mut alone,
+                            &mut s1,
+                        );
+                        let got = &together[i * rows..(i + 1) * rows];
+                        if got
+                            .iter()
+                            .zip(&alone)
+                            .any(|(a, b)| a.to_bits() != b.to_bits())
+                        {
+                            failures.push(format!(
+                                "{} {ty} {rows}x{cols} n={n}: row {i} differs (multi kernel: {})",
+                                k.name,
+                                (k.decode_multi)(ty).is_some()
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

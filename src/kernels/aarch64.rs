@@ -61,6 +61,7 @@ macro_rules! table {
             q6_k: $m::q6_k,
             dot_f32,
             panel: super::no_panel,
+            decode_multi: super::no_multi,
             swiglu: super::swiglu::swiglu,
             exp: super::exp::exp,
             dot_f16: super::attn_f16::dot_f16,

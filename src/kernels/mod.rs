@@ -214,11 +214,34 @@ pub struct Kernels {
     /// ([`PanelFn`]), if the table has one; used for [`PANEL_MIN_ROWS`] or
     /// more activation rows.
     pub panel: fn(GgmlType) -> Option<PanelFn>,
+    /// Batched decoding's product for weights of this type ([`MultiFn`]),
+    /// if the table has one; without, each activation row goes through the
+    /// one-row tile in turn (same results, more work).
+    pub decode_multi: fn(GgmlType) -> Option<MultiFn>,
     /// The feed-forward gate `g = silu(g) · u` ([`swiglu::swiglu`]; within a
     /// few ulp of it).
     pub swiglu: fn(&mut [f32], &[f32]),
     /// `x = e^x` in place ([`exp::exp`]; the same bits on all but rare inputs).
     pub exp: fn(&mut [f32]),
+}
+
+/// Several activation rows against weight rows, each output bit-for-bit what
+/// the table's one-row tile gives for that activation row alone, the weights
+/// unpacked once for all of them: `(cols, w, w_stride, x, x_stride, nx, out)`
+/// with `out` transposed (`out[j·nx + i]`, as [`TileFn`] writes it).
+pub type MultiFn = fn(
+    cols: usize,
+    w: &[u8],
+    w_stride: usize,
+    x: &[u8],
+    x_stride: usize,
+    nx: usize,
+    out: &mut [f32],
+);
+
+/// [`Kernels::decode_multi`] of a table without such kernels.
+pub fn no_multi(_: GgmlType) -> Option<MultiFn> {
+    None
 }
 
 /// [`Kernels::panel`] of a table without panel products.
@@ -440,8 +463,13 @@ pub fn matmul_with(
             }
         };
         let wchunk = per * row_bytes;
+        let multi = (k.decode_multi)(w.ty);
         crate::threads::for_each_chunk_mut(out, per * n, |i, o| {
-            one(o, &w.data[i * wchunk..w.data.len().min((i + 1) * wchunk)])
+            let wc = &w.data[i * wchunk..w.data.len().min((i + 1) * wchunk)];
+            match multi {
+                Some(f) => f(cols, wc, row_bytes, act, xs, n, o),
+                None => one(o, wc),
+            }
         });
     } else if per >= rows {
         run(out, w.data);

@@ -59,6 +59,7 @@ pub static AVX2: Kernels = Kernels {
     q6_k: avx2::tile_q6_k,
     dot_f32: avx2::dot_f32,
     panel: super::no_panel,
+    decode_multi: super::no_multi,
     swiglu: super::swiglu::x86::swiglu_avx2,
     exp: super::exp::x86::exp_avx2,
     dot_f16: super::attn_f16::x86::dot_f16_avx2,
@@ -83,6 +84,7 @@ pub static AVX512: Kernels = Kernels {
     q6_k: avx512::tile_q6_k,
     dot_f32: avx512_dot_f32,
     panel: panel::for_type,
+    decode_multi: decode_multi_for,
     swiglu: super::swiglu::x86::swiglu_avx512,
     exp: super::exp::x86::exp_avx512,
     dot_f16: super::attn_f16::x86::dot_f16_avx512,
@@ -374,11 +376,11 @@ macro_rules! decode_rows {
         assert!(out.len() >= m);
         let mut j = 0;
         while j + 4 <= m {
-            out[j..j + 4].copy_from_slice(&$rows::<4>(cols, &w[j * ws..], ws, x));
+            out[j..j + 4].copy_from_slice(&$rows::<4, 1>(cols, &w[j * ws..], ws, x, 0)[0]);
             j += 4;
         }
         while j < m {
-            out[j] = $rows::<1>(cols, &w[j * ws..], ws, x)[0];
+            out[j] = $rows::<1, 1>(cols, &w[j * ws..], ws, x, 0)[0][0];
             j += 1;
         }
     }};
@@ -403,22 +405,15 @@ unsafe fn x_pair(xp: *const u8, b: usize) -> (__m256i, __m256i, u32) {
     }
 }
 
-/// The products' scales `d_w · d_x` of the weight blocks `b` and `b + 1`
-/// (`wb` bytes each, the f16 scale first) of `RW` rows `ws` bytes apart at
-/// `wp`: lanes 2jj, 2jj + 1 for row jj; `hx` the activation scales as from
-/// [`x_pair`]. The f16 of 4 rows × 2 blocks converted at once.
+/// The f16 scales of the weight blocks `b` and `b + 1` (`wb` bytes each, the
+/// f16 scale first) of `RW` rows `ws` bytes apart at `wp`, as f32: lanes 2jj,
+/// 2jj + 1 for row jj. The f16 of 4 rows × 2 blocks converted at once.
 ///
 /// # Safety
 /// For jj < RW, `wp + jj·ws + b·wb .. + 2·wb` readable.
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn w_scales<const RW: usize>(
-    wp: *const u8,
-    ws: usize,
-    b: usize,
-    wb: usize,
-    hx: u32,
-) -> __m256 {
+unsafe fn w_scales<const RW: usize>(wp: *const u8, ws: usize, b: usize, wb: usize) -> __m256 {
     const { assert!(RW <= 4) };
     let mut hw = [0u64; 2];
     for jj in 0..RW {
@@ -429,36 +424,47 @@ unsafe fn w_scales<const RW: usize>(
         };
         hw[jj / 2] |= (h as u64) << (32 * (jj % 2));
     }
+    _mm256_cvtph_ps(_mm_set_epi64x(hw[1] as i64, hw[0] as i64))
+}
+
+/// The products' scales `d_w · d_x`: the weight scales from [`w_scales`]
+/// times the activation scales `hx` as from [`x_pair`] (block b's in the even
+/// lanes, b + 1's in the odd ones).
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn wx_scales(w: __m256, hx: u32) -> __m256 {
     let dx = _mm256_castpd_ps(_mm256_broadcastsd_pd(_mm_castps_pd(_mm_cvtph_ps(
         _mm_cvtsi32_si128(hx as i32),
     ))));
-    _mm256_mul_ps(
-        _mm256_cvtph_ps(_mm_set_epi64x(hw[1] as i64, hw[0] as i64)),
-        dx,
-    )
+    _mm256_mul_ps(w, dx)
 }
 
-/// q4_0 (`Q5 == false`) or q5_0 decode of `RW` rows, two blocks at a time:
+/// q4_0 (`Q5 == false`) or q5_0 decode of `RW` weight rows against `NX`
+/// activation rows (`xs` bytes apart), two blocks at a time:
 /// both blocks' nibbles in one vector (the low nibbles against the
 /// activations 0..16 of both blocks, the high ones against 16..32), for q5_0
 /// the fifth bits or-ed in under `qh` as a byte mask, the offset (8, q5_0 16)
 /// taken off as `offset · Σ y`; the activations rearranged and the f16 scales
 /// of both blocks of all rows converted once per pass, shared by the rows.
+/// Each weight row is unpacked once for all `NX` activation rows, and every
+/// (weight row, activation row) pair goes through the same operations in the
+/// same order whatever `NX` is: a row's result does not depend on the others.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn x_0_rows<const RW: usize, const Q5: bool>(
+fn x_0_rows<const RW: usize, const NX: usize, const Q5: bool>(
     cols: usize,
     w: &[u8],
     ws: usize,
     x: &[u8],
-) -> [f32; RW] {
+    xs: usize,
+) -> [[f32; RW]; NX] {
     // block bytes, where its nibbles start, the quants' offset
     let (wb, qs, off) = if Q5 { (22, 6, 16) } else { (18, 2, 8) };
     let nb = cols / 32;
     // the bounds of every load below, checked once
-    assert!(w.len() >= (RW - 1) * ws + nb * wb && x.len() >= nb * 34);
+    assert!(w.len() >= (RW - 1) * ws + nb * wb && x.len() >= (NX - 1) * xs + nb * 34);
     let ahead = tile_ahead(RW, ws);
     let (wp, xp) = (w.as_ptr(), x.as_ptr());
-    const { assert!(RW <= 4) };
+    const { assert!(RW <= 4 && NX >= 1) };
     let (m4, fo, f5) = (
         _mm256_set1_epi8(0x0F),
         _mm256_set1_epi8(off),
@@ -469,26 +475,30 @@ fn x_0_rows<const RW: usize, const Q5: bool>(
         let (a, b) = (2 * jj as i32, 2 * jj as i32 + 1);
         _mm256_setr_epi32(a, a, a, a, b, b, b, b)
     });
-    let mut acc = [_mm256_setzero_ps(); RW];
+    let mut acc = [[_mm256_setzero_ps(); RW]; NX];
     let mut b = 0;
     while b + 2 <= nb {
-        // the activations as [b: 0..16 | b + 1: 0..16] and [b: 16..32 | b + 1: 16..32],
-        // matching the low and high nibbles of both weight blocks in one vector
-        // SAFETY: b + 1 < nb: both blocks within x (asserted above).
-        let (y0, y1, hx) = unsafe { x_pair(xp, b) };
-        let (ylo, yhi) = (
-            _mm256_permute2x128_si256::<0x20>(y0, y1),
-            _mm256_permute2x128_si256::<0x31>(y0, y1),
-        );
-        let coff = _mm256_dpbusd_epi32(
-            _mm256_dpbusd_epi32(_mm256_setzero_si256(), fo, ylo),
-            fo,
-            yhi,
-        );
-        let init = _mm256_sub_epi32(_mm256_setzero_si256(), coff);
+        // Per activation row: [b: 0..16 | b + 1: 0..16] and [b: 16..32 | b + 1:
+        // 16..32], matching the low and high nibbles of both weight blocks in
+        // one vector; the offset's share; the products' scales.
         // SAFETY: b + 1 < nb: both blocks of all RW rows within w (asserted above).
-        let s = unsafe { w_scales::<RW>(wp, ws, b, wb, hx) };
-        for (jj, acc) in acc.iter_mut().enumerate() {
+        let sw = unsafe { w_scales::<RW>(wp, ws, b, wb) };
+        let ys: [(__m256i, __m256i, __m256i, __m256); NX] = core::array::from_fn(|i| {
+            // SAFETY: i < NX, b + 1 < nb: both blocks within x (asserted above).
+            let (y0, y1, hx) = unsafe { x_pair(xp.add(i * xs), b) };
+            let (ylo, yhi) = (
+                _mm256_permute2x128_si256::<0x20>(y0, y1),
+                _mm256_permute2x128_si256::<0x31>(y0, y1),
+            );
+            let coff = _mm256_dpbusd_epi32(
+                _mm256_dpbusd_epi32(_mm256_setzero_si256(), fo, ylo),
+                fo,
+                yhi,
+            );
+            let init = _mm256_sub_epi32(_mm256_setzero_si256(), coff);
+            (ylo, yhi, init, wx_scales(sw, hx))
+        });
+        for jj in 0..RW {
             // the row streams are short, so the hardware prefetcher starts too late
             prefetch(w, ahead + jj * ws + b * wb);
             // SAFETY: jj < RW, b + 1 < nb: both blocks within w (asserted above).
@@ -522,58 +532,75 @@ fn x_0_rows<const RW: usize, const Q5: bool>(
                     _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4),
                 )
             };
-            let p = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(init, qlo, ylo), qhi, yhi);
-            *acc = _mm256_fmadd_ps(
-                _mm256_cvtepi32_ps(p),
-                _mm256_permutevar8x32_ps(s, spread[jj]),
-                *acc,
-            );
+            for (acc, &(ylo, yhi, init, s)) in acc.iter_mut().zip(&ys) {
+                let p = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(init, qlo, ylo), qhi, yhi);
+                acc[jj] = _mm256_fmadd_ps(
+                    _mm256_cvtepi32_ps(p),
+                    _mm256_permutevar8x32_ps(s, spread[jj]),
+                    acc[jj],
+                );
+            }
         }
         b += 2;
     }
-    let mut out = [0f32; RW];
-    for (jj, o) in out.iter_mut().enumerate() {
-        *o = hsum(acc[jj]);
+    let mut out = [[0f32; RW]; NX];
+    for (o, acc) in out.iter_mut().zip(&acc) {
+        for (o, &a) in o.iter_mut().zip(acc) {
+            *o = hsum(a);
+        }
     }
     if b < nb {
         // the last block of an odd count, 256 bits wide
-        // SAFETY: b < nb: the block within x (asserted above).
-        let (y, dx) = unsafe { (ld32p(xp.add(b * 34 + 2)), f16p(xp.add(b * 34))) };
-        let init = _mm256_sub_epi32(
-            _mm256_setzero_si256(),
-            _mm256_dpbusd_epi32(_mm256_setzero_si256(), fo, y),
-        );
-        for (jj, o) in out.iter_mut().enumerate() {
-            // SAFETY: jj < RW, b < nb: the block within w (asserted above).
-            let (lo, qh, dw) = unsafe {
-                let p = wp.add(jj * ws + b * wb);
-                (nibbles_p(p.add(qs)), u32p(p.add(2)), f16p(p))
+        for (i, out) in out.iter_mut().enumerate() {
+            // SAFETY: i < NX, b < nb: the block within x (asserted above).
+            let (y, dx) = unsafe {
+                let xb = xp.add(i * xs + b * 34);
+                (ld32p(xb.add(2)), f16p(xb))
             };
-            let q = if Q5 {
-                _mm256_mask_add_epi8(lo, qh, lo, f5)
-            } else {
-                lo
-            };
-            let p = _mm256_dpbusd_epi32(init, q, y);
-            *o += (dw * dx) * hsum(_mm256_cvtepi32_ps(p));
+            let init = _mm256_sub_epi32(
+                _mm256_setzero_si256(),
+                _mm256_dpbusd_epi32(_mm256_setzero_si256(), fo, y),
+            );
+            for (jj, o) in out.iter_mut().enumerate() {
+                // SAFETY: jj < RW, b < nb: the block within w (asserted above).
+                let (lo, qh, dw) = unsafe {
+                    let p = wp.add(jj * ws + b * wb);
+                    (nibbles_p(p.add(qs)), u32p(p.add(2)), f16p(p))
+                };
+                let q = if Q5 {
+                    _mm256_mask_add_epi8(lo, qh, lo, f5)
+                } else {
+                    lo
+                };
+                let p = _mm256_dpbusd_epi32(init, q, y);
+                *o += (dw * dx) * hsum(_mm256_cvtepi32_ps(p));
+            }
         }
     }
     out
 }
 
-/// q8_0 decode of `RW` rows, two blocks per pass: the weights made unsigned
+/// q8_0 decode of `RW` weight rows against `NX` activation rows (`xs` bytes
+/// apart), two blocks per pass: the weights made unsigned
 /// by flipping their sign bits (`w + 128`, one xor instead of `vpabsb` and
 /// `vpsignb`), the 128 taken off as `128 · Σ y` (the dot's starting value,
 /// once per pass for all rows), the f16 scales of both blocks of all rows
-/// converted at once and broadcast from memory.
+/// converted at once and broadcast from memory. As in [`x_0_rows`], a
+/// row's result does not depend on `NX` or on the other rows.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn q8_0_rows<const RW: usize>(cols: usize, w: &[u8], ws: usize, x: &[u8]) -> [f32; RW] {
+fn q8_0_rows<const RW: usize, const NX: usize>(
+    cols: usize,
+    w: &[u8],
+    ws: usize,
+    x: &[u8],
+    xs: usize,
+) -> [[f32; RW]; NX] {
     let nb = cols / 32;
     // the bounds of every load below, checked once
-    assert!(w.len() >= (RW - 1) * ws + nb * 34 && x.len() >= nb * 34);
+    assert!(w.len() >= (RW - 1) * ws + nb * 34 && x.len() >= (NX - 1) * xs + nb * 34);
     let ahead = tile_ahead(RW, ws);
     let (wp, xp) = (w.as_ptr(), x.as_ptr());
-    const { assert!(RW <= 4) };
+    const { assert!(RW <= 4 && NX >= 1) };
     let sign = _mm256_set1_epi8(-128);
     // -128 · Σ y of the activation block at `xb`
     let init = |y: __m256i| {
@@ -582,18 +609,22 @@ fn q8_0_rows<const RW: usize>(cols: usize, w: &[u8], ws: usize, x: &[u8]) -> [f3
             _mm256_dpbusd_epi32(_mm256_setzero_si256(), sign, y),
         )
     };
-    let mut acc = [_mm256_setzero_ps(); RW];
+    let mut acc = [[_mm256_setzero_ps(); RW]; NX];
     let mut b = 0;
     while b + 2 <= nb {
-        // SAFETY: b + 1 < nb: both blocks within x (asserted above).
-        let (y0, y1, hx) = unsafe { x_pair(xp, b) };
-        let (i0, i1) = (init(y0), init(y1));
-        // the scales of both blocks of all rows (lanes 2jj, 2jj + 1), to broadcast from memory
-        let mut s = [0f32; 8];
-        // SAFETY: b + 1 < nb: both blocks of all RW rows within w (asserted
-        // above); 8 f32 in `s`, unaligned store.
-        unsafe { _mm256_storeu_ps(s.as_mut_ptr(), w_scales::<RW>(wp, ws, b, 34, hx)) };
-        for (jj, acc) in acc.iter_mut().enumerate() {
+        // SAFETY: b + 1 < nb: both blocks of all RW rows within w (asserted above).
+        let sw = unsafe { w_scales::<RW>(wp, ws, b, 34) };
+        let ys: [(__m256i, __m256i, __m256i, __m256i, [f32; 8]); NX] = core::array::from_fn(|i| {
+            // SAFETY: i < NX, b + 1 < nb: both blocks within x (asserted above).
+            let (y0, y1, hx) = unsafe { x_pair(xp.add(i * xs), b) };
+            // the scales of both blocks of all rows (lanes 2jj, 2jj + 1), to
+            // broadcast from memory
+            let mut s = [0f32; 8];
+            // SAFETY: 8 f32 in `s`, unaligned store.
+            unsafe { _mm256_storeu_ps(s.as_mut_ptr(), wx_scales(sw, hx)) };
+            (y0, y1, init(y0), init(y1), s)
+        });
+        for jj in 0..RW {
             // the row streams are short, so the hardware prefetcher starts too late
             prefetch(w, ahead + jj * ws + b * 34);
             prefetch(w, ahead + jj * ws + b * 34 + 64);
@@ -602,30 +633,40 @@ fn q8_0_rows<const RW: usize>(cols: usize, w: &[u8], ws: usize, x: &[u8]) -> [f3
                 let p = wp.add(jj * ws + b * 34);
                 (ld32p(p.add(2)), ld32p(p.add(36)))
             };
-            let p0 = _mm256_dpbusd_epi32(i0, _mm256_xor_si256(w0, sign), y0);
-            let p1 = _mm256_dpbusd_epi32(i1, _mm256_xor_si256(w1, sign), y1);
-            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(s[2 * jj]), *acc);
-            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_set1_ps(s[2 * jj + 1]), *acc);
+            let (w0, w1) = (_mm256_xor_si256(w0, sign), _mm256_xor_si256(w1, sign));
+            for (acc, (y0, y1, i0, i1, s)) in acc.iter_mut().zip(&ys) {
+                let p0 = _mm256_dpbusd_epi32(*i0, w0, *y0);
+                let p1 = _mm256_dpbusd_epi32(*i1, w1, *y1);
+                let a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(s[2 * jj]), acc[jj]);
+                acc[jj] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_set1_ps(s[2 * jj + 1]), a);
+            }
         }
         b += 2;
     }
-    let mut out = [0f32; RW];
-    for (jj, o) in out.iter_mut().enumerate() {
-        *o = hsum(acc[jj]);
+    let mut out = [[0f32; RW]; NX];
+    for (o, acc) in out.iter_mut().zip(&acc) {
+        for (o, &a) in o.iter_mut().zip(acc) {
+            *o = hsum(a);
+        }
     }
     if b < nb {
         // the last block of an odd count
-        // SAFETY: b < nb: the block within x (asserted above).
-        let (y, dx) = unsafe { (ld32p(xp.add(b * 34 + 2)), f16p(xp.add(b * 34))) };
-        let i0 = init(y);
-        for (jj, o) in out.iter_mut().enumerate() {
-            // SAFETY: jj < RW, b < nb: the block within w (asserted above).
-            let (q, dw) = unsafe {
-                let p = wp.add(jj * ws + b * 34);
-                (ld32p(p.add(2)), f16p(p))
+        for (i, out) in out.iter_mut().enumerate() {
+            // SAFETY: i < NX, b < nb: the block within x (asserted above).
+            let (y, dx) = unsafe {
+                let xb = xp.add(i * xs + b * 34);
+                (ld32p(xb.add(2)), f16p(xb))
             };
-            let p = _mm256_dpbusd_epi32(i0, _mm256_xor_si256(q, sign), y);
-            *o += (dw * dx) * hsum(_mm256_cvtepi32_ps(p));
+            let i0 = init(y);
+            for (jj, o) in out.iter_mut().enumerate() {
+                // SAFETY: jj < RW, b < nb: the block within w (asserted above).
+                let (q, dw) = unsafe {
+                    let p = wp.add(jj * ws + b * 34);
+                    (ld32p(p.add(2)), f16p(p))
+                };
+                let p = _mm256_dpbusd_epi32(i0, _mm256_xor_si256(q, sign), y);
+                *o += (dw * dx) * hsum(_mm256_cvtepi32_ps(p));
+            }
         }
     }
     out
@@ -639,14 +680,26 @@ fn q8_0_decode(cols: usize, w: &[u8], ws: usize, x: &[u8], out: &mut [f32]) {
 
 /// q4_0 decode of `RW` rows (see [`x_0_rows`]).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn q4_0_rows<const RW: usize>(cols: usize, w: &[u8], ws: usize, x: &[u8]) -> [f32; RW] {
-    x_0_rows::<RW, false>(cols, w, ws, x)
+fn q4_0_rows<const RW: usize, const NX: usize>(
+    cols: usize,
+    w: &[u8],
+    ws: usize,
+    x: &[u8],
+    xs: usize,
+) -> [[f32; RW]; NX] {
+    x_0_rows::<RW, NX, false>(cols, w, ws, x, xs)
 }
 
 /// q5_0 decode of `RW` rows (see [`x_0_rows`]).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn q5_0_rows<const RW: usize>(cols: usize, w: &[u8], ws: usize, x: &[u8]) -> [f32; RW] {
-    x_0_rows::<RW, true>(cols, w, ws, x)
+fn q5_0_rows<const RW: usize, const NX: usize>(
+    cols: usize,
+    w: &[u8],
+    ws: usize,
+    x: &[u8],
+    xs: usize,
+) -> [[f32; RW]; NX] {
+    x_0_rows::<RW, NX, true>(cols, w, ws, x, xs)
 }
 
 /// q4_0 decode (see [`x_0_rows`]): the `TileFn` shape without `xs`/`nx`.
@@ -660,6 +713,97 @@ fn q4_0_decode(cols: usize, w: &[u8], ws: usize, x: &[u8], out: &mut [f32]) {
 fn q5_0_decode(cols: usize, w: &[u8], ws: usize, x: &[u8], out: &mut [f32]) {
     decode_rows!(q5_0_rows, cols, w, ws, x, out)
 }
+
+/// Several activation rows through a decode kernel `rows::<RW, NX>`, up to 4
+/// at a time, with the output transposed (`out[j·nx + i]`, the tiles'
+/// layout): each output bit-for-bit what the one-row decode gives.
+macro_rules! decode_multi {
+    ($rows:ident, $cols:expr, $w:expr, $ws:expr, $x:expr, $xs:expr, $nx:expr, $out:expr) => {{
+        let (cols, w, ws, x, xs, nx, out) = ($cols, $w, $ws, $x, $xs, $nx, $out);
+        let m = w.len() / ws;
+        assert!(out.len() >= m * nx && x.len() >= nx * xs);
+        // one group of activation rows against every weight row
+        macro_rules! group {
+            ($nxg:literal, $i0:expr) => {{
+                let xg = &x[$i0 * xs..];
+                let mut j = 0;
+                while j + 4 <= m {
+                    let r = $rows::<4, $nxg>(cols, &w[j * ws..], ws, xg, xs);
+                    for (i, r) in r.iter().enumerate() {
+                        for (jj, &v) in r.iter().enumerate() {
+                            out[(j + jj) * nx + $i0 + i] = v;
+                        }
+                    }
+                    j += 4;
+                }
+                while j < m {
+                    let r = $rows::<1, $nxg>(cols, &w[j * ws..], ws, xg, xs);
+                    for (i, r) in r.iter().enumerate() {
+                        out[j * nx + $i0 + i] = r[0];
+                    }
+                    j += 1;
+                }
+            }};
+        }
+        let mut i0 = 0;
+        while i0 < nx {
+            match nx - i0 {
+                1 => group!(1, i0),
+                2 => group!(2, i0),
+                3 => group!(3, i0),
+                _ => group!(4, i0),
+            }
+            i0 += 4;
+        }
+    }};
+}
+
+/// [`super::MultiFn`] of the AVX-512 decode kernels, for the types that have one.
+pub fn decode_multi_for(ty: crate::quant::GgmlType) -> Option<super::MultiFn> {
+    use crate::quant::GgmlType;
+    match ty {
+        GgmlType::Q8_0 => Some(q8_0_multi),
+        GgmlType::Q4_0 => Some(q4_0_multi),
+        GgmlType::Q5_0 => Some(q5_0_multi),
+        _ => None,
+    }
+}
+
+macro_rules! multi_fn {
+    ($name:ident, $rows:ident) => {
+        /// [`super::MultiFn`]: see [`decode_multi_for`].
+        fn $name(
+            cols: usize,
+            w: &[u8],
+            ws: usize,
+            x: &[u8],
+            xs: usize,
+            nx: usize,
+            out: &mut [f32],
+        ) {
+            // SAFETY: reachable only through the AVX-512 table, which
+            // `available()` hands out only after detecting its features.
+            unsafe {
+                #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+                fn inner(
+                    cols: usize,
+                    w: &[u8],
+                    ws: usize,
+                    x: &[u8],
+                    xs: usize,
+                    nx: usize,
+                    out: &mut [f32],
+                ) {
+                    decode_multi!($rows, cols, w, ws, x, xs, nx, out)
+                }
+                inner(cols, w, ws, x, xs, nx, out)
+            }
+        }
+    };
+}
+multi_fn!(q8_0_multi, q8_0_rows);
+multi_fn!(q4_0_multi, q4_0_rows);
+multi_fn!(q5_0_multi, q5_0_rows);
 
 /// The 6-bit scales and mins of a q4_k super-block from its 12 bytes at `p`
 /// (ggml's packing), as bytes: scales 0..8, then mins 0..8.
