@@ -227,17 +227,8 @@ pub struct Kernels {
 
 /// Several activation rows against weight rows, each output bit-for-bit what
 /// the table's one-row tile gives for that activation row alone, the weights
-/// unpacked once for all of them: `(cols, w, w_stride, x, x_stride, nx, out)`
-/// with `out` transposed (`out[j·nx + i]`, as [`TileFn`] writes it).
-pub type MultiFn = fn(
-    cols: usize,
-    w: &[u8],
-    w_stride: usize,
-    x: &[u8],
-    x_stride: usize,
-    nx: usize,
-    out: &mut [f32],
-);
+/// unpacked once for all of them. The [`TileFn`] shape and output layout.
+pub type MultiFn = TileFn;
 
 /// [`Kernels::decode_multi`] of a table without such kernels.
 pub fn no_multi(_: GgmlType) -> Option<MultiFn> {

@@ -21,6 +21,8 @@ import pytest
 # max_tokens, for lengths the tests can count on.
 NO_EOS = {"0": -100, "2": -100}
 CTX = 1024
+# Every server started, for the logs of a failed test.
+SERVERS = []
 
 
 class Server:
@@ -45,7 +47,8 @@ class Server:
     def _wait_port(self, limit=60):
         end = time.time() + limit
         while time.time() < end:
-            m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", self.text())
+            # Up to the newline: the line may arrive in pieces.
+            m = re.search(r"listening on http://127\.0\.0\.1:(\d+)\n", self.text())
             if m:
                 return int(m.group(1))
             if self.proc.poll() is not None:
@@ -112,6 +115,7 @@ def start(tmp_path_factory):
     def go(*args):
         s = Server(list(args), tmp_path_factory.mktemp("serve") / "server.log")
         servers.append(s)
+        SERVERS.append(s)
         return s
 
     yield go
@@ -139,11 +143,11 @@ def model_id():
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    # A failed test shows the tail of each server's log next to it.
+    # A failed test shows the tail of every server's log next to it.
     outcome = yield
     rep = outcome.get_result()
     if rep.failed:
-        for name in ("server", "auth_server", "narrow_server", "timeout_server"):
-            s = item.funcargs.get(name) if hasattr(item, "funcargs") else None
-            if s is not None:
-                rep.sections.append((f"{name} log (tail)", "\n".join(s.text().splitlines()[-40:])))
+        for s in SERVERS:
+            alive = "running" if s.proc.poll() is None else f"exited {s.proc.returncode}"
+            tail = "\n".join(s.text().splitlines()[-30:])
+            rep.sections.append((f"server {' '.join(s.proc.args[4:])} ({alive})", tail))

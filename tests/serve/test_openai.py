@@ -207,6 +207,33 @@ def test_concurrent_streams_match_alone(client):
     assert len(set(alone)) == len(PROMPTS)
 
 
+def test_greedy_matches_tah_run(client):
+    """The server's greedy answer is `tah run`'s, whatever its sessions held
+    before (other prompts' caches, a shared system-prompt prefix)."""
+    def ask(p, n, out=None, i=0):
+        r = client.chat.completions.create(
+            model="any", messages=[{"role": "user", "content": p}], temperature=0, max_tokens=n)
+        if out is not None:
+            out[i] = r
+        return r.choices[0].message.content
+
+    warm = [threading.Thread(target=ask, args=(f"Give me a word that rhymes with number {i}.", 8))
+            for i in range(8)]
+    for t in warm:
+        t.start()
+    for t in warm:
+        t.join(120)
+    for p in PROMPTS:
+        cli = subprocess.run(
+            [os.environ["TAH_BIN"], "run", "-m", os.environ["TAH_SERVE_MODEL"], "-t", "1",
+             "--chat", "-p", p, "-n", "24", "--temp", "0", "--json"],
+            check=True, capture_output=True, text=True).stdout
+        # The CLI prints a character cut by max_tokens as U+FFFD; the server
+        # leaves the incomplete bytes out.
+        want = json.loads(cli)["text"].removesuffix("<|im_end|>").rstrip("\ufffd")
+        assert ask(p, 24) == want, p
+
+
 def test_client_side_errors(client):
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(model="any", messages=MSG, n=2)
