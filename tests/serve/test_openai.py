@@ -187,51 +187,49 @@ PROMPTS = ["Name a colour.", "What is the capital of Italy?", "Say hello in Span
            "What is 3 times 5?"]
 
 
-def test_concurrent_streams_match_alone(client):
-    def stream(p, out, i):
+def tah_run_text(prompt, n):
+    """`tah run`'s greedy answer to a one-message chat."""
+    out = subprocess.run(
+        [os.environ["TAH_BIN"], "run", "-m", os.environ["TAH_SERVE_MODEL"], "-t", "1",
+         "--chat", "-p", prompt, "-n", str(n), "--temp", "0", "--json"],
+        check=True, capture_output=True, text=True).stdout
+    # The CLI prints the end token, and a character cut by -n as U+FFFD; the
+    # server leaves both out.
+    return json.loads(out)["text"].removesuffix("<|im_end|>").rstrip("\ufffd")
+
+
+def test_greedy_alone_together_and_cli_agree(client):
+    """Greedy answers do not depend on what runs beside them or ran before in
+    the same session slot: each equals `tah run`'s."""
+    def ask(p, n, out, i):
         chunks = client.chat.completions.create(
             model="any", messages=[{"role": "user", "content": p}], temperature=0,
-            max_tokens=24, stream=True)
+            max_tokens=n, stream=True)
         out[i] = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
 
-    alone = [None] * len(PROMPTS)
-    for i, p in enumerate(PROMPTS):
-        stream(p, alone, i)
-    together = [None] * len(PROMPTS)
-    threads = [threading.Thread(target=stream, args=(p, together, i)) for i, p in enumerate(PROMPTS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert together == alone
-    assert len(set(alone)) == len(PROMPTS)
+    def together(prompts, n):
+        out = [None] * len(prompts)
+        threads = [threading.Thread(target=ask, args=(p, n, out, i)) for i, p in enumerate(prompts)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        return out
 
+    def alone(prompts, n):
+        out = [None] * len(prompts)
+        for i, p in enumerate(prompts):
+            ask(p, n, out, i)
+        return out
 
-def test_greedy_matches_tah_run(client):
-    """The server's greedy answer is `tah run`'s, whatever its sessions held
-    before (other prompts' caches, a shared system-prompt prefix)."""
-    def ask(p, n, out=None, i=0):
-        r = client.chat.completions.create(
-            model="any", messages=[{"role": "user", "content": p}], temperature=0, max_tokens=n)
-        if out is not None:
-            out[i] = r
-        return r.choices[0].message.content
-
-    warm = [threading.Thread(target=ask, args=(f"Give me a word that rhymes with number {i}.", 8))
-            for i in range(8)]
-    for t in warm:
-        t.start()
-    for t in warm:
-        t.join(120)
-    for p in PROMPTS:
-        cli = subprocess.run(
-            [os.environ["TAH_BIN"], "run", "-m", os.environ["TAH_SERVE_MODEL"], "-t", "1",
-             "--chat", "-p", p, "-n", "24", "--temp", "0", "--json"],
-            check=True, capture_output=True, text=True).stdout
-        # The CLI prints a character cut by max_tokens as U+FFFD; the server
-        # leaves the incomplete bytes out.
-        want = json.loads(cli)["text"].removesuffix("<|im_end|>").rstrip("\ufffd")
-        assert ask(p, 24) == want, p
+    want = [tah_run_text(p, 24) for p in PROMPTS]
+    assert len(set(want)) == len(PROMPTS)
+    assert alone(PROMPTS, 24) == want
+    # Other prompts in every slot first (their caches share the system prompt).
+    together([f"Give me a word that rhymes with number {i}." for i in range(8)], 8)
+    assert together(PROMPTS, 24) == want
+    assert alone(PROMPTS, 24) == want
+    assert together(PROMPTS[::-1], 24) == want[::-1]
 
 
 def test_client_side_errors(client):
