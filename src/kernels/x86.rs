@@ -765,6 +765,8 @@ pub fn decode_multi_for(ty: crate::quant::GgmlType) -> Option<super::MultiFn> {
         GgmlType::Q8_0 => Some(q8_0_multi),
         GgmlType::Q4_0 => Some(q4_0_multi),
         GgmlType::Q5_0 => Some(q5_0_multi),
+        GgmlType::Q4K => Some(q4_k_multi),
+        GgmlType::Q6K => Some(q6_k_multi),
         _ => None,
     }
 }
@@ -804,6 +806,8 @@ macro_rules! multi_fn {
 multi_fn!(q8_0_multi, q8_0_rows);
 multi_fn!(q4_0_multi, q4_0_rows);
 multi_fn!(q5_0_multi, q5_0_rows);
+multi_fn!(q4_k_multi, q4_k_rows);
+multi_fn!(q6_k_multi, q6_k_rows);
 
 /// The 6-bit scales and mins of a q4_k super-block from its 12 bytes at `p`
 /// (ggml's packing), as bytes: scales 0..8, then mins 0..8.
@@ -828,14 +832,23 @@ unsafe fn q4k_scales_simd(p: *const u8) -> __m128i {
     _mm_ternarylogic_epi32::<0xEA>(_mm_srli_epi32::<2>(b), m, lo)
 }
 
-/// q4_k × q8_K decode of `RW` rows: the scales and mins unpacked with SIMD,
+/// q4_k × q8_K decode of `RW` weight rows against `NX` activation rows (`xs`
+/// bytes apart): the scales and mins unpacked with SIMD,
 /// each spread to 16 i16 lanes by one byte shuffle, the sub-block products
-/// (`vpmaddubsw`) weighted by them with VNNI's `vpdpwssd`.
+/// (`vpmaddubsw`) weighted by them with VNNI's `vpdpwssd`. Each weight block
+/// is unpacked once for all activation rows; as in [`x_0_rows`], a row's
+/// result does not depend on `NX` or on the other rows.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn q4_k_rows<const RW: usize>(cols: usize, w: &[u8], ws: usize, x: &[u8]) -> [f32; RW] {
+fn q4_k_rows<const RW: usize, const NX: usize>(
+    cols: usize,
+    w: &[u8],
+    ws: usize,
+    x: &[u8],
+    xs: usize,
+) -> [[f32; RW]; NX] {
     let nb = cols / 256;
     // the bounds of every load below, checked once
-    assert!(w.len() >= (RW - 1) * ws + nb * 144 && x.len() >= nb * 292);
+    assert!(w.len() >= (RW - 1) * ws + nb * 144 && x.len() >= (NX - 1) * xs + nb * 292);
     let ahead = tile_ahead(RW, ws);
     let (wp, xp) = (w.as_ptr(), x.as_ptr());
     let m4 = _mm256_set1_epi8(0x0F);
@@ -861,13 +874,11 @@ fn q4_k_rows<const RW: usize>(cols: usize, w: &[u8], ws: usize, x: &[u8]) -> [f3
         0x800Fu16 as i16,
         0x800Fu16 as i16,
     );
-    let mut acc = [_mm256_setzero_ps(); RW];
+    let mut acc = [[_mm256_setzero_ps(); RW]; NX];
     for b in 0..nb {
-        // SAFETY: b < nb: the super-block within x (asserted above).
-        let xb = unsafe { xp.add(b * 292) };
-        // SAFETY: as above.
-        let (dx, bs) = unsafe { (f32::from_bits(u32p(xb)), ld32p(xb.add(260))) };
-        for (jj, acc) in acc.iter_mut().enumerate() {
+        // SAFETY: i < NX, b < nb: the super-block within x (asserted above).
+        let xbs: [*const u8; NX] = core::array::from_fn(|i| unsafe { xp.add(i * xs + b * 292) });
+        for jj in 0..RW {
             for l in 0..3 {
                 // the row streams are short, so the hardware prefetcher starts too late
                 prefetch(w, ahead + jj * ws + b * 144 + 64 * l);
@@ -876,60 +887,70 @@ fn q4_k_rows<const RW: usize>(cols: usize, w: &[u8], ws: usize, x: &[u8]) -> [f3
             let wb = unsafe { wp.add(jj * ws + b * 144) };
             // SAFETY: the 12 scale bytes at 4 and 4 more (the quants) within the block.
             let s = _mm256_broadcastsi128_si256(unsafe { q4k_scales_simd(wb.add(4)) });
-            let mut isum = _mm256_setzero_si256();
-            for g in 0..4 {
-                // SAFETY: the quants within the block, the activations within x.
-                let (v, y0, y1) = unsafe {
-                    (
-                        ld32p(wb.add(16 + 32 * g)),
-                        ld32p(xb.add(4 + 64 * g)),
-                        ld32p(xb.add(36 + 64 * g)),
-                    )
-                };
-                let lo = _mm256_and_si256(v, m4);
-                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
-                isum = _mm256_dpwssd_epi32(
-                    isum,
-                    _mm256_maddubs_epi16(lo, y0),
-                    _mm256_shuffle_epi8(s, spread[2 * g]),
-                );
-                isum = _mm256_dpwssd_epi32(
-                    isum,
-                    _mm256_maddubs_epi16(hi, y1),
-                    _mm256_shuffle_epi8(s, spread[2 * g + 1]),
+            // the weights unpacked once for all activation rows: per group of
+            // 64, the low and high nibbles and their scales spread
+            let q: [(__m256i, __m256i); 4] = core::array::from_fn(|g| {
+                // SAFETY: the quants within the block.
+                let v = unsafe { ld32p(wb.add(16 + 32 * g)) };
+                (
+                    _mm256_and_si256(v, m4),
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4),
+                )
+            });
+            let sg: [__m256i; 8] = core::array::from_fn(|k| _mm256_shuffle_epi8(s, spread[k]));
+            let smin = _mm256_shuffle_epi8(s, mins);
+            // SAFETY: within the block.
+            let dw = _mm_cvtph_ps(_mm_cvtsi32_si128(unsafe { u32p(wb) } as i32));
+            for (acc, &xb) in acc.iter_mut().zip(&xbs) {
+                // SAFETY: the activation super-block within x (asserted above).
+                let (dx, bs) = unsafe { (f32::from_bits(u32p(xb)), ld32p(xb.add(260))) };
+                let mut isum = _mm256_setzero_si256();
+                for (g, &(lo, hi)) in q.iter().enumerate() {
+                    // SAFETY: the activations within x.
+                    let (y0, y1) =
+                        unsafe { (ld32p(xb.add(4 + 64 * g)), ld32p(xb.add(36 + 64 * g))) };
+                    isum = _mm256_dpwssd_epi32(isum, _mm256_maddubs_epi16(lo, y0), sg[2 * g]);
+                    isum = _mm256_dpwssd_epi32(isum, _mm256_maddubs_epi16(hi, y1), sg[2 * g + 1]);
+                }
+                let msum = _mm256_madd_epi16(bs, smin);
+                // d and dmin (f16 at 0 and 2) times the activation scale
+                let dd = _mm_mul_ps(dw, _mm_set1_ps(dx));
+                let a =
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_broadcastss_ps(dd), acc[jj]);
+                acc[jj] = _mm256_fnmadd_ps(
+                    _mm256_cvtepi32_ps(msum),
+                    _mm256_broadcastss_ps(_mm_movehdup_ps(dd)),
+                    a,
                 );
             }
-            let msum = _mm256_madd_epi16(bs, _mm256_shuffle_epi8(s, mins));
-            // d and dmin (f16 at 0 and 2) times the activation scale
-            // SAFETY: within the block.
-            let dd = _mm_mul_ps(
-                _mm_cvtph_ps(_mm_cvtsi32_si128(unsafe { u32p(wb) } as i32)),
-                _mm_set1_ps(dx),
-            );
-            let a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_broadcastss_ps(dd), *acc);
-            *acc = _mm256_fnmadd_ps(
-                _mm256_cvtepi32_ps(msum),
-                _mm256_broadcastss_ps(_mm_movehdup_ps(dd)),
-                a,
-            );
         }
     }
-    let mut out = [0f32; RW];
-    for (o, a) in out.iter_mut().zip(acc) {
-        *o = hsum(a);
+    let mut out = [[0f32; RW]; NX];
+    for (o, acc) in out.iter_mut().zip(&acc) {
+        for (o, &a) in o.iter_mut().zip(acc) {
+            *o = hsum(a);
+        }
     }
     out
 }
 
-/// q6_k × q8_K decode of `RW` rows: the i8 scales sign-extended once per
+/// q6_k × q8_K decode of `RW` weight rows against `NX` activation rows: the
+/// i8 scales sign-extended once per
 /// super-block and spread per 16 values by one byte shuffle, the products
 /// (`vpmaddubsw`) weighted by them with VNNI's `vpdpwssd`; the offset 32
-/// comes off as `32 · Σ scale · bsum`.
+/// comes off as `32 · Σ scale · bsum`. Unpacked once for all activation
+/// rows, each row's result independent of the others (as [`q4_k_rows`]).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn q6_k_rows<const RW: usize>(cols: usize, w: &[u8], ws: usize, x: &[u8]) -> [f32; RW] {
+fn q6_k_rows<const RW: usize, const NX: usize>(
+    cols: usize,
+    w: &[u8],
+    ws: usize,
+    x: &[u8],
+    xs: usize,
+) -> [[f32; RW]; NX] {
     let nb = cols / 256;
     // the bounds of every load below, checked once
-    assert!(w.len() >= (RW - 1) * ws + nb * 210 && x.len() >= nb * 292);
+    assert!(w.len() >= (RW - 1) * ws + nb * 210 && x.len() >= (NX - 1) * xs + nb * 292);
     let ahead = tile_ahead(RW, ws);
     let (wp, xp) = (w.as_ptr(), x.as_ptr());
     let (m4, m30) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x30));
@@ -941,15 +962,19 @@ fn q6_k_rows<const RW: usize>(cols: usize, w: &[u8], ws: usize, x: &[u8]) -> [f3
             _mm_set1_epi16(a | (a + 1) << 8),
         )
     });
-    let mut acc = [_mm256_setzero_ps(); RW];
+    let mut acc = [[_mm256_setzero_ps(); RW]; NX];
     for b in 0..nb {
-        // SAFETY: b < nb: the super-block within x (asserted above).
-        let xb = unsafe { xp.add(b * 292) };
-        // SAFETY: as above.
-        let (dx, bs) = unsafe { (f32::from_bits(u32p(xb)), ld32p(xb.add(260))) };
-        // -Σ y per 16 values (|bsum| ≤ 16 · 127: the negation fits)
-        let nbs = _mm256_sub_epi16(_mm256_setzero_si256(), bs);
-        for (jj, acc) in acc.iter_mut().enumerate() {
+        // Per activation row: its super-block, scale and -Σ y per 16 values
+        // (|bsum| ≤ 16 · 127: the negation fits).
+        let xbs: [(*const u8, f32, __m256i); NX] = core::array::from_fn(|i| {
+            // SAFETY: i < NX, b < nb: the super-block within x (asserted above).
+            unsafe {
+                let xb = xp.add(i * xs + b * 292);
+                let nbs = _mm256_sub_epi16(_mm256_setzero_si256(), ld32p(xb.add(260)));
+                (xb, f32::from_bits(u32p(xb)), nbs)
+            }
+        });
+        for jj in 0..RW {
             for l in 0..4 {
                 // the row streams are short, so the hardware prefetcher starts too late
                 prefetch(w, ahead + jj * ws + b * 210 + 64 * l);
@@ -958,9 +983,11 @@ fn q6_k_rows<const RW: usize>(cols: usize, w: &[u8], ws: usize, x: &[u8]) -> [f3
             let wb = unsafe { wp.add(jj * ws + b * 210) };
             // SAFETY: the 16 scales at 192 within the block.
             let sc = _mm256_cvtepi8_epi16(unsafe { ld16p(wb.add(192)) });
-            // the offset: -32 · Σ scale · bsum
-            let mut isum = _mm256_madd_epi16(nbs, _mm256_slli_epi16::<5>(sc));
-            for h in 0..2 {
+            let sc32 = _mm256_slli_epi16::<5>(sc);
+            // The weights unpacked once for all activation rows: per half, the
+            // 4 groups of 32 (low nibbles of ql0, ql1, then their high nibbles,
+            // each with 2 more bits of qh as bits 4..6) and their scales.
+            let q: [([__m256i; 4], [__m256i; 4]); 2] = core::array::from_fn(|h| {
                 // SAFETY: the quants of this half within the block.
                 let (ql0, ql1, qh) = unsafe {
                     (
@@ -969,8 +996,6 @@ fn q6_k_rows<const RW: usize>(cols: usize, w: &[u8], ws: usize, x: &[u8]) -> [f3
                         ld32p(wb.add(128 + 32 * h)),
                     )
                 };
-                // the 4 groups of 32: low nibbles of ql0, ql1, then their high
-                // nibbles, each with 2 more bits of qh as bits 4..6
                 let q = [
                     _mm256_ternarylogic_epi32::<0xEA>(
                         ql0,
@@ -999,24 +1024,33 @@ fn q6_k_rows<const RW: usize>(cols: usize, w: &[u8], ws: usize, x: &[u8]) -> [f3
                 } else {
                     _mm256_permute2x128_si256::<0x11>(sc, sc)
                 };
-                for (k, &qk) in q.iter().enumerate() {
-                    // SAFETY: the activations of this group within x.
-                    let y = unsafe { ld32p(xb.add(4 + 128 * h + 32 * k)) };
-                    isum = _mm256_dpwssd_epi32(
-                        isum,
-                        _mm256_maddubs_epi16(qk, y),
-                        _mm256_shuffle_epi8(s, spread[k]),
-                    );
-                }
-            }
+                (
+                    q,
+                    core::array::from_fn(|k| _mm256_shuffle_epi8(s, spread[k])),
+                )
+            });
             // SAFETY: the f16 scale at 208 within the block.
             let d = unsafe { f16p(wb.add(208)) };
-            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(d * dx), *acc);
+            for (acc, &(xb, dx, nbs)) in acc.iter_mut().zip(&xbs) {
+                // the offset: -32 · Σ scale · bsum
+                let mut isum = _mm256_madd_epi16(nbs, sc32);
+                for (h, (qs, ss)) in q.iter().enumerate() {
+                    for (k, (&qk, &sk)) in qs.iter().zip(ss).enumerate() {
+                        // SAFETY: the activations of this group within x.
+                        let y = unsafe { ld32p(xb.add(4 + 128 * h + 32 * k)) };
+                        isum = _mm256_dpwssd_epi32(isum, _mm256_maddubs_epi16(qk, y), sk);
+                    }
+                }
+                acc[jj] =
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(d * dx), acc[jj]);
+            }
         }
     }
-    let mut out = [0f32; RW];
-    for (o, a) in out.iter_mut().zip(acc) {
-        *o = hsum(a);
+    let mut out = [[0f32; RW]; NX];
+    for (o, acc) in out.iter_mut().zip(&acc) {
+        for (o, &a) in o.iter_mut().zip(acc) {
+            *o = hsum(a);
+        }
     }
     out
 }
@@ -1241,8 +1275,8 @@ macro_rules! x86_kernels {
                     if $wide && RX == 1 {
                         // SAFETY: `$wide` only in the AVX-512 instantiation (see `wide_tile!`).
                         #[allow(unused_unsafe)] // needed in the AVX2 instantiation only
-                        let r = unsafe { $rows::<RW>($cols, $w, $ws, $x) };
-                        for (jj, r) in r.into_iter().enumerate() {
+                        let r = unsafe { $rows::<RW, 1>($cols, $w, $ws, $x, 0) };
+                        for (jj, r) in r[0].into_iter().enumerate() {
                             $out[jj * $nx] = r;
                         }
                         return;
