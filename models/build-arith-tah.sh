@@ -6,12 +6,20 @@
 #
 #   models/build-arith-tah.sh [OUT.tah]      (default: ~/.cache/tah/arith-tah.tah)
 #
+# QUANT=q8_0 (the default) stores the decoder's linear weights as q8_0: 171 MiB
+# instead of 522 MiB (models/README.md has its accuracy). What tah-convert
+# --quant q8_0 does to the rest: token_embd (tied, also the LM head) becomes f16, norms stay f32, and
+# the depth-2 LoRA and the decider keep the checkpoint's f32. QUANT=f32 writes the
+# all-f32 file (the one the model was evaluated on first); any other --quant type
+# tah-convert takes works too (q4_0, ...).
 # Needs: python3 with the packages of models/train/requirements.txt (only gguf,
-# numpy and safetensors are used here; set PYTHON=.../venv/bin/python), cargo.
+# numpy and safetensors are used here; set PYTHON=.../venv/bin/python), cargo
+# (or TAH_CONVERT=path/to/tah-convert, a converter already built).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 py="${PYTHON:-python3}"
 out="${1:-$HOME/.cache/tah/arith-tah.tah}"
+quant="${QUANT:-q8_0}"
 work="${TAH_WORK:-$HOME/.cache/tah/work}"
 models="$(PYTHON="$py" "$root/models/fetch.sh")"
 gguf="$models/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -72,5 +80,9 @@ PY
 
 # 3. Convert.
 cd "$root"
-cargo run --release -q -p tah-convert -- "$ckpt" -o "$out"
+if [ -n "${TAH_CONVERT:-}" ]; then
+  "$TAH_CONVERT" "$ckpt" -o "$out" --quant "$quant"
+else
+  cargo run --release -q -p tah-convert -- "$ckpt" -o "$out" --quant "$quant"
+fi
 echo "$out"
