@@ -8,10 +8,10 @@
 #
 # QUANT=q8_0 (the default) stores the decoder's linear weights as q8_0: 171 MiB
 # instead of 522 MiB (models/README.md has its accuracy). What tah-convert
-# --quant q8_0 does to the rest: token_embd (tied, also the LM head) becomes f16, norms stay f32, and
-# the depth-2 LoRA and the decider keep the checkpoint's f32. QUANT=f32 writes the
-# all-f32 file (the one the model was evaluated on first); any other --quant type
-# tah-convert takes works too (q4_0, ...).
+# --quant q8_0 does to the rest: token_embd (tied, also the LM head) becomes f16,
+# norms stay f32, and the depth-2 LoRA and the decider keep the checkpoint's f32.
+# QUANT=f32 writes the all-f32 file (the one the model was evaluated on first);
+# any other --quant type tah-convert takes works too (q4_0, ...).
 # Needs: python3 with the packages of models/train/requirements.txt (only gguf,
 # numpy and safetensors are used here; set PYTHON=.../venv/bin/python), cargo
 # (or TAH_CONVERT=path/to/tah-convert, a converter already built).
