@@ -254,3 +254,58 @@ fn a_failed_pass_changes_no_session() {
         .unwrap();
     assert_eq!(sessions[0].logits(), sessions[1].logits());
 }
+
+/// Exact mode: a prompt's logits do not depend on how it was cut into passes
+/// (a server's reused prefix is such a cut), nor on who shared the pass.
+#[test]
+fn exact_mode_logits_do_not_depend_on_chunking() {
+    let Some(path) = real_tah("Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf", None) else {
+        return;
+    };
+    let model = load(&path);
+    let tok = model.tokenizer.as_ref().unwrap();
+    let p = tok
+        .encode(
+            "A shop sells pencils at 35 cents each. How much do 12 pencils cost?",
+            true,
+        )
+        .unwrap();
+    let other = tok.encode("Write a haiku about the sea.", true).unwrap();
+    let cuts: [&[usize]; 4] = [
+        &[p.len()],
+        &[13, p.len() - 13],
+        &[p.len() - 1, 1],
+        &[1, 5, 9, p.len() - 15],
+    ];
+    let mut batch = Batch::new(Arc::clone(&model), 64, 256, KvType::F16).unwrap();
+    batch.set_exact(true);
+    let cancel = CancelFlag::default();
+    let mut results = vec![];
+    for (ci, cut) in cuts.iter().enumerate() {
+        let mut sessions: Vec<Session> = (0..2)
+            .map(|_| {
+                Session::new(Arc::clone(&model), &options(KvType::F16, ThinkMode::Never)).unwrap()
+            })
+            .collect();
+        let mut at = 0;
+        for &n in cut.iter() {
+            // The second cut shares its passes with another session's prompt.
+            let (parts, toks) = if ci == 1 && at == 0 {
+                (vec![n, other.len()], [&p[..n], &other[..]].concat())
+            } else {
+                (vec![n, 0], p[at..at + n].to_vec())
+            };
+            batch.feed(&mut sessions, &parts, &toks, &cancel).unwrap();
+            at += n;
+        }
+        results.push(sessions[0].logits().to_vec());
+    }
+    for (ci, r) in results.iter().enumerate().skip(1) {
+        assert_eq!(
+            max_abs_diff(r, &results[0]),
+            0.0,
+            "cut {:?} differs from one pass",
+            cuts[ci]
+        );
+    }
+}

@@ -34,6 +34,8 @@ pub struct Batch {
     counts: Vec<usize>,
     kv_type: KvType,
     ctx: usize,
+    /// Every pass row-wise ([`Batch::set_exact`]).
+    exact: bool,
 }
 
 impl Batch {
@@ -71,8 +73,20 @@ impl Batch {
             counts: Vec::with_capacity(max_rows),
             kv_type,
             ctx,
+            exact: false,
             model,
         })
+    }
+
+    /// Exact mode: prompt chunks too are computed row by row as decoding
+    /// computes them (the one-row kernels), so every token's numbers depend
+    /// on the tokens before it only — not on how a prompt was cut into
+    /// chunks, on which of its tokens came from a cache reused from an
+    /// earlier request, or on who shared the pass. A server's greedy answer
+    /// is then a function of its prompt alone. Costs prompt speed: the
+    /// panel products are not used.
+    pub fn set_exact(&mut self, exact: bool) {
+        self.exact = exact;
     }
 
     /// Most rows (tokens of all sessions) in one pass.
@@ -169,7 +183,7 @@ impl Batch {
         // what decoding alone gives it: no panel products, whose rounding
         // differs from a single row's (logits off by up to ~1 on a Q4_1
         // model, enough to change greedy tokens).
-        self.scratch.lin.mm.rowwise = self.counts.iter().all(|&m| m == 1);
+        self.scratch.lin.mm.rowwise = self.exact || self.counts.iter().all(|&m| m == 1);
         let capture = self.step.capture(&model, n);
         let mut members = Members {
             sessions,

@@ -187,20 +187,13 @@ PROMPTS = ["Name a colour.", "What is the capital of Italy?", "Say hello in Span
            "What is 3 times 5?"]
 
 
-def tah_run_text(prompt, n):
-    """`tah run`'s greedy answer to a one-message chat."""
-    out = subprocess.run(
-        [os.environ["TAH_BIN"], "run", "-m", os.environ["TAH_SERVE_MODEL"], "-t", "1",
-         "--chat", "-p", prompt, "-n", str(n), "--temp", "0", "--json"],
-        check=True, capture_output=True, text=True).stdout
-    # The CLI prints the end token, and a character cut by -n as U+FFFD; the
-    # server leaves both out.
-    return json.loads(out)["text"].removesuffix("<|im_end|>").rstrip("\ufffd")
-
-
-def test_greedy_alone_together_and_cli_agree(client):
+def test_greedy_alone_and_together_agree(client):
     """Greedy answers do not depend on what runs beside them or ran before in
-    the same session slot: each equals `tah run`'s."""
+    the same session slot (a reused cached prefix): the server computes every
+    token row by row (`Batch::set_exact`), so an answer is a function of its
+    prompt only. (`tah run` prefills with panel products, whose rounding
+    differs: its greedy text may differ after a near-tie, so it is not the
+    reference here.)"""
     def ask(p, n, out, i):
         chunks = client.chat.completions.create(
             model="any", messages=[{"role": "user", "content": p}], temperature=0,
@@ -222,9 +215,8 @@ def test_greedy_alone_together_and_cli_agree(client):
             ask(p, n, out, i)
         return out
 
-    want = [tah_run_text(p, 24) for p in PROMPTS]
-    assert len(set(want)) == len(PROMPTS)
-    assert alone(PROMPTS, 24) == want
+    want = alone(PROMPTS, 24)
+    assert len(set(want)) == len(PROMPTS) and all(want)
     # Other prompts in every slot first (their caches share the system prompt).
     together([f"Give me a word that rhymes with number {i}." for i in range(8)], 8)
     assert together(PROMPTS, 24) == want

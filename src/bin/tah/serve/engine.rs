@@ -162,6 +162,11 @@ impl Engine {
             opts.kv_type,
         )
         .map_err(|e| e.to_string())?;
+        // Answers that depend on their prompt only (not on batching, chunking
+        // or a reused prefix): reproducible greedy output, for the price of
+        // prompt speed.
+        let mut batch = batch;
+        batch.set_exact(true);
         let (tx, rx) = mpsc::sync_channel::<Job>(cfg.queue);
         let m = Arc::clone(&model);
         let default_think = opts.tah;
@@ -332,7 +337,6 @@ impl<'t> Loop<'t> {
             Ok(g) => g,
             Err(e) => return fail(&job, 400, &e.to_string()),
         };
-        job.cancel.clear();
         self.clock += 1;
         self.slots[k].used = self.clock;
         self.slots[k].active = Some(Active {
