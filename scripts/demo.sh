@@ -20,7 +20,9 @@ if [ "${TAH_DEMO_MODEL:-arith}" = qwen ]; then
   [ -f "$model" ] || "$bin/tah-convert" "$models/Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf" -o "$model"
 else
   model="$cache/arith-tah.tah"
+  # Rebuilt when the model or the build changed (an older cache holds the f32 file).
   [ -f "$model" ] && [ "$model" -nt models/arith-tah/iter_decider.bin ] \
+    && [ "$model" -nt models/build-arith-tah.sh ] \
     || TAH_MODELS="$cache/models" models/build-arith-tah.sh "$model" >&2
 fi
 question="${TAH_QUESTION:-Tom has 12 apples. Tom gets 7 more apples and then gives away 5. How many apples does Tom have now?}"
