@@ -716,18 +716,20 @@ fn q5_0_decode(cols: usize, w: &[u8], ws: usize, x: &[u8], out: &mut [f32]) {
 
 /// Several activation rows through a decode kernel `rows::<RW, NX>`, up to 4
 /// at a time, with the output transposed (`out[j·nx + i]`, the tiles'
-/// layout): each output bit-for-bit what the one-row decode gives.
+/// layout): each output bit-for-bit what the one-row decode gives. The weight
+/// rows go in slices of [`MULTI_SLICE`] that stay in cache while every group
+/// of activation rows uses them: a prompt chunk reads its weights once.
 macro_rules! decode_multi {
     ($rows:ident, $cols:expr, $w:expr, $ws:expr, $x:expr, $xs:expr, $nx:expr, $out:expr) => {{
         let (cols, w, ws, x, xs, nx, out) = ($cols, $w, $ws, $x, $xs, $nx, $out);
         let m = w.len() / ws;
         assert!(out.len() >= m * nx && x.len() >= nx * xs);
-        // one group of activation rows against every weight row
+        // one group of activation rows against weight rows j0..j1
         macro_rules! group {
-            ($nxg:literal, $i0:expr) => {{
+            ($nxg:literal, $i0:expr, $j0:expr, $j1:expr) => {{
                 let xg = &x[$i0 * xs..];
-                let mut j = 0;
-                while j + 4 <= m {
+                let mut j = $j0;
+                while j + 4 <= $j1 {
                     let r = $rows::<4, $nxg>(cols, &w[j * ws..], ws, xg, xs);
                     for (i, r) in r.iter().enumerate() {
                         for (jj, &v) in r.iter().enumerate() {
@@ -736,7 +738,7 @@ macro_rules! decode_multi {
                     }
                     j += 4;
                 }
-                while j < m {
+                while j < $j1 {
                     let r = $rows::<1, $nxg>(cols, &w[j * ws..], ws, xg, xs);
                     for (i, r) in r.iter().enumerate() {
                         out[j * nx + $i0 + i] = r[0];
@@ -745,18 +747,28 @@ macro_rules! decode_multi {
                 }
             }};
         }
-        let mut i0 = 0;
-        while i0 < nx {
-            match nx - i0 {
-                1 => group!(1, i0),
-                2 => group!(2, i0),
-                3 => group!(3, i0),
-                _ => group!(4, i0),
+        let slice = (MULTI_SLICE / ws).max(4) & !3;
+        let mut j0 = 0;
+        while j0 < m {
+            let j1 = (j0 + slice).min(m);
+            let mut i0 = 0;
+            while i0 < nx {
+                match nx - i0 {
+                    1 => group!(1, i0, j0, j1),
+                    2 => group!(2, i0, j0, j1),
+                    3 => group!(3, i0, j0, j1),
+                    _ => group!(4, i0, j0, j1),
+                }
+                i0 += 4;
             }
-            i0 += 4;
+            j0 = j1;
         }
     }};
 }
+
+/// Weight bytes [`decode_multi!`] runs all activation rows over before moving
+/// on: well inside L2 (and the prefetches of the next slice).
+const MULTI_SLICE: usize = 64 * 1024;
 
 /// [`super::MultiFn`] of the AVX-512 decode kernels, for the types that have one.
 pub fn decode_multi_for(ty: crate::quant::GgmlType) -> Option<super::MultiFn> {
