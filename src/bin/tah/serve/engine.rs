@@ -241,43 +241,50 @@ struct Loop<'t> {
 impl<'t> Loop<'t> {
     fn run(&mut self, rx: Receiver<Job>) {
         loop {
-            // Take new jobs while slots are free; sleep on the queue when idle.
-            while self.slots.iter().any(|s| s.active.is_none()) {
-                let idle = self.slots.iter().all(|s| s.active.is_none());
-                let job = if idle {
-                    match rx.recv() {
-                        Ok(j) => j,
-                        Err(_) => return, // the server is gone
+            // A panic (a bug) fails the jobs in flight, never the server.
+            match catch_unwind(AssertUnwindSafe(|| self.turn(&rx))) {
+                Ok(true) => {}
+                Ok(false) => return, // the server is gone
+                Err(_) => {
+                    for (k, slot) in self.slots.iter_mut().enumerate() {
+                        if let Some(a) = slot.active.take() {
+                            fail(
+                                &a.job,
+                                500,
+                                "internal error in the engine (the request was dropped)",
+                            );
+                        }
+                        self.sessions[k].reset();
                     }
-                } else {
-                    match rx.try_recv() {
-                        Ok(j) => j,
-                        Err(TryRecvError::Empty) => break,
-                        Err(TryRecvError::Disconnected) => return,
-                    }
-                };
-                self.admit(job);
-            }
-            // One pass of each kind; a panic (a bug) fails the jobs in flight,
-            // never the server.
-            let r = catch_unwind(AssertUnwindSafe(|| {
-                self.reap();
-                self.decode_pass();
-                self.prompt_pass();
-            }));
-            if r.is_err() {
-                for (k, slot) in self.slots.iter_mut().enumerate() {
-                    if let Some(a) = slot.active.take() {
-                        fail(
-                            &a.job,
-                            500,
-                            "internal error in the engine (the request was dropped)",
-                        );
-                    }
-                    self.sessions[k].reset();
                 }
             }
         }
+    }
+
+    /// One turn: take new jobs while slots are free (sleeping on the queue
+    /// when idle), end the cancelled ones, one decode pass, one prompt chunk.
+    /// False when the queue's sender is gone.
+    fn turn(&mut self, rx: &Receiver<Job>) -> bool {
+        while self.slots.iter().any(|s| s.active.is_none()) {
+            let idle = self.slots.iter().all(|s| s.active.is_none());
+            let job = if idle {
+                match rx.recv() {
+                    Ok(j) => j,
+                    Err(_) => return false,
+                }
+            } else {
+                match rx.try_recv() {
+                    Ok(j) => j,
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return false,
+                }
+            };
+            self.admit(job);
+        }
+        self.reap();
+        self.decode_pass();
+        self.prompt_pass();
+        true
     }
 
     /// Prepares `job` in the free slot that shares the longest cached prefix
