@@ -8,7 +8,8 @@
 # Needs python3 with `openai` and `pytest` (scripts/test.sh installs them), the
 # SmolLM2 GGUF in $TAH_MODELS (models/fetch.sh), and the release binaries
 # (built when missing). The tests start and stop their own servers on free
-# loopback ports (tests/serve/conftest.py); nothing is left running.
+# loopback ports (tests/serve/conftest.py); nothing is left running. A TaH
+# model (the fixture in ../shared with a byte tokenizer) serves the think tests.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 models=${TAH_MODELS:-$HOME/.cache/tah/models}
@@ -38,8 +39,14 @@ trap cleanup EXIT
 # The .tah carries the tokenizer and the chat template.
 "$conv" "$gguf" -o "$work/SmolLM2-135M-Instruct.tah" >/dev/null
 
+# A TaH model that takes text: the fixture with a byte tokenizer.
+shared=${TAH_SHARED:-$root/../shared}
+python3 "$root/tests/serve/make_tah_text.py" "$shared/fixtures/tah-tiny" "$work/tah-tiny-text"
+"$conv" "$work/tah-tiny-text" -o "$work/tah-tiny-text.tah" >/dev/null
+
 export TAH_BIN=$tah
 export TAH_SERVE_MODEL=$work/SmolLM2-135M-Instruct.tah
+export TAH_SERVE_TAH_MODEL=$work/tah-tiny-text.tah TAH_SERVE_TAH_CKPT=$work/tah-tiny-text
 cd "$root/tests/serve"
 # -p no:cacheprovider: no .pytest_cache in the source tree.
 [ $# -gt 0 ] || set -- .

@@ -1,7 +1,8 @@
 """Fixtures for the `tah serve` tests: servers started on free ports.
 
-Needs TAH_BIN (the tah binary) and TAH_SERVE_MODEL (SmolLM2-135M-Instruct
-converted to .tah); scripts/serve-check.sh sets both. Every server listens on
+Needs TAH_BIN (the tah binary), TAH_SERVE_MODEL (SmolLM2-135M-Instruct
+converted to .tah) and TAH_SERVE_TAH_MODEL (the TaH fixture with a byte
+tokenizer, from make_tah_text.py); scripts/serve-check.sh sets them. Every server listens on
 127.0.0.1 with --port 0; the port is read from its "listening on" line and
 /health is polled before a test uses it. Server logs go to files under
 pytest's temporary directory and are printed when a test fails.
@@ -26,11 +27,11 @@ SERVERS = []
 
 
 class Server:
-    def __init__(self, args, log_path):
+    def __init__(self, args, log_path, model=None):
         self.log_path = log_path
         self.log = open(log_path, "w")
         self.proc = subprocess.Popen(
-            [os.environ["TAH_BIN"], "serve", "-m", os.environ["TAH_SERVE_MODEL"],
+            [os.environ["TAH_BIN"], "serve", "-m", model or os.environ["TAH_SERVE_MODEL"],
              "--host", "127.0.0.1", "--port", "0", "-t", "2", *args],
             stdout=subprocess.DEVNULL, stderr=self.log, stdin=subprocess.DEVNULL)
         if os.environ.get("TAH_SERVE_PIDS"):
@@ -112,8 +113,8 @@ def start(tmp_path_factory):
     """start(*args) -> a running Server; all are stopped at the end."""
     servers = []
 
-    def go(*args):
-        s = Server(list(args), tmp_path_factory.mktemp("serve") / "server.log")
+    def go(*args, model=None):
+        s = Server(list(args), tmp_path_factory.mktemp("serve") / "server.log", model)
         servers.append(s)
         SERVERS.append(s)
         return s

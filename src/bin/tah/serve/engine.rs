@@ -329,7 +329,15 @@ impl<'t> Loop<'t> {
         if let Err(e) = session.set_think(&think) {
             return fail(&job, 400, &e.to_string());
         }
-        let keep = session.keep_shared_prefix(&ids);
+        // The think budget's controller decides every token from the first
+        // on, so its state is that of the whole prompt: no reuse under it.
+        let keep = match think.mode {
+            ThinkMode::Budget(_) => {
+                session.reset();
+                0
+            }
+            _ => session.keep_shared_prefix(&ids),
+        };
         let pending = ids[keep..].to_vec();
         let room = ctx - session.n_past() - pending.len();
         let opts = GenerateOptions {
