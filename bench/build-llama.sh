@@ -5,8 +5,9 @@
 #   bench/build-llama.sh [noamx] [amx]      # default: noamx
 #
 # Result: $LLAMA_CACHE/<variant>/bin/{llama-bench,llama-perplexity,llama-quantize,
-#         llama-tokenize,llama-simple}   (LLAMA_CACHE defaults to ~/.cache/tah/llama.cpp)
-# Idempotent: a variant whose binaries all exist is skipped (FORCE=1 rebuilds).
+#         llama-tokenize,llama-simple,llama-server}   (LLAMA_CACHE defaults to ~/.cache/tah/llama.cpp)
+# Idempotent: each binary is checked on its own; only the missing ones are built and
+# copied (binaries already there are left as they are). FORCE=1 rebuilds all of them.
 #
 # Sources (the same pair the anchors in ../shared/anchors were measured with):
 #   * library (ggml 0.26.0, libllama, common/): the vendored llama.cpp inside the
@@ -15,8 +16,23 @@
 #   * tools' sources (tools/{llama-bench,perplexity,quantize,tokenize}, examples/simple):
 #     the PyPI sdist llama-cpp-python $PY_VER (vendor/llama.cpp), via `pip download`;
 #     the crate ships only their READMEs.
+#   * llama-server (for comparing `tah serve` with `llama-server -np N`): tools/server
+#     from the same sdist, compiled against the crate's library, its tools/mtmd and its
+#     vendor/cpp-httplib (the crate has the HTTP library but not the server's sources).
+#     No web UI: the sdist's tools/ui/{CMakeLists.txt,ui.h.in,ui.cpp.in} and
+#     scripts/ui-assets.cmake are copied, and with -DLLAMA_BUILD_UI=OFF (no npm build)
+#     and -DLLAMA_USE_PREBUILT_UI=OFF (no download) llama.cpp's own ui-assets.cmake
+#     writes an empty asset table (ui.cpp/ui.h without LLAMA_UI_HAS_ASSETS): the API
+#     works, "/" serves no page.
+#     The sdist's server and the crate's common/ and mtmd differ in two calls; the
+#     variant's private copy of tools/server is patched with sed (patch_server_src):
+#     mtmd_get_memory_usage returns a struct here (the per-device map is its
+#     .backend_mem_usage; used only with --mmproj and --fit), and common/ has no
+#     fs_open_ifstream (the MCP config file is opened with std::ifstream, the same on
+#     Linux).
 #   The two are assembled into $LLAMA_CACHE/src, with a minimal tools/CMakeLists.txt that
-#   adds only the tools we build.
+#   adds only the tools we build. A source tree assembled before llama-server was added
+#   gets the server's sources added in place (marker .tah-server).
 #
 # Variants:
 #   noamx  -DGGML_NATIVE=OFF, AVX/AVX2/FMA/F16C/AVX-512(F,VNNI,BF16) on, AMX off:
@@ -38,7 +54,7 @@ PY_VER=${PY_VER:-0.3.36}
 LLAMA_CACHE=${LLAMA_CACHE:-$HOME/.cache/tah/llama.cpp}
 JOBS=${JOBS:-2}
 NICE=${NICE:-10}
-TOOLS=(llama-bench llama-perplexity llama-quantize llama-tokenize llama-simple)
+TOOLS=(llama-bench llama-perplexity llama-quantize llama-tokenize llama-simple llama-server)
 
 if [ $# -eq 0 ]; then set -- noamx; fi
 for v in "$@"; do
@@ -47,9 +63,9 @@ done
 
 log() { echo "[build-llama] $*" >&2; }
 
-have_all() {  # have_all BIN_DIR
+missing_tools() {  # missing_tools BIN_DIR: prints the tools not yet in BIN_DIR
   local t
-  for t in "${TOOLS[@]}"; do [ -x "$1/$t" ] || return 1; done
+  for t in "${TOOLS[@]}"; do [ -x "$1/$t" ] || echo "$t"; done
 }
 
 # ---------------------------------------------------------------- sources
@@ -76,12 +92,11 @@ crate_dir() {  # prints the unpacked crate directory, fetching it if needed
   echo "$DL/crate/llama-cpp-sys-2-$CRATE_VER"
 }
 
-prepare_src() {
-  if [ -f "$SRC/.tah-prepared" ]; then return; fi
+VEND=llama_cpp_python-$PY_VER/vendor/llama.cpp   # the llama.cpp inside the sdist
+
+sdist_file() {  # prints the sdist's path, downloading it if needed
+  local sdist=$DL/llama_cpp_python-$PY_VER.tar.gz
   mkdir -p "$DL"
-  local crate sdist vend t
-  crate=$(crate_dir)
-  sdist=$DL/llama_cpp_python-$PY_VER.tar.gz
   if [ ! -f "$sdist" ]; then
     log "downloading the llama-cpp-python $PY_VER sdist with pip"
     # Its metadata step needs scikit-build-core and cmake: installed from their
@@ -90,18 +105,10 @@ prepare_src() {
     python3 -m pip download --no-deps --no-binary :all: --no-build-isolation \
       "llama-cpp-python==$PY_VER" -d "$DL" >&2
   fi
-  rm -rf "$SRC" "$DL/sdist"
-  mkdir -p "$DL/sdist" "$(dirname "$SRC")"
-  vend=llama_cpp_python-$PY_VER/vendor/llama.cpp
-  tar xzf "$sdist" -C "$DL/sdist" "$vend/tools" "$vend/examples/simple"
-  log "assembling $SRC (library from the crate, tools from the sdist)"
-  cp -a "$crate/llama.cpp" "$SRC"
-  for t in llama-bench perplexity quantize tokenize; do
-    rm -rf "$SRC/tools/$t"
-    cp -a "$DL/sdist/$vend/tools/$t" "$SRC/tools/$t"
-  done
-  rm -rf "$SRC/tools/simple"
-  cp -a "$DL/sdist/$vend/examples/simple" "$SRC/tools/simple"
+  echo "$sdist"
+}
+
+write_tools_cmake() {
   cat > "$SRC/tools/CMakeLists.txt" <<'EOF'
 # Written by tah's bench/build-llama.sh: only the tools tah is measured against.
 find_package(Threads REQUIRED)
@@ -111,32 +118,99 @@ add_subdirectory(perplexity)
 add_subdirectory(quantize)
 add_subdirectory(tokenize)
 add_subdirectory(simple)
+if (LLAMA_BUILD_SERVER)
+    # llama-server: mtmd (the crate's) is linked by the server; ui/ yields an empty
+    # asset table when LLAMA_BUILD_UI and LLAMA_USE_PREBUILT_UI are OFF.
+    add_subdirectory(mtmd)
+    add_subdirectory(ui)
+    add_subdirectory(server)
+endif()
 EOF
+}
+
+add_server_src() {  # adds llama-server's sources to $SRC (also to a tree assembled earlier)
+  if [ -f "$SRC/.tah-server" ]; then return; fi
+  local sdist u=$DL/sdist/$VEND
+  if [ ! -f "$u/tools/server/main.cpp" ] || [ ! -f "$u/tools/ui/ui.cpp.in" ] \
+     || [ ! -f "$u/scripts/ui-assets.cmake" ]; then
+    sdist=$(sdist_file)
+    mkdir -p "$DL/sdist"
+    tar xzf "$sdist" -C "$DL/sdist" "$VEND/tools/server" "$VEND/tools/ui" "$VEND/scripts/ui-assets.cmake"
+  fi
+  [ -f "$SRC/vendor/cpp-httplib/httplib.h" ] && [ -f "$SRC/tools/mtmd/CMakeLists.txt" ] \
+    || { log "$SRC: vendor/cpp-httplib or tools/mtmd missing (expected from the crate)"; exit 1; }
+  log "adding llama-server's sources to $SRC (tools/server from the sdist, no web UI)"
+  rm -rf "$SRC/tools/server" "$SRC/tools/ui"
+  cp -a "$u/tools/server" "$SRC/tools/server"
+  mkdir -p "$SRC/tools/ui" "$SRC/scripts"
+  cp -a "$u/tools/ui/CMakeLists.txt" "$u/tools/ui/ui.h.in" "$u/tools/ui/ui.cpp.in" "$SRC/tools/ui/"
+  cp -a "$u/scripts/ui-assets.cmake" "$SRC/scripts/"
+  write_tools_cmake
+  echo "llama-server: tools/server, tools/ui templates, scripts/ui-assets.cmake from sdist llama-cpp-python $PY_VER; cpp-httplib and mtmd from the crate; no web UI" \
+    > "$SRC/.tah-server"
+}
+
+patch_server_src() {  # patch_server_src VSRC: fit the sdist's server to the crate's API (idempotent)
+  local d=$1/tools/server
+  grep -q 'mparams).backend_mem_usage;' "$d/server-context.cpp" \
+    || sed -i 's|mtmd_get_memory_usage(mmproj_path.c_str(), mparams);|mtmd_get_memory_usage(mmproj_path.c_str(), mparams).backend_mem_usage; /* tah: crate mtmd returns a struct */|' "$d/server-context.cpp"
+  grep -q 'std::ifstream f(params.mcp_servers_config' "$d/server-mcp.cpp" \
+    || sed -i 's|std::ifstream f = fs_open_ifstream(params.mcp_servers_config, std::ios::in);|std::ifstream f(params.mcp_servers_config, std::ios::in); /* tah: crate common has no fs_open_ifstream */|' "$d/server-mcp.cpp"
+  grep -q 'mparams).backend_mem_usage;' "$d/server-context.cpp" \
+    && grep -q 'std::ifstream f(params.mcp_servers_config' "$d/server-mcp.cpp" \
+    || { log "patching $d failed: the server's sources are not the expected ones"; exit 1; }
+}
+
+prepare_src() {
+  if [ -f "$SRC/.tah-prepared" ]; then add_server_src; return; fi
+  local crate sdist t
+  crate=$(crate_dir)
+  sdist=$(sdist_file)
+  rm -rf "$SRC" "$DL/sdist"
+  mkdir -p "$DL/sdist" "$(dirname "$SRC")"
+  tar xzf "$sdist" -C "$DL/sdist" "$VEND/tools" "$VEND/examples/simple" "$VEND/scripts/ui-assets.cmake"
+  log "assembling $SRC (library from the crate, tools from the sdist)"
+  cp -a "$crate/llama.cpp" "$SRC"
+  for t in llama-bench perplexity quantize tokenize; do
+    rm -rf "$SRC/tools/$t"
+    cp -a "$DL/sdist/$VEND/tools/$t" "$SRC/tools/$t"
+  done
+  rm -rf "$SRC/tools/simple"
+  cp -a "$DL/sdist/$VEND/examples/simple" "$SRC/tools/simple"
+  write_tools_cmake
   echo "crate llama-cpp-sys-2 $CRATE_VER ($crate) + sdist llama-cpp-python $PY_VER tools" > "$SRC/.tah-prepared"
+  add_server_src
 }
 
 # ---------------------------------------------------------------- build
 build_variant() {
   local v=$1 vdir=$LLAMA_CACHE/$1
-  local bin=$vdir/bin
-  if [ "${FORCE:-0}" != 1 ] && have_all "$bin"; then
-    log "$v: binaries present in $bin, skipping"
-    return
+  local bin=$vdir/bin targets
+  if [ "${FORCE:-0}" = 1 ]; then
+    targets=("${TOOLS[@]}")
+  else
+    mapfile -t targets < <(missing_tools "$bin")
+    if [ ${#targets[@]} -eq 0 ]; then
+      log "$v: binaries present in $bin, skipping"
+      return
+    fi
   fi
   prepare_src
   local vsrc=$vdir/src bld=$vdir/build
   mkdir -p "$vdir"
   # An interrupted build is resumed (make is incremental); FORCE=1 starts afresh.
-  if [ "${FORCE:-0}" = 1 ] || [ ! -f "$vsrc/.tah-prepared" ]; then
+  if [ "${FORCE:-0}" = 1 ] || [ ! -f "$vsrc/.tah-prepared" ] || [ ! -f "$vsrc/.tah-server" ]; then
     rm -rf "$vsrc" "$bld"
     cp -a "$SRC" "$vsrc"
   else
     log "$v: resuming in $bld"
   fi
+  patch_server_src "$vsrc"
   local flags=(
     -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF
     -DLLAMA_BUILD_COMMON=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_TESTS=OFF
-    -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF
+    -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_APP=OFF
+    -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF
     -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF -DGGML_OPENMP=ON
   )
   case $v in
@@ -159,20 +233,29 @@ build_variant() {
   nice -n "$NICE" cmake -S "$vsrc" -B "$bld" "${flags[@]}" > "$vdir/cmake-configure.log" 2>&1 \
     || { tail -n 30 "$vdir/cmake-configure.log" >&2; exit 1; }
   t1=$(date +%s)
-  log "$v: building ${TOOLS[*]} with -j$JOBS (log: $vdir/cmake-build.log)"
-  nice -n "$NICE" cmake --build "$bld" --config Release -j"$JOBS" --target "${TOOLS[@]}" \
+  log "$v: building ${targets[*]} with -j$JOBS (log: $vdir/cmake-build.log)"
+  nice -n "$NICE" cmake --build "$bld" --config Release -j"$JOBS" --target "${targets[@]}" \
     > "$vdir/cmake-build.log" 2>&1 || { tail -n 40 "$vdir/cmake-build.log" >&2; exit 1; }
   t2=$(date +%s)
   mkdir -p "$bin"
-  for t in "${TOOLS[@]}"; do cp "$bld/bin/$t" "$bin/$t"; done
+  for t in "${targets[@]}"; do cp "$bld/bin/$t" "$bin/$t"; done
+  # A build of all the tools rewrites BUILD-INFO.txt; one that added missing tools to
+  # an existing bin/ appends its own record below the earlier one(s).
+  local append=0
+  [ ${#targets[@]} -eq ${#TOOLS[@]} ] || [ ! -f "$vdir/BUILD-INFO.txt" ] || append=1
   {
+    [ $append = 0 ] || echo
     echo "variant: $v"
+    echo "targets: ${targets[*]}"
     echo "sources: $(cat "$SRC/.tah-prepared")"
+    echo "  $(cat "$SRC/.tah-server")"
     echo "cmake flags: ${flags[*]}"
     echo "configure: $((t1 - t0)) s; build (-j$JOBS, nice $NICE, shared machine, this run): $((t2 - t1)) s"
     echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(nproc) cores, $(gcc --version | head -n1)"
-  } > "$vdir/BUILD-INFO.txt"
+  } > "$vdir/BUILD-INFO.new"
+  if [ $append = 1 ]; then cat "$vdir/BUILD-INFO.new" >> "$vdir/BUILD-INFO.txt"; rm -f "$vdir/BUILD-INFO.new"
+  else mv "$vdir/BUILD-INFO.new" "$vdir/BUILD-INFO.txt"; fi
   log "$v: done in $((t2 - t0)) s -> $bin"
   cat "$vdir/BUILD-INFO.txt" >&2
   if [ "${KEEP_BUILD:-0}" != 1 ]; then rm -rf "$bld" "$vsrc"; fi
