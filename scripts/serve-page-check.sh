@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Opens the tutor page of `tah serve` in headless Chromium and checks it end to
 # end with the real SmolLM2-135M-Instruct model:
-#   1. a long answer stopped with the Stop button (the page aborts the fetch;
+#   1. a long answer (greedy, so it is long every run) stopped with the Stop button (the page aborts the fetch;
 #      the server must log that it cancelled, and take the next request);
 #   2. "What is 12*7?" asked through the page's ?q= hook (think never, greedy,
 #      at most 150 tokens): the streamed answer completes
@@ -193,7 +193,7 @@ def exceptions():
 
 try:
     # 1. Stop: a long answer aborted after a few tokens.
-    s = page("?q=Count+from+1+to+300,+one+number+per+line.&think=never&max_tokens=1000")
+    s = page("?q=Count+from+1+to+300,+one+number+per+line.&think=never&temp=0&max_tokens=1000")
     wait(s, "document.querySelectorAll('.msg.assistant span.d1, .msg.assistant span.d2').length >= 3",
          "the first tokens", 30)
     js("document.getElementById('stop').click()", s)
