@@ -13,22 +13,12 @@ use std::time::Instant;
 
 #[path = "common/args.rs"]
 mod args;
+#[path = "common/sample.rs"]
+mod sample;
 
+use sample::{median, splitmix};
 use tah::kernels::{self, Kernels, MatmulScratch, Matrix};
 use tah::quant;
-
-fn splitmix(state: &mut u64) -> f32 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

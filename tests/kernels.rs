@@ -338,11 +338,12 @@ fn every_path_matches_generic_on_odd_shapes() {
     for k in kernels::available() {
         for ty in ALL_TYPES {
             let bl = ty.block_len().max(32);
-            // one block; a few blocks; many (more than one tile of columns)
+            // one block; a few blocks; four and three (the 512-bit loop, then
+            // a pair and a single block); many (more than one tile of columns)
             let col_cases = if bl == 256 {
-                [256, 512, 1280]
+                [256, 512, 768, 1280]
             } else {
-                [32, 96, 1056]
+                [32, 96, 224, 1056]
             };
             for (ci, &cols) in col_cases.iter().enumerate() {
                 for &rows in &[1usize, 3, 5, 8, 13] {
@@ -450,7 +451,11 @@ fn rowwise_products_equal_each_row_alone() {
     for k in kernels::available() {
         for ty in ALL_TYPES {
             let bl = ty.block_len().max(32);
-            let cols_cases = if bl == 256 { [256, 768] } else { [96, 1056] };
+            let cols_cases = if bl == 256 {
+                [256, 768, 1280]
+            } else {
+                [96, 224, 1056]
+            };
             for (ci, &cols) in cols_cases.iter().enumerate() {
                 for &(rows, n) in &[(5usize, 2usize), (8, 3), (13, 4), (301, 7), (9, 9)] {
                     let mut rng = Rng(0xB47C4
