@@ -338,8 +338,9 @@ fn every_path_matches_generic_on_odd_shapes() {
     for k in kernels::available() {
         for ty in ALL_TYPES {
             let bl = ty.block_len().max(32);
-            // one block; a few blocks; four and three (the 512-bit loop, then
-            // a pair and a single block); many (more than one tile of columns)
+            // one block; a few blocks; seven (whole pairs, then a single
+            // block, as in the decode kernels' tail); many (more than one
+            // tile of columns)
             let col_cases = if bl == 256 {
                 [256, 512, 768, 1280]
             } else {
