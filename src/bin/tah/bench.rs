@@ -32,8 +32,34 @@ pub struct BenchArgs {
     #[arg(long = "threads-list", value_delimiter = ',')]
     pub threads_list: Option<Vec<usize>>,
     /// One JSON object per line per test.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "report")]
     pub json: bool,
+    /// One JSON object for posting results: this machine (CPU model and
+    /// features, kernel table), the file (architecture, tensor types), the
+    /// settings and every test's figures.
+    #[arg(long)]
+    pub report: bool,
+}
+
+/// `--report`'s object.
+#[derive(Serialize)]
+struct Report {
+    machine: crate::report::Machine,
+    model: ReportModel,
+    kv_type: &'static str,
+    results: Vec<Row>,
+}
+
+#[derive(Serialize)]
+struct ReportModel {
+    file: String,
+    bytes: u64,
+    architecture: Option<String>,
+    name: Option<String>,
+    /// Tensors and bytes per weight type.
+    types: std::collections::BTreeMap<String, tah::app::info::TypeCount>,
+    /// A TaH file (decider and depth-2 LoRA), not a plain model.
+    tah: bool,
 }
 
 #[derive(Serialize)]
@@ -115,6 +141,7 @@ pub fn bench(a: BenchArgs) -> Result<(), Error> {
     let tokens: Vec<u32> = (0..a.n_prompt.max(a.n_gen))
         .map(|_| (rng.next_u64() % vocab) as u32)
         .collect();
+    let mut rows = Vec::new();
     for &t in &threads {
         let pool = tah::threads::Threads::new(t)?;
         for (test, n) in [("pp", a.n_prompt), ("tg", a.n_gen)] {
@@ -136,7 +163,9 @@ pub fn bench(a: BenchArgs) -> Result<(), Error> {
                 model_bytes: model.file().file_size(),
                 peak_rss_bytes: peak_rss(),
             };
-            if a.json {
+            if a.report {
+                rows.push(row);
+            } else if a.json {
                 writeln!(std::io::stdout(), "{}", serde_json::to_string(&row)?)?;
             } else {
                 writeln!(std::io::stdout(),
@@ -151,6 +180,27 @@ pub fn bench(a: BenchArgs) -> Result<(), Error> {
                 )?;
             }
         }
+    }
+    if a.report {
+        let info = tah::app::info::describe(model.file());
+        let report = Report {
+            machine: crate::report::Machine::detect(),
+            model: ReportModel {
+                file: a.model.model.display().to_string(),
+                bytes: info.file_size,
+                architecture: info.architecture,
+                name: info.name,
+                types: info.types,
+                tah: info.tah.is_some(),
+            },
+            kv_type: args.kv_type.name(),
+            results: rows,
+        };
+        writeln!(
+            std::io::stdout(),
+            "{}",
+            serde_json::to_string_pretty(&report)?
+        )?;
     }
     Ok(())
 }

@@ -5,6 +5,7 @@ mod chat;
 mod common;
 mod eval;
 mod perplexity;
+mod report;
 mod run;
 #[cfg(feature = "serve")]
 mod serve;
