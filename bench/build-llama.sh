@@ -2,7 +2,7 @@
 # Build llama.cpp's command-line tools (the referee for tah's speed and accuracy)
 # into a cache directory outside the repository.
 #
-#   bench/build-llama.sh [noamx] [amx]      # default: noamx
+#   bench/build-llama.sh [noamx] [amx] [native]   # default: the host's (see below)
 #
 # Result: $LLAMA_CACHE/<variant>/bin/{llama-bench,llama-perplexity,llama-quantize,
 #         llama-tokenize,llama-simple,llama-server}   (LLAMA_CACHE defaults to ~/.cache/tah/llama.cpp)
@@ -44,6 +44,14 @@
 #          variant's private copy of ggml-cpu/amx/mmq.cpp with sed, replacing that call
 #          by an inline `ldtilecfg` whose memory operand is the whole struct.
 #          The cargo registry and the downloaded sdist are never modified.
+#   native the host's own instruction sets: on x86 each of SSE4.2, AVX, AVX2, BMI2,
+#          FMA, F16C, AVX-VNNI, AVX-512 F/VBMI/VNNI/BF16 on exactly when /proc/cpuinfo
+#          lists it (AMX off), on aarch64 -DGGML_NATIVE=ON (-mcpu=native: NEON,
+#          dotprod, i8mm as the CPU has them). For an AVX2-only x86 host (noamx
+#          forces AVX-512 and cannot run there) or an aarch64 Linux host such as a
+#          Raspberry Pi.
+#   Default: noamx on an x86 host with AVX-512 F and VNNI (the goals' referee),
+#   native everywhere else. `bench/build-llama.sh default-variant` prints it.
 #
 # Environment: LLAMA_CACHE, JOBS (default 2), NICE (default 10), FORCE=1,
 #              CRATE_VER, PY_VER.
@@ -56,9 +64,17 @@ JOBS=${JOBS:-2}
 NICE=${NICE:-10}
 TOOLS=(llama-bench llama-perplexity llama-quantize llama-tokenize llama-simple llama-server)
 
-if [ $# -eq 0 ]; then set -- noamx; fi
+default_variant() {  # noamx where llama.cpp's AVX-512 path runs, else native
+  if [ "$(uname -m)" = x86_64 ] && grep -qw avx512f /proc/cpuinfo && grep -qw avx512_vnni /proc/cpuinfo; then
+    echo noamx
+  else
+    echo native
+  fi
+}
+if [ "${1:-}" = default-variant ]; then default_variant; exit 0; fi
+if [ $# -eq 0 ]; then set -- "$(default_variant)"; fi
 for v in "$@"; do
-  case $v in noamx|amx) ;; *) echo "unknown variant '$v' (noamx|amx)" >&2; exit 2 ;; esac
+  case $v in noamx|amx|native) ;; *) echo "unknown variant '$v' (noamx|amx|native)" >&2; exit 2 ;; esac
 done
 
 log() { echo "[build-llama] $*" >&2; }
@@ -226,6 +242,22 @@ build_variant() {
       grep -q 'ldtilecfg %0' "$mmq" || sed -i 's|_tile_loadconfig(&tc);|asm volatile("ldtilecfg %0" :: "m"(tc)); /* tah: GCC 12 _tile_loadconfig miscompile */|' "$mmq"
       grep -q 'ldtilecfg %0' "$mmq" || { log "amx: _tile_loadconfig call not found in $mmq"; exit 1; }
       log "amx: patched $mmq (inline ldtilecfg)" ;;
+    native)
+      if [ "$(uname -m)" = x86_64 ]; then
+        # The host's own instruction sets, named one by one from /proc/cpuinfo
+        # (GGML_NATIVE's -march=native would also switch on AMX where the CPU has
+        # it, which GCC 12 miscompiles: see amx).
+        flags+=(-DGGML_NATIVE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_BF16=OFF)
+        local pair cpu_flags
+        cpu_flags=$(grep -m1 '^flags' /proc/cpuinfo)
+        for pair in sse4_2:SSE42 avx:AVX avx2:AVX2 bmi2:BMI2 fma:FMA f16c:F16C avx_vnni:AVX_VNNI \
+                    avx512f:AVX512 avx512vbmi:AVX512_VBMI avx512_vnni:AVX512_VNNI avx512_bf16:AVX512_BF16; do
+          if grep -qw "${pair%%:*}" <<<"$cpu_flags"; then flags+=("-DGGML_${pair#*:}=ON")
+          else flags+=("-DGGML_${pair#*:}=OFF"); fi
+        done
+      else
+        flags+=(-DGGML_NATIVE=ON)   # -mcpu=native: NEON, dotprod, i8mm as the CPU has them
+      fi ;;
   esac
   log "$v: configuring"
   local t0 t1 t2

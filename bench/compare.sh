@@ -4,7 +4,7 @@
 #   bench/compare.sh [-t "1 2"] [-r 5] [-p 128] [-n 64] [--rounds K] FILE.gguf...
 #
 # Per file and thread count T, K rounds (default 1) of, in this order:
-#   llama-bench -m FILE -p P -n N -t T -r R -o json          (noamx build: AVX-512 path)
+#   llama-bench -m FILE -p P -n N -t T -r R -o json  (noamx build on AVX-512 hosts, else native)
 #   tah bench   -m FILE.tah -p P -n N -t T -r R --json
 # so both engines see the same machine state (interleaved, never all-llama then all-tah).
 # The .tah is made once with `tah-convert FILE -o FILE.tah` (cached next to FILE;
@@ -15,14 +15,15 @@
 # If `tah bench` does not exist yet (or tah/tah-convert are not built), the tah column
 # says so and the llama side still runs.
 #
-# Environment: LLAMA_CACHE, LLAMA_VARIANT (default noamx), TAH (default
+# Environment: LLAMA_CACHE, LLAMA_VARIANT (default: noamx on AVX-512
+#   hosts, native elsewhere: `bench/build-llama.sh default-variant`), TAH (default
 #   target/release/tah, else `tah` on PATH), TAH_CONVERT (likewise tah-convert),
 #   TAH_CONVERT_ARGS, OUTDIR (raw outputs; default $LLAMA_CACHE/compare/<time>).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 LLAMA_CACHE=${LLAMA_CACHE:-$HOME/.cache/tah/llama.cpp}
-VARIANT=${LLAMA_VARIANT:-noamx}
+VARIANT=${LLAMA_VARIANT:-$("$here/build-llama.sh" default-variant)}
 B=$LLAMA_CACHE/$VARIANT/bin
 
 threads="1 2"; reps=5; np=128; ng=64; rounds=1
@@ -34,7 +35,7 @@ while [ $# -gt 0 ]; do
     -p) np=$2; shift 2 ;;
     -n) ng=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     -*) echo "unknown option $1" >&2; exit 2 ;;
     *) files+=("$1"); shift ;;
   esac

@@ -20,14 +20,15 @@
 #   {file: {"ppl", "stderr", "chunks", "build", "command", "token_embd_type", "output_type"}}
 # output_type is null when the model ties output to token_embd.
 #
-# Environment: TAH_MODELS, LLAMA_CACHE, LLAMA_VARIANT (default noamx), PPL_TEXT,
+# Environment: TAH_MODELS, LLAMA_CACHE, LLAMA_VARIANT (default: noamx on AVX-512
+#   hosts, native elsewhere: `bench/build-llama.sh default-variant`), PPL_TEXT,
 #              PPL_THREADS (default 2), OUT (default bench/llama-ppl.json),
 #              COLLECT_ONLY=1 (no new perplexity runs: write the JSON from the logs so far).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 LLAMA_CACHE=${LLAMA_CACHE:-$HOME/.cache/tah/llama.cpp}
-VARIANT=${LLAMA_VARIANT:-noamx}
+VARIANT=${LLAMA_VARIANT:-$("$here/build-llama.sh" default-variant)}
 B=$LLAMA_CACHE/$VARIANT/bin
 M=${TAH_MODELS:-$HOME/.cache/tah/models}
 PPL_TEXT=${PPL_TEXT:-/work/shared/anchors/gpl-3.txt}
