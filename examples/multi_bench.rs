@@ -30,14 +30,13 @@ fn main() {
     let n: usize = args.get(1).map_or(4, |s| s.parse().expect("N"));
     let shapes = args::shapes(args.get(2..).unwrap_or(&[]), &[(4864, 896), (896, 4864)]);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // HOT=1: one copy of each matrix, which stays in cache (the kernels'
+    // arithmetic alone)
+    let hot = std::env::var_os("HOT").is_some();
     println!(
         "kernels: {}, {n} rows vs 1, {threads} threads, {} weights",
         kernels::kernels().name,
-        if std::env::var_os("HOT").is_some() {
-            "hot"
-        } else {
-            "cold"
-        }
+        if hot { "hot" } else { "cold" }
     );
     println!(
         "{:<6} {:>10} {:>10} {:>12}",
@@ -50,9 +49,7 @@ fn main() {
                 continue;
             };
             let rb = rb as usize;
-            // enough copies to overflow the last-level cache (HOT=1: one,
-            // which stays in cache: the kernels' compute alone)
-            let hot = std::env::var_os("HOT").is_some();
+            // enough copies to overflow the last-level cache
             let copies = if hot {
                 1
             } else {

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Opens the tutor page of `tah serve` in headless Chromium and checks it end to
 # end with the real SmolLM2-135M-Instruct model:
-#   1. a long answer (greedy, so it is long every run) stopped with the Stop button (the page aborts the fetch;
-#      the server must log that it cancelled, and take the next request);
+#   1. a long answer (greedy, so it is long every run) stopped with the Stop
+#      button (the page aborts the fetch; the server must log that it
+#      cancelled, and take the next request);
 #   2. "What is 12*7?" asked through the page's ?q= hook (think never, greedy,
 #      at most 150 tokens): the streamed answer completes
 #      (data-state="done"), is made of token

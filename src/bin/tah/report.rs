@@ -31,19 +31,15 @@ pub struct Machine {
 impl Machine {
     pub fn detect() -> Machine {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let field = |name: &str| {
-            cpuinfo.lines().find_map(|l| {
+        // every value of a "name : value" line called `name`
+        let values = |name: &'static str| {
+            cpuinfo.lines().filter_map(move |l| {
                 let (k, v) = l.split_once(':')?;
                 (k.trim() == name).then(|| v.trim().to_string())
             })
         };
-        let parts: BTreeSet<String> = cpuinfo
-            .lines()
-            .filter_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                (k.trim() == "CPU part").then(|| v.trim().to_string())
-            })
-            .collect();
+        let field = |name: &'static str| values(name).next();
+        let parts: BTreeSet<String> = values("CPU part").collect();
         let board = field("Model")
             .or_else(|| {
                 let m = std::fs::read("/proc/device-tree/model").ok()?;
